@@ -1,0 +1,47 @@
+// Package instruments is the metric catalogue — every metric's name, unit,
+// help text and attribute keys — and the OpenTelemetry asynchronous
+// instruments whose callbacks read a source's latest snapshot.
+//
+// Names are the exposition names a scrape shows. Units are chosen so that the
+// Prometheus translation (which appends unit and _total suffixes that are not
+// already there) leaves every name as it is, on the scrape and on the OTLP
+// path into VictoriaMetrics alike; catalogue_test.go holds that to account.
+package instruments
+
+// Kind is the instrument a metric is recorded with.
+type Kind uint8
+
+const (
+	Gauge   Kind = iota // a value that goes up and down
+	Counter             // a cumulative total that only rises
+)
+
+func (k Kind) String() string {
+	if k == Counter {
+		return "counter"
+	}
+	return "gauge"
+}
+
+// Metric describes one metric family.
+type Metric struct {
+	Name       string
+	Unit       string // UCUM, as OpenTelemetry wants it; empty for plain numbers
+	Kind       Kind
+	Help       string
+	Attributes []string
+}
+
+// Group is the catalogue of one exporter.
+type Group struct {
+	Exporter string
+	Metrics  []Metric
+}
+
+// Catalogue lists every metric of every exporter; the README's tables are
+// rendered from it.
+func Catalogue() []Group {
+	return []Group{
+		{"ffmpeg-exporter", FFmpeg},
+	}
+}

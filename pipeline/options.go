@@ -1,0 +1,83 @@
+package pipeline
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Options are the flags every binary shares.
+type Options struct {
+	Name          string // the binary's name: the default service.name
+	port          int
+	listenAddress string
+	logLevel      string
+	logFormat     string
+	envErr        error
+}
+
+// NewOptions registers the common flags on fs. The port comes from
+// --web.listen-address, else --port, else the environment variable portEnv
+// (the deployment guide's, e.g. FFMPEG_EXPORTER_PORT), else defaultPort.
+func NewOptions(fs *flag.FlagSet, name string, defaultPort int, portEnv string) *Options {
+	o := &Options{Name: name}
+	if v := os.Getenv(portEnv); v != "" {
+		p, err := parsePort(v)
+		if err != nil {
+			o.envErr = fmt.Errorf("%s=%q: %w", portEnv, v, err)
+		} else {
+			defaultPort = p
+		}
+	}
+	fs.IntVar(&o.port, "port", defaultPort, "port to listen on (env "+portEnv+")")
+	fs.StringVar(&o.listenAddress, "web.listen-address", "", "address to listen on, HOST:PORT; wins over --port")
+	fs.StringVar(&o.logLevel, "log.level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log.format", "text", "log format: text or json")
+	return o
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil || p < 0 || p > 65535 {
+		return 0, fmt.Errorf("not a port number (0-65535)")
+	}
+	return p, nil
+}
+
+// Address is where the HTTP server listens.
+func (o *Options) Address() (string, error) {
+	if o.listenAddress != "" {
+		if _, _, err := net.SplitHostPort(o.listenAddress); err != nil {
+			return "", fmt.Errorf("--web.listen-address: %w", err)
+		}
+		return o.listenAddress, nil
+	}
+	if o.envErr != nil {
+		return "", o.envErr
+	}
+	if o.port < 0 || o.port > 65535 {
+		return "", fmt.Errorf("--port %d: not a port number (0-65535)", o.port)
+	}
+	return ":" + strconv.Itoa(o.port), nil
+}
+
+// Logger builds the slog logger the flags ask for, writing to w.
+func (o *Options) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log.level %q: use debug, info, warn or error", o.logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch o.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log.format %q: use text or json", o.logFormat)
+}

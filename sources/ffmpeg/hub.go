@@ -1,0 +1,269 @@
+package ffmpeg
+
+import (
+	"errors"
+	"io"
+	"regexp"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config bounds what the hub keeps.
+type Config struct {
+	MaxStreams  int              // streams tracked at once, live or retained
+	Silence     time.Duration    // a live stream that sends nothing this long is inactive
+	Retention   time.Duration    // how long a finished stream keeps its final values
+	IdleTimeout time.Duration    // an ingest connection silent this long is closed
+	Clock       func() time.Time // nil: time.Now; tests set a fixed clock
+}
+
+// DefaultConfig is what the exporter starts with.
+var DefaultConfig = Config{MaxStreams: 1024, Silence: 30 * time.Second, Retention: 5 * time.Minute, IdleTimeout: 5 * time.Minute}
+
+var (
+	ErrStreamName     = errors.New("invalid stream name: use 1-64 characters of [A-Za-z0-9_.-]")
+	ErrTooManyStreams = errors.New("too many concurrent streams")
+)
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidName reports whether name may be used as a stream name.
+func ValidName(name string) bool { return validName.MatchString(name) }
+
+// Hub holds the state of every stream and the ingest counters.
+type Hub struct {
+	cfg Config
+	now func() time.Time
+
+	mu      sync.RWMutex
+	streams map[string]*stream
+
+	lines    [numLineResults]atomic.Uint64
+	rejected [numRejects]atomic.Uint64
+}
+
+type stream struct {
+	mu       sync.Mutex
+	values   [NumFields]float64
+	known    uint16
+	conns    int       // open ingest connections
+	ended    bool      // progress=end seen since the last connection opened
+	lastSeen time.Time // last block received
+	closedAt time.Time // when it stopped being live (end or last connection closed)
+}
+
+// NewHub returns an empty hub.
+func NewHub(cfg Config) *Hub {
+	now := cfg.Clock
+	if now == nil {
+		now = time.Now
+	}
+	return &Hub{cfg: cfg, now: now, streams: make(map[string]*stream)}
+}
+
+// Open starts a connection feeding stream name. A stream that had no open
+// connection starts afresh: a new encode under a reused name.
+func (h *Hub) Open(name string) (*Conn, error) {
+	if !ValidName(name) {
+		return nil, ErrStreamName
+	}
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.streams[name]
+	if !ok {
+		if len(h.streams) >= h.cfg.MaxStreams && !h.evictOldestFinished() {
+			return nil, ErrTooManyStreams
+		}
+		s = &stream{}
+		h.streams[name] = s
+	}
+	s.mu.Lock()
+	if s.conns == 0 {
+		s.values, s.known, s.ended = [NumFields]float64{}, 0, false
+		s.lastSeen, s.closedAt = now, time.Time{}
+	}
+	s.conns++
+	s.mu.Unlock()
+	return &Conn{hub: h, s: s}, nil
+}
+
+// evictOldestFinished makes room by forgetting the finished stream that
+// stopped longest ago, before its retention is up. Called with h.mu held.
+func (h *Hub) evictOldestFinished() bool {
+	var (
+		oldest string
+		at     time.Time
+	)
+	for name, s := range h.streams {
+		s.mu.Lock()
+		live, closed := s.live(), s.closedAt
+		s.mu.Unlock()
+		if !live && (oldest == "" || closed.Before(at)) {
+			oldest, at = name, closed
+		}
+	}
+	if oldest == "" {
+		return false
+	}
+	delete(h.streams, oldest)
+	return true
+}
+
+// live reports whether a connection is open and ffmpeg has not said it ended.
+func (s *stream) live() bool { return s.conns > 0 && !s.ended }
+
+// Conn is one ingest connection (an HTTP body or stdin) feeding a stream.
+type Conn struct {
+	hub    *Hub
+	s      *stream
+	parser Parser
+	closed bool
+}
+
+// Consume reads r line by line until it ends, applying each block as it
+// arrives. It returns nil at a clean end of input.
+func (c *Conn) Consume(r io.Reader) error {
+	lr := NewLineReader(r, MaxLineBytes)
+	defer func() { c.hub.lines[LinesOversized].Add(uint64(lr.Oversized)) }()
+	for {
+		line, err := lr.Next()
+		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		c.Line(line)
+	}
+}
+
+// Line applies one line.
+func (c *Conn) Line(line []byte) {
+	u, done, kind := c.parser.Line(line)
+	c.hub.lines[lineResult(kind)].Add(1)
+	if done {
+		c.apply(u)
+	}
+}
+
+func (c *Conn) apply(u Update) {
+	now := c.hub.now()
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for f := range NumFields {
+		if u.Set&(1<<f) != 0 {
+			s.values[f] = u.Values[f]
+		}
+	}
+	s.known = (s.known | u.Set) &^ u.Cleared
+	s.lastSeen = now
+	if u.End && !s.ended {
+		s.ended = true
+		s.closedAt = now
+	}
+}
+
+// Close ends the connection; the stream is finished once its last one closes.
+func (c *Conn) Close() {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	now := c.hub.now()
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.conns--
+	if s.conns == 0 && !s.ended {
+		s.closedAt = now
+	}
+}
+
+// StreamSnapshot is one stream's readings at a moment.
+type StreamSnapshot struct {
+	Name     string
+	Values   [NumFields]float64
+	Known    uint16 // bit f set: Values[f] is a reading
+	Active   bool
+	LastSeen time.Time
+}
+
+// Has reports whether field f holds a reading.
+func (s *StreamSnapshot) Has(f Field) bool { return s.Known&(1<<f) != 0 }
+
+// Snapshot is the hub's state at a moment.
+type Snapshot struct {
+	Streams  []StreamSnapshot // sorted by name
+	Lines    [numLineResults]uint64
+	Rejected [numRejects]uint64
+}
+
+// LineResult is how the ingest counted a line.
+type LineResult uint8
+
+const (
+	LinesParsed    LineResult = iota // part of a progress block or a status line
+	LinesIgnored                     // log lines, unknown keys, garbage
+	LinesOversized                   // longer than MaxLineBytes, dropped
+	numLineResults
+)
+
+// LineResults names each LineResult, in order, for the metric attribute.
+var LineResults = [numLineResults]string{"parsed", "ignored", "oversized"}
+
+func lineResult(k LineKind) LineResult {
+	if k == Ignored {
+		return LinesIgnored
+	}
+	return LinesParsed
+}
+
+// Snapshot copies the state of every stream. It only reads.
+func (h *Hub) Snapshot() Snapshot {
+	now := h.now()
+	var snap Snapshot
+	for i := range snap.Lines {
+		snap.Lines[i] = h.lines[i].Load()
+	}
+	for i := range snap.Rejected {
+		snap.Rejected[i] = h.rejected[i].Load()
+	}
+	h.mu.RLock()
+	snap.Streams = make([]StreamSnapshot, 0, len(h.streams))
+	for name, s := range h.streams {
+		s.mu.Lock()
+		snap.Streams = append(snap.Streams, StreamSnapshot{
+			Name:     name,
+			Values:   s.values,
+			Known:    s.known,
+			Active:   s.live() && now.Sub(s.lastSeen) < h.cfg.Silence,
+			LastSeen: s.lastSeen,
+		})
+		s.mu.Unlock()
+	}
+	h.mu.RUnlock()
+	sort.Slice(snap.Streams, func(i, j int) bool { return snap.Streams[i].Name < snap.Streams[j].Name })
+	return snap
+}
+
+// Prune forgets streams finished longer ago than the retention.
+func (h *Hub) Prune() {
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for name, s := range h.streams {
+		s.mu.Lock()
+		expired := !s.live() && now.Sub(s.closedAt) >= h.cfg.Retention
+		s.mu.Unlock()
+		if expired {
+			delete(h.streams, name)
+		}
+	}
+}
+
+// Health reports nothing wrong: the hub only receives.
+func (h *Hub) Health() error { return nil }

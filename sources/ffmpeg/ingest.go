@@ -1,0 +1,107 @@
+package ffmpeg
+
+import (
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Reject is why an ingest request was refused.
+type Reject uint8
+
+const (
+	RejectMethod       Reject = iota // not a POST
+	RejectUnauthorized               // missing or wrong bearer token
+	RejectStreamName                 // invalid stream name
+	RejectTooMany                    // stream limit reached
+	numRejects
+)
+
+// Rejects names each Reject, in order, for the metric attribute.
+var Rejects = [numRejects]string{"method", "unauthorized", "stream_name", "too_many_streams"}
+
+// Ingest is the HTTP handler for POST /ingest, /ingest/{stream} and
+// /ingest?stream=NAME. It reads the body line by line as it arrives, so the
+// one long chunked POST of `ffmpeg -progress URL` moves the metrics while the
+// encode runs.
+type Ingest struct {
+	Hub   *Hub
+	Token string // when set, required as "Authorization: Bearer TOKEN" or ?token=TOKEN
+	Log   *slog.Logger
+}
+
+func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		in.reject(w, RejectMethod, http.StatusMethodNotAllowed, "ingest takes POST")
+		return
+	}
+	if in.Token != "" && !in.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ingest"`)
+		in.reject(w, RejectUnauthorized, http.StatusUnauthorized, "missing or wrong bearer token")
+		return
+	}
+	conn, err := in.Hub.Open(streamName(r))
+	switch {
+	case errors.Is(err, ErrStreamName):
+		in.reject(w, RejectStreamName, http.StatusBadRequest, err.Error())
+		return
+	case errors.Is(err, ErrTooManyStreams):
+		in.reject(w, RejectTooMany, http.StatusTooManyRequests, err.Error())
+		return
+	}
+	defer conn.Close()
+
+	body := io.Reader(r.Body)
+	if idle := in.Hub.cfg.IdleTimeout; idle > 0 {
+		body = &idleReader{r: r.Body, rc: http.NewResponseController(w), idle: idle}
+	}
+	if err := conn.Consume(body); err != nil {
+		in.Log.Debug("ingest connection ended early", "stream", streamName(r), "err", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// streamName takes the name from the path, then ?stream=, else "default".
+func streamName(r *http.Request) string {
+	if name := r.PathValue("stream"); name != "" {
+		return name
+	}
+	if q := r.URL.Query(); q.Has("stream") {
+		return q.Get("stream")
+	}
+	return "default"
+}
+
+// authorized accepts the token as a bearer header or, since ffmpeg's
+// -progress cannot send headers, as ?token=.
+func (in *Ingest) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		got = r.URL.Query().Get("token")
+	}
+	return subtle.ConstantTimeCompare([]byte(got), []byte(in.Token)) == 1
+}
+
+func (in *Ingest) reject(w http.ResponseWriter, why Reject, code int, msg string) {
+	in.Hub.rejected[why].Add(1)
+	http.Error(w, msg, code)
+}
+
+// idleReader closes a connection that sends nothing for idle, so a stuck
+// client cannot hold a stream slot forever.
+type idleReader struct {
+	r    io.Reader
+	rc   *http.ResponseController
+	idle time.Duration
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	_ = ir.rc.SetReadDeadline(time.Now().Add(ir.idle)) // unsupported only on non-net.Conn writers (tests); then there is no deadline
+	return ir.r.Read(p)
+}
