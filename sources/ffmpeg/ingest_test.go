@@ -1,0 +1,188 @@
+package ffmpeg
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newIngestServer(t *testing.T, cfg Config, token string) (*Hub, *httptest.Server) {
+	t.Helper()
+	hub := NewHub(cfg)
+	in := &Ingest{Hub: hub, Token: token, Log: slog.New(slog.DiscardHandler)}
+	mux := http.NewServeMux()
+	mux.Handle("/ingest", in)
+	mux.Handle("/ingest/{stream}", in)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return hub, srv
+}
+
+func post(t *testing.T, url, body string, header ...string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestIngestRoutesAndRejections(t *testing.T) {
+	hub, srv := newIngestServer(t, DefaultConfig, "")
+	block := "frame=7\nprogress=end\n"
+	for _, tc := range []struct {
+		url, stream string
+	}{
+		{"/ingest/job42", "job42"},
+		{"/ingest?stream=q.1", "q.1"},
+		{"/ingest", "default"},
+	} {
+		if code := post(t, srv.URL+tc.url, block); code != http.StatusNoContent {
+			t.Errorf("POST %s: %d", tc.url, code)
+		}
+		if s, ok := streamByName(t, hub, tc.stream); !ok || s.Values[Frames] != 7 {
+			t.Errorf("POST %s: stream %q = %+v, %v", tc.url, tc.stream, s, ok)
+		}
+	}
+	if code := post(t, srv.URL+"/ingest?stream=bad%20name", block); code != http.StatusBadRequest {
+		t.Errorf("bad name: %d, want 400", code)
+	}
+	if code := post(t, srv.URL+"/ingest/"+strings.Repeat("a", 65), block); code != http.StatusBadRequest {
+		t.Errorf("long name: %d, want 400", code)
+	}
+	resp, err := http.Get(srv.URL + "/ingest/job42")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "POST" {
+		t.Errorf("GET: %d Allow=%q, want 405 POST", resp.StatusCode, resp.Header.Get("Allow"))
+	}
+	snap := hub.Snapshot()
+	if snap.Rejected[RejectStreamName] != 2 || snap.Rejected[RejectMethod] != 1 {
+		t.Errorf("rejections %v", snap.Rejected)
+	}
+}
+
+func TestIngestToken(t *testing.T) {
+	hub, srv := newIngestServer(t, DefaultConfig, "s3cret")
+	if code := post(t, srv.URL+"/ingest/a", "frame=1\n"); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code := post(t, srv.URL+"/ingest/a", "frame=1\n", "Authorization", "Bearer wrong"); code != http.StatusUnauthorized {
+		t.Errorf("wrong token: %d, want 401", code)
+	}
+	if code := post(t, srv.URL+"/ingest/a", "frame=1\n", "Authorization", "Bearer s3cret"); code != http.StatusNoContent {
+		t.Errorf("header token: %d, want 204", code)
+	}
+	if code := post(t, srv.URL+"/ingest/b?token=s3cret", "frame=1\n"); code != http.StatusNoContent {
+		t.Errorf("query token: %d, want 204", code)
+	}
+	if n := hub.Snapshot().Rejected[RejectUnauthorized]; n != 2 {
+		t.Errorf("unauthorized count %d, want 2", n)
+	}
+	if _, ok := streamByName(t, hub, "a"); !ok {
+		t.Error("authorized stream missing")
+	}
+}
+
+func TestIngestTooManyStreams(t *testing.T) {
+	cfg := DefaultConfig
+	cfg.MaxStreams = 1
+	hub, srv := newIngestServer(t, cfg, "")
+	pr, pw := io.Pipe()
+	done := make(chan int)
+	go func() {
+		resp, err := http.Post(srv.URL+"/ingest/live", "text/plain", pr)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	io.WriteString(pw, "frame=1\nprogress=continue\n")
+	waitFor(t, func() bool { s, ok := streamByName(t, hub, "live"); return ok && s.Active })
+	if code := post(t, srv.URL+"/ingest/other", "frame=1\n"); code != http.StatusTooManyRequests {
+		t.Errorf("second stream: %d, want 429", code)
+	}
+	pw.Close()
+	if code := <-done; code != http.StatusNoContent {
+		t.Errorf("live stream ended with %d", code)
+	}
+	// Once the live stream has finished, its slot can be taken.
+	if code := post(t, srv.URL+"/ingest/other", "frame=1\n"); code != http.StatusNoContent {
+		t.Errorf("after the first finished: %d, want 204", code)
+	}
+}
+
+// TestIngestStreamsLiveAndIsolated: metrics move while a chunked body is
+// still open, and one stream's garbage does not touch another.
+func TestIngestStreamsLiveAndIsolated(t *testing.T) {
+	hub, srv := newIngestServer(t, DefaultConfig, "")
+	pr, pw := io.Pipe()
+	go func() {
+		if resp, err := http.Post(srv.URL+"/ingest/good", "text/plain", pr); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	io.WriteString(pw, "frame=1\nprogress=continue\n")
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "good"); return s.Values[Frames] == 1 })
+	io.WriteString(pw, "frame=2\nprogress=continue\n")
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "good"); return s.Values[Frames] == 2 })
+
+	garbage := strings.Repeat("\x00\xff\xfe", MaxLineBytes) + "\nframe=abc\nprogress=continue\n"
+	if code := post(t, srv.URL+"/ingest/bad", garbage); code != http.StatusNoContent {
+		t.Errorf("garbage body: %d", code)
+	}
+	io.WriteString(pw, "frame=3\nprogress=continue\n")
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "good"); return s.Values[Frames] == 3 })
+	if s, _ := streamByName(t, hub, "good"); !s.Active {
+		t.Error("good stream disturbed by the bad one")
+	}
+	if n := hub.Snapshot().Lines[LinesOversized]; n != 1 {
+		t.Errorf("oversized %d, want 1", n)
+	}
+	pw.Close()
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "good"); return !s.Active })
+}
+
+func TestIngestIdleTimeout(t *testing.T) {
+	cfg := DefaultConfig
+	cfg.IdleTimeout = 100 * time.Millisecond
+	hub, srv := newIngestServer(t, cfg, "")
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() {
+		if resp, err := http.Post(srv.URL+"/ingest/stuck", "text/plain", pr); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	io.WriteString(pw, "frame=1\nprogress=continue\n")
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "stuck"); return s.Values[Frames] == 1 })
+	// Nothing more is sent: the server closes the connection and the stream ends.
+	waitFor(t, func() bool {
+		s, _ := streamByName(t, hub, "stuck")
+		return !s.Active
+	})
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

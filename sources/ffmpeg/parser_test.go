@@ -1,0 +1,207 @@
+package ffmpeg
+
+import (
+	"strings"
+	"testing"
+)
+
+// feed runs lines through a parser and returns the completed blocks.
+func feed(t *testing.T, text string) []Update {
+	t.Helper()
+	var p Parser
+	var blocks []Update
+	lr := NewLineReader(strings.NewReader(text), MaxLineBytes)
+	for {
+		line, err := lr.Next()
+		if err != nil {
+			return blocks
+		}
+		if u, done, _ := p.Line(line); done {
+			blocks = append(blocks, u)
+		}
+	}
+}
+
+func want(t *testing.T, u Update, f Field, v float64) {
+	t.Helper()
+	if u.Set&(1<<f) == 0 {
+		t.Errorf("field %d not set, want %v", f, v)
+		return
+	}
+	if d := u.Values[f] - v; d > 1e-9 || d < -1e-9 {
+		t.Errorf("field %d = %v, want %v", f, u.Values[f], v)
+	}
+}
+
+func wantCleared(t *testing.T, u Update, f Field) {
+	t.Helper()
+	if u.Set&(1<<f) != 0 || u.Cleared&(1<<f) == 0 {
+		t.Errorf("field %d: set=%v cleared=%v, want cleared", f, u.Set&(1<<f) != 0, u.Cleared&(1<<f) != 0)
+	}
+}
+
+// A block as ffmpeg 5.1 writes it with -progress.
+const progressBlock = `frame=240
+fps=30.00
+stream_0_0_q=28.0
+bitrate=1048.6kbits/s
+total_size=1048576
+out_time_us=8000000
+out_time_ms=8000000
+out_time=00:00:08.000000
+dup_frames=1
+drop_frames=2
+speed=1.01x
+progress=continue
+`
+
+func TestProgressBlock(t *testing.T) {
+	blocks := feed(t, progressBlock)
+	if len(blocks) != 1 {
+		t.Fatalf("got %d blocks, want 1", len(blocks))
+	}
+	u := blocks[0]
+	want(t, u, Frames, 240)
+	want(t, u, FPS, 30)
+	want(t, u, Bitrate, 1048.6)
+	want(t, u, Size, 1048576)
+	want(t, u, OutTime, 8)
+	want(t, u, Duplicated, 1)
+	want(t, u, Dropped, 2)
+	want(t, u, Speed, 1.01)
+	if u.End {
+		t.Error("progress=continue read as the end")
+	}
+}
+
+func TestProgressEndAndNA(t *testing.T) {
+	blocks := feed(t, "frame=0\nfps=0.00\nbitrate=N/A\ntotal_size=N/A\nout_time_us=N/A\nout_time=N/A\nspeed=N/A\nprogress=continue\n"+
+		"frame=10\nbitrate=   0.5kbits/s\nspeed=   1x\nout_time=-00:00:00.040000\nprogress=end\n")
+	if len(blocks) != 2 {
+		t.Fatalf("got %d blocks, want 2", len(blocks))
+	}
+	first, last := blocks[0], blocks[1]
+	want(t, first, Frames, 0)
+	wantCleared(t, first, Bitrate)
+	wantCleared(t, first, Size)
+	wantCleared(t, first, OutTime)
+	wantCleared(t, first, Speed)
+	want(t, last, Frames, 10)
+	want(t, last, Bitrate, 0.5)
+	want(t, last, Speed, 1)
+	wantCleared(t, last, OutTime) // negative before the first packet
+	if !last.End || first.End {
+		t.Errorf("End: first %v last %v, want false true", first.End, last.End)
+	}
+}
+
+func TestStatusLines(t *testing.T) {
+	// ffmpeg's stderr, as `2>&1` pipes it: log lines, then status lines redrawn with \r.
+	text := "Input #0, lavfi, from 'testsrc=size=320x240:rate=25':\n" +
+		"  Stream #0:0: Video: rawvideo (RGB[24] / 0x18424752), rgb24, 320x240 [SAR 1:1 DAR 4:3], 25 tbr\n" +
+		"[libx264 @ 0x55d0] 264 - core 164 - options: cabac=1 ref=3 deblock=1:0:0\n" +
+		"frame=  240 fps= 30 q=28.0 size=    1024kB time=00:00:08.00 bitrate=1048.6kbits/s dup=0 drop=2 speed=1.01x    \r" +
+		"frame=  250 fps=N/A q=-1.0 Lsize=    2048KiB time=00:01:00.50 bitrate=N/A dup=3 drop=4 elapsed=0:00:10.00 speed=N/A\n" +
+		"size=N/A time=N/A bitrate=N/A speed=N/A\r"
+	blocks := feed(t, text)
+	if len(blocks) != 3 {
+		t.Fatalf("got %d blocks, want 3", len(blocks))
+	}
+	a, b, c := blocks[0], blocks[1], blocks[2]
+	want(t, a, Frames, 240)
+	want(t, a, FPS, 30)
+	want(t, a, Size, 1024*1024)
+	want(t, a, OutTime, 8)
+	want(t, a, Bitrate, 1048.6)
+	want(t, a, Duplicated, 0)
+	want(t, a, Dropped, 2)
+	want(t, a, Speed, 1.01)
+	want(t, b, Frames, 250)
+	wantCleared(t, b, FPS)
+	want(t, b, Size, 2048*1024)
+	want(t, b, OutTime, 60.5)
+	wantCleared(t, b, Bitrate)
+	want(t, b, Duplicated, 3)
+	want(t, b, Dropped, 4)
+	wantCleared(t, b, Speed)
+	wantCleared(t, c, Size)
+	wantCleared(t, c, OutTime)
+	if c.Set != 0 {
+		t.Errorf("all-N/A line set fields %b", c.Set)
+	}
+}
+
+func TestMixedProgressAndStderr(t *testing.T) {
+	// -progress pipe:1 2>&1: a status line can land in the middle of a block.
+	text := "frame=5\nfps=5.0\nframe=    6 fps=6.0 q=1 size=1kB time=00:00:00.24 bitrate=1.0kbits/s speed=0.5x\r" +
+		"total_size=100\nprogress=continue\n"
+	blocks := feed(t, text)
+	if len(blocks) != 2 {
+		t.Fatalf("got %d blocks, want 2", len(blocks))
+	}
+	want(t, blocks[0], Frames, 6) // the status line
+	want(t, blocks[1], Frames, 5) // the block, unaffected by the status line inside it
+	want(t, blocks[1], Size, 100)
+}
+
+func TestIgnoredLines(t *testing.T) {
+	var p Parser
+	for _, line := range []string{
+		"", "garbage", "=", "==", "key with space=1", "\x00\xff=\x01", "[h264 @ 0x1] frame=1 fps=2",
+		"x264 options: cabac=1 ref=3", "stream_0_0_q=28.0", "foo=bar", strings.Repeat("a", 100) + "=1",
+		"fps=1 q=2", // several pairs, but not a status line's first key
+	} {
+		if _, done, kind := p.Line([]byte(line)); done || kind != Ignored {
+			t.Errorf("%q: done=%v kind=%v, want ignored", line, done, kind)
+		}
+	}
+	// Unreadable values of known keys are read as N/A, not as zero.
+	_, _, kind := p.Line([]byte("fps=abc"))
+	u, _, _ := p.Line([]byte("progress=continue"))
+	if kind != Progress {
+		t.Errorf("fps=abc kind %v, want Progress", kind)
+	}
+	wantCleared(t, u, FPS)
+	for _, v := range []string{"inf", "NaN", "1e999", "0x10", "-5"} {
+		p.Line([]byte("fps=" + v))
+		u, _, _ := p.Line([]byte("progress=continue"))
+		if u.Set&(1<<FPS) != 0 {
+			t.Errorf("fps=%s read as %v", v, u.Values[FPS])
+		}
+	}
+}
+
+// FuzzParser: any bytes, split any way, neither panic nor produce a
+// negative, infinite or NaN reading.
+func FuzzParser(f *testing.F) {
+	f.Add([]byte(progressBlock))
+	f.Add([]byte("frame=  240 fps= 30 q=28.0 size=    1024kB time=00:00:08.00 bitrate=1048.6kbits/s dup=0 drop=2 speed=1.01x\r"))
+	f.Add([]byte("out_time=-00:00:00.040000\nprogress=end\n"))
+	f.Add([]byte("size=N/A time=99999999:00:00.00 bitrate=N/A speed=N/A\r\x00\xff"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		lr := NewLineReader(strings.NewReader(string(data)), 64)
+		var p Parser
+		for {
+			line, err := lr.Next()
+			if err != nil {
+				break
+			}
+			if len(line) > 64 {
+				t.Fatalf("line of %d bytes passed a 64-byte limit", len(line))
+			}
+			u, done, _ := p.Line(line)
+			if !done {
+				continue
+			}
+			for f := range NumFields {
+				v := u.Values[f]
+				if u.Set&(1<<f) != 0 && (v < 0 || v != v || v > 1e300) {
+					t.Fatalf("field %d = %v from %q", f, v, data)
+				}
+			}
+			if u.Set&u.Cleared != 0 {
+				t.Fatalf("fields both set and cleared: %b %b", u.Set, u.Cleared)
+			}
+		}
+	})
+}
