@@ -6,6 +6,7 @@ package peer
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -22,4 +23,16 @@ func Require(t testing.TB, name, install string) string {
 	}
 	t.Skipf("%s not found (%v); install it to run this test: %s", name, err, install)
 	return ""
+}
+
+// CheckMetrics runs `promtool check metrics` (Debian's prometheus package)
+// over a scrape and fails the test on any complaint.
+func CheckMetrics(t testing.TB, exposition string) {
+	t.Helper()
+	promtool := Require(t, "promtool", "apt-get install -y prometheus")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(exposition)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
