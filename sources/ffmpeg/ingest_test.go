@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strconv"
+	"sync"
 	"strings"
 	"testing"
 	"time"
@@ -185,4 +188,32 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestIngestNoGoroutineLeak: finished, refused and garbage ingests leave no
+// goroutine behind.
+func TestIngestNoGoroutineLeak(t *testing.T) {
+	_, srv := newIngestServer(t, DefaultConfig, "")
+	client := &http.Client{Transport: &http.Transport{}}
+	before := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := srv.URL + "/ingest/s" + strconv.Itoa(i)
+			if i%5 == 0 {
+				url = srv.URL + "/ingest/bad%20name"
+			}
+			resp, err := client.Post(url, "text/plain", strings.NewReader("frame=1\n\x00garbage\nprogress=end\n"))
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	client.CloseIdleConnections()
+	srv.CloseClientConnections()
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
 }
