@@ -43,5 +43,6 @@ type Group struct {
 func Catalogue() []Group {
 	return []Group{
 		{"ffmpeg-exporter", FFmpeg},
+		{"cpu-exporter", RAPL},
 	}
 }

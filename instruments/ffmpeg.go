@@ -47,35 +47,13 @@ var ffmpegFields = [ffmpeg.NumFields]Metric{
 
 // RegisterFFmpeg registers the ffmpeg-exporter's instruments over hub's snapshot.
 func RegisterFFmpeg(m metric.Meter, hub *ffmpeg.Hub) error {
-	var fields [ffmpeg.NumFields]metric.Float64Observable
-	for f, d := range ffmpegFields {
-		var err error
-		if fields[f], err = observable(m, d); err != nil {
-			return err
-		}
-	}
-	active, err := observable(m, FFmpegActive)
+	obs, err := observables(m, append(ffmpegFields[:], FFmpegActive, FFmpegLastUpdate, FFmpegLines, FFmpegRejected))
 	if err != nil {
 		return err
 	}
-	lastUpdate, err := observable(m, FFmpegLastUpdate)
-	if err != nil {
-		return err
-	}
-	lines, err := observable(m, FFmpegLines)
-	if err != nil {
-		return err
-	}
-	rejected, err := observable(m, FFmpegRejected)
-	if err != nil {
-		return err
-	}
-	all := []metric.Observable{active, lastUpdate, lines, rejected}
-	for _, f := range fields {
-		all = append(all, f)
-	}
-
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	fields := obs[:ffmpeg.NumFields]
+	active, lastUpdate, lines, rejected := obs[ffmpeg.NumFields], obs[ffmpeg.NumFields+1], obs[ffmpeg.NumFields+2], obs[ffmpeg.NumFields+3]
+	return obs.register(m, func(_ context.Context, o metric.Observer) error {
 		snap := hub.Snapshot()
 		for i := range snap.Streams {
 			s := &snap.Streams[i]
@@ -95,6 +73,5 @@ func RegisterFFmpeg(m metric.Meter, hub *ffmpeg.Hub) error {
 			o.ObserveFloat64(rejected, float64(n), metric.WithAttributes(attribute.String("reason", ffmpeg.Rejects[i])))
 		}
 		return nil
-	}, all...)
-	return err
+	})
 }

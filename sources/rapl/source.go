@@ -1,0 +1,204 @@
+package rapl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxPlausibleWatts bounds the sampling interval: at this power no zone's
+// counter may wrap twice between two samples, so no wrap is missed.
+const MaxPlausibleWatts = 1000
+
+// Config is what the source needs.
+type Config struct {
+	FS       fs.FS         // rooted at sysfs (/sys)
+	Root     string        // that root, for messages
+	Interval time.Duration // sampling interval; shortened if a zone could wrap twice in it
+	Clock    func() time.Time
+	Log      *slog.Logger
+}
+
+// Reading is one zone at the latest sample.
+type Reading struct {
+	Package, Zone  string
+	EnergyJoules   float64 // kernel's first reading plus every wrap-corrected delta since
+	PowerWatts     float64 // mean power over the latest sampling window
+	HasPower       bool    // false until two samples exist
+	MaxRangeJoules float64
+}
+
+// Snapshot is what the latest sample saw.
+type Snapshot struct {
+	Zones      []Reading // zones read successfully at least once
+	Discovered int       // zones found, readable or not
+	Available  bool      // at least one zone's energy is readable now
+	Err        error     // why RAPL is not (fully) readable; nil when all is well
+}
+
+// Source samples RAPL zones.
+type Source struct {
+	cfg  Config
+	snap atomic.Pointer[Snapshot]
+
+	mu     sync.Mutex // serialises Sample
+	zones  []zone
+	states []state
+	lastOK bool // whether the previous sample was healthy, to log changes once
+}
+
+// state is a zone's counter between samples.
+type state struct {
+	read  bool   // a reading has been taken
+	raw   uint64 // last energy_uj
+	total uint64 // µJ since the kernel's counter started, wrap-corrected
+	at    time.Time
+	watts float64
+	power bool
+}
+
+// New returns a source that has sampled once.
+func New(cfg Config) *Source {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{cfg: cfg, lastOK: true}
+	s.Sample()
+	return s
+}
+
+// Snapshot returns the latest sample; it never touches sysfs.
+func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Health is nil when every discovered zone is readable.
+func (s *Source) Health() error { return s.Snapshot().Err }
+
+// Interval is the sampling interval in effect: the configured one, or
+// shorter where a zone's counter could wrap twice at MaxPlausibleWatts.
+func (s *Source) Interval() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.interval()
+}
+
+func (s *Source) interval() time.Duration {
+	iv := s.cfg.Interval
+	for _, z := range s.zones {
+		wrap := time.Duration(float64(z.MaxRange) / MaxPlausibleWatts * float64(time.Microsecond))
+		iv = min(iv, wrap/2)
+	}
+	return max(iv, time.Millisecond)
+}
+
+// Run samples until ctx ends.
+func (s *Source) Run(ctx context.Context) {
+	t := time.NewTimer(s.Interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.Sample()
+			t.Reset(s.Interval())
+		}
+	}
+}
+
+// Sample reads every zone once and publishes a new snapshot. Until zones
+// are found it looks for them again each time, so powercap appearing (a
+// module loaded) or access being granted later needs no restart.
+func (s *Source) Sample() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	if len(s.zones) == 0 {
+		zones, err := discover(s.cfg.FS)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			errs = append(errs, fmt.Errorf("no powercap at %s: load the intel_rapl_msr (Intel) or intel_rapl (AMD) module, or enable RAPL in the BIOS", path.Join(s.cfg.Root, powercapDir)))
+		case err != nil:
+			errs = append(errs, err)
+		case len(zones) == 0:
+			errs = append(errs, fmt.Errorf("no RAPL zones under %s: this CPU or kernel exposes none", path.Join(s.cfg.Root, powercapDir)))
+		}
+		s.zones, s.states = zones, make([]state, len(zones))
+		if len(zones) > 0 {
+			s.cfg.Log.Info("RAPL zones found", "zones", len(zones), "sampling_interval", s.interval())
+		}
+	}
+
+	snap := &Snapshot{Discovered: len(s.zones)}
+	for i, z := range s.zones {
+		raw, err := readUint(s.cfg.FS, path.Join(z.Dir, "energy_uj"))
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			snap.Available = true
+			s.states[i].advance(raw, z.MaxRange, s.cfg.Clock())
+		}
+		if st := s.states[i]; st.read {
+			snap.Zones = append(snap.Zones, Reading{
+				Package:        z.Package,
+				Zone:           z.Zone,
+				EnergyJoules:   float64(st.total) / 1e6,
+				PowerWatts:     st.watts,
+				HasPower:       st.power && err == nil,
+				MaxRangeJoules: float64(z.MaxRange) / 1e6,
+			})
+		}
+	}
+	snap.Err = explain(errors.Join(errs...))
+	s.logChange(snap.Err)
+	s.snap.Store(snap)
+}
+
+// advance takes a new raw reading. A counter that fell has wrapped at
+// maxRange: the energy since the last reading is (max − previous + current).
+func (st *state) advance(raw, maxRange uint64, now time.Time) {
+	if !st.read {
+		*st = state{read: true, raw: raw, total: raw, at: now}
+		return
+	}
+	var delta uint64
+	if raw >= st.raw {
+		delta = raw - st.raw
+	} else {
+		delta = maxRange - st.raw + raw
+	}
+	st.total += delta
+	if dt := now.Sub(st.at).Seconds(); dt > 0 {
+		st.watts, st.power = float64(delta)/1e6/dt, true
+	}
+	st.raw, st.at = raw, now
+}
+
+// explain adds, once, what to do about a permission error.
+func explain(err error) error {
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("%w: since Linux 5.10 energy_uj is readable by root only (CVE-2020-8694); "+
+			"grant the exporter CAP_DAC_READ_SEARCH (setcap cap_dac_read_search=+ep BINARY, or AmbientCapabilities=CAP_DAC_READ_SEARCH in its systemd unit), "+
+			"or an ACL (setfacl -R -m u:USER:r /sys/class/powercap); access granted later is picked up without a restart", err)
+	}
+	return err
+}
+
+// logChange logs when RAPL becomes unreadable or readable again, once each.
+func (s *Source) logChange(err error) {
+	switch {
+	case err != nil && s.lastOK:
+		s.cfg.Log.Warn("RAPL not readable; serving what can be read and retrying", "err", err)
+	case err == nil && !s.lastOK:
+		s.cfg.Log.Info("RAPL readable again")
+	}
+	s.lastOK = err == nil
+}

@@ -1,0 +1,146 @@
+// Package rapl reads CPU energy from the kernel's powercap interface
+// (<sysfs>/class/powercap/intel-rapl:*), which Intel and AMD hosts both use.
+// It samples in the background, keeps a wrap-corrected energy total per zone
+// and the mean power over the latest sampling window, and publishes them as
+// a snapshot that scrapes only read.
+package rapl
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// powercapDir is where the kernel lists every powercap zone, nested ones
+// included, as symlinks into devices/virtual/powercap.
+const powercapDir = "class/powercap"
+
+// zone is one physical RAPL domain.
+type zone struct {
+	Package  string // socket index, "0", "1"; empty for psys (the whole platform)
+	Zone     string // package, core, uncore, dram, psys
+	Dir      string // e.g. class/powercap/intel-rapl:0:1, relative to sysfs
+	MaxRange uint64 // max_energy_range_uj: where energy_uj wraps to 0
+}
+
+// discover lists the RAPL zones under fsys (rooted at sysfs). A domain that
+// both intel-rapl (MSR) and intel-rapl-mmio expose is counted once, from
+// intel-rapl.
+func discover(fsys fs.FS) ([]zone, error) {
+	entries, err := fs.ReadDir(fsys, powercapDir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range entries {
+		if ctl, _, ok := strings.Cut(e.Name(), ":"); ok && (ctl == "intel-rapl" || ctl == "intel-rapl-mmio") {
+			names = append(names, e.Name())
+		}
+	}
+	// intel-rapl before intel-rapl-mmio, parents before their subzones.
+	sort.Slice(names, func(i, j int) bool {
+		mi, mj := strings.HasPrefix(names[i], "intel-rapl-mmio:"), strings.HasPrefix(names[j], "intel-rapl-mmio:")
+		if mi != mj {
+			return mj
+		}
+		return names[i] < names[j]
+	})
+
+	var (
+		zones []zone
+		seen  = map[[2]string]bool{}
+		errs  []error
+	)
+	for _, name := range names {
+		z, err := readZone(fsys, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		key := [2]string{z.Package, z.Zone}
+		if seen[key] {
+			continue // the mmio view of a domain intel-rapl already gave us
+		}
+		seen[key] = true
+		zones = append(zones, z)
+	}
+	if len(zones) == 0 && len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return zones, nil
+}
+
+// readZone identifies the zone class/powercap/<name>.
+func readZone(fsys fs.FS, name string) (zone, error) {
+	dir := path.Join(powercapDir, name)
+	kind, err := readString(fsys, path.Join(dir, "name"))
+	if err != nil {
+		return zone{}, err
+	}
+	maxRange, err := readUint(fsys, path.Join(dir, "max_energy_range_uj"))
+	if err != nil {
+		return zone{}, err
+	}
+	if maxRange == 0 {
+		return zone{}, fmt.Errorf("%s/max_energy_range_uj is 0", dir)
+	}
+	z := zone{Dir: dir, MaxRange: maxRange}
+	switch {
+	case strings.HasPrefix(kind, "package-"):
+		z.Zone, z.Package = "package", strings.TrimPrefix(kind, "package-")
+	case kind == "psys":
+		z.Zone = "psys"
+	default:
+		// A subzone (core, uncore, dram) belongs to its parent's package:
+		// intel-rapl:0:1's parent is intel-rapl:0.
+		z.Zone = sanitize(kind)
+		if parent := name[:strings.LastIndexByte(name, ':')]; strings.Count(name, ":") == 2 {
+			pkind, err := readString(fsys, path.Join(powercapDir, parent, "name"))
+			if err != nil {
+				return zone{}, err
+			}
+			z.Package = strings.TrimPrefix(pkind, "package-")
+		} else {
+			// A top-level zone that is not a package: index it by its own number.
+			z.Package = name[strings.LastIndexByte(name, ':')+1:]
+		}
+	}
+	return z, nil
+}
+
+// sanitize keeps a zone name a tidy label value.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' {
+			return r
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r + ('a' - 'A')
+		}
+		return '_'
+	}, s)
+}
+
+func readString(fsys fs.FS, name string) (string, error) {
+	b, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func readUint(fsys fs.FS, name string) (uint64, error) {
+	s, err := readString(fsys, name)
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return v, nil
+}
