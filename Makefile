@@ -1,7 +1,6 @@
 # worker-exporters. `make run` starts the ffmpeg exporter on :9506; `make test` runs every test.
 GO       ?= go
 BIN      := bin
-BINARIES := ffmpeg-exporter
 FUZZTIME ?= 20s
 
 .PHONY: all build build-agent run test fuzz bench clean

@@ -16,10 +16,6 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/otlptranslator"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 )
 
 // knownHub is a hub in a known state: one finished encode, one running
@@ -59,20 +55,8 @@ func knownHub(t *testing.T) *ffmpeg.Hub {
 
 // TestFFmpegGolden: the whole /metrics text for a known input.
 func TestFFmpegGolden(t *testing.T) {
-	registry := prometheus.NewRegistry()
-	bridge, err := otelprom.New(otelprom.WithRegisterer(registry), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo(),
-		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	provider := metric.NewMeterProvider(metric.WithReader(bridge))
-	defer provider.Shutdown(context.Background())
-	if err := RegisterFFmpeg(provider.Meter("test"), knownHub(t)); err != nil {
-		t.Fatal(err)
-	}
-	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	got := rec.Body.String()
+	hub := knownHub(t)
+	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterFFmpeg(mp.Meter("test"), hub) })
 	golden(t, "testdata/ffmpeg.golden", got)
 	peer.CheckMetrics(t, got)
 }

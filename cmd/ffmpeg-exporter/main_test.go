@@ -8,19 +8,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 )
@@ -28,112 +25,16 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ffmpeg-exporter-test")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "ffmpeg-exporter")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building ffmpeg-exporter: %v\n%s", err, out)
-		os.Exit(1)
-	}
+	bin, cleanup := exportertest.Build("ffmpeg-exporter")
+	binary = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 
-// exporter is a running ffmpeg-exporter process.
-type exporter struct {
-	cmd  *exec.Cmd
-	addr string
-	logs *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
-func freePort(t *testing.T) string {
+func start(t *testing.T, stdin io.Reader, env []string, args ...string) *exportertest.Process {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// start runs the exporter with args and the given environment additions,
-// and waits until /health answers.
-func start(t *testing.T, stdin io.Reader, env []string, args ...string) *exporter {
-	t.Helper()
-	port := freePort(t)
-	e := &exporter{addr: "127.0.0.1:" + port, logs: &lockedBuffer{}}
-	e.cmd = exec.Command(binary, append([]string{"--web.listen-address", e.addr}, args...)...)
-	e.cmd.Env = append(withoutOTEL(), env...)
-	e.cmd.Stdin = stdin
-	e.cmd.Stdout = e.logs
-	e.cmd.Stderr = e.logs
-	if err := e.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e.cmd.Process.Kill()
-		e.cmd.Wait()
-		if t.Failed() {
-			t.Logf("exporter log:\n%s", e.logs.String())
-		}
-	})
-	waitFor(t, 10*time.Second, func() bool {
-		resp, err := http.Get("http://" + e.addr + "/health")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
-	return e
-}
-
-func withoutOTEL() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OTEL_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-func (e *exporter) scrape(t *testing.T) map[string]float64 {
-	t.Helper()
-	series, err := otlptest.ParseProm(e.scrapeText(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return series
-}
-
-func (e *exporter) scrapeText(t *testing.T) string {
-	t.Helper()
-	resp, err := http.Get("http://" + e.addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
+	return exportertest.Start(t, binary, stdin, env, args...)
 }
 
 func series(name, stream string) string {
@@ -143,7 +44,7 @@ func series(name, stream string) string {
 // encode is a real ffmpeg encoding a lavfi test source in realtime.
 type encode struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *exportertest.Buffer
 }
 
 // frames is what ffmpeg itself reported last as frames encoded.
@@ -169,7 +70,7 @@ func ffmpegArgs(seconds int, extra ...string) []string {
 func startEncode(t *testing.T, args ...string) *encode {
 	t.Helper()
 	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
-	enc := &encode{cmd: exec.Command(ffmpeg, args...), stderr: &lockedBuffer{}}
+	enc := &encode{cmd: exec.Command(ffmpeg, args...), stderr: &exportertest.Buffer{}}
 	enc.cmd.Stderr = enc.stderr
 	if err := enc.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -192,18 +93,18 @@ func (enc *encode) wait(t *testing.T) {
 func TestLiveProgress(t *testing.T) {
 	recv, endpoint := otlptest.StartGRPC(t)
 	e := start(t, nil, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint, "OTEL_METRIC_EXPORT_INTERVAL=200"})
-	enc := startEncode(t, ffmpegArgs(4, "-progress", "http://"+e.addr+"/ingest/live1")...)
+	enc := startEncode(t, ffmpegArgs(4, "-progress", "http://"+e.Addr+"/ingest/live1")...)
 
 	active, fps := series("ffmpeg_stream_active", "live1"), series("ffmpeg_fps", "live1")
-	waitFor(t, 10*time.Second, func() bool {
-		s := e.scrape(t)
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		s := e.Scrape(t)
 		return s[active] == 1 && s[fps] > 0
 	})
-	running := e.scrape(t)[series("ffmpeg_total_frames", "live1")]
+	running := e.Scrape(t)[series("ffmpeg_total_frames", "live1")]
 
 	enc.wait(t)
-	waitFor(t, 5*time.Second, func() bool { return e.scrape(t)[active] == 0 })
-	final := e.scrape(t)
+	exportertest.WaitFor(t, 5*time.Second, func() bool { return e.Scrape(t)[active] == 0 })
+	final := e.Scrape(t)
 	frames := final[series("ffmpeg_total_frames", "live1")]
 	if want := enc.frames(t); frames != want || want != 100 {
 		t.Errorf("ffmpeg_total_frames %v, ffmpeg reported %v, want 100 (4 s at 25 fps)", frames, want)
@@ -214,14 +115,14 @@ func TestLiveProgress(t *testing.T) {
 	if v := final[series("ffmpeg_out_time_seconds", "live1")]; v < 3.9 || v > 4.1 {
 		t.Errorf("ffmpeg_out_time_seconds %v, want about 4", v)
 	}
-	peer.CheckMetrics(t, e.scrapeText(t))
+	peer.CheckMetrics(t, e.ScrapeText(t))
 
 	// The push path: the same series with the same values.
-	waitFor(t, 10*time.Second, func() bool {
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
 		return recv.Points()[series("ffmpeg_total_frames", "live1")] == frames && recv.Points()[active] == 0
 	})
 	pushed := recv.Points()
-	for k, v := range e.scrape(t) {
+	for k, v := range e.Scrape(t) {
 		if strings.HasPrefix(k, "ffmpeg_stream_last_update") {
 			continue
 		}
@@ -234,19 +135,19 @@ func TestLiveProgress(t *testing.T) {
 // TestTwoEncodesAtOnce: two streams side by side keep their own values.
 func TestTwoEncodesAtOnce(t *testing.T) {
 	e := start(t, nil, nil)
-	a := startEncode(t, ffmpegArgs(2, "-progress", "http://"+e.addr+"/ingest/a")...)
-	b := startEncode(t, ffmpegArgs(3, "-progress", "http://"+e.addr+"/ingest?stream=b")...)
-	waitFor(t, 10*time.Second, func() bool {
-		s := e.scrape(t)
+	a := startEncode(t, ffmpegArgs(2, "-progress", "http://"+e.Addr+"/ingest/a")...)
+	b := startEncode(t, ffmpegArgs(3, "-progress", "http://"+e.Addr+"/ingest?stream=b")...)
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		s := e.Scrape(t)
 		return s[series("ffmpeg_stream_active", "a")] == 1 && s[series("ffmpeg_stream_active", "b")] == 1
 	})
 	a.wait(t)
 	b.wait(t)
-	waitFor(t, 5*time.Second, func() bool {
-		s := e.scrape(t)
+	exportertest.WaitFor(t, 5*time.Second, func() bool {
+		s := e.Scrape(t)
 		return s[series("ffmpeg_stream_active", "a")] == 0 && s[series("ffmpeg_stream_active", "b")] == 0
 	})
-	s := e.scrape(t)
+	s := e.Scrape(t)
 	if got, want := s[series("ffmpeg_total_frames", "a")], a.frames(t); got != want || want != 50 {
 		t.Errorf("stream a: %v frames, ffmpeg said %v (want 50)", got, want)
 	}
@@ -276,19 +177,19 @@ func TestStderrThroughStdin(t *testing.T) {
 	pr.Close()
 
 	active := series("ffmpeg_stream_active", "piped")
-	waitFor(t, 10*time.Second, func() bool {
-		s := e.scrape(t)
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		s := e.Scrape(t)
 		return s[active] == 1 && s[series("ffmpeg_fps", "piped")] > 0
 	})
 	if err := enc.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return e.scrape(t)[active] == 0 })
-	if got := e.scrape(t)[series("ffmpeg_total_frames", "piped")]; got != 75 {
+	exportertest.WaitFor(t, 5*time.Second, func() bool { return e.Scrape(t)[active] == 0 })
+	if got := e.Scrape(t)[series("ffmpeg_total_frames", "piped")]; got != 75 {
 		t.Errorf("ffmpeg_total_frames %v, want 75 (3 s at 25 fps)", got)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- e.cmd.Wait() }()
+	go func() { exited <- e.Cmd.Wait() }()
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -306,11 +207,11 @@ func TestGuideCurlPipe(t *testing.T) {
 	curl := peer.Require(t, "curl", "apt-get install -y curl")
 	e := start(t, nil, nil)
 	shell := fmt.Sprintf("%s %s -progress pipe:1 2>&1 | %s -sS -X POST --data-binary @- http://%s/ingest",
-		ffmpeg, strings.Join(ffmpegArgs(1), " "), curl, e.addr)
+		ffmpeg, strings.Join(ffmpegArgs(1), " "), curl, e.Addr)
 	if out, err := exec.Command("bash", "-o", "pipefail", "-c", shell).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", shell, err, out)
 	}
-	s := e.scrape(t)
+	s := e.Scrape(t)
 	if s[series("ffmpeg_total_frames", "default")] != 25 || s[series("ffmpeg_stream_active", "default")] != 0 {
 		t.Errorf("after the guide's pipe: frames %v active %v, want 25 and 0",
 			s[series("ffmpeg_total_frames", "default")], s[series("ffmpeg_stream_active", "default")])
@@ -322,13 +223,13 @@ func TestSIGTERM(t *testing.T) {
 	recv, endpoint := otlptest.StartHTTP(t)
 	e := start(t, nil, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_METRIC_EXPORT_INTERVAL=3600000"})
-	if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := e.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	exited := make(chan error, 1)
-	go func() { exited <- e.cmd.Wait() }()
+	go func() { exited <- e.Cmd.Wait() }()
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -340,8 +241,8 @@ func TestSIGTERM(t *testing.T) {
 	if recv.Exports() == 0 {
 		t.Error("no last OTLP export on SIGTERM")
 	}
-	if !strings.Contains(e.logs.String(), "shutting down") {
-		t.Errorf("log does not say it is shutting down:\n%s", e.logs.String())
+	if !strings.Contains(e.Logs.String(), "shutting down") {
+		t.Errorf("log does not say it is shutting down:\n%s", e.Logs.String())
 	}
 }
 
@@ -353,13 +254,3 @@ func TestBadFlags(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

@@ -7,8 +7,8 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strconv"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
