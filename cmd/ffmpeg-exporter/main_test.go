@@ -253,4 +253,3 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
-
