@@ -44,5 +44,6 @@ func Catalogue() []Group {
 	return []Group{
 		{"ffmpeg-exporter", FFmpeg},
 		{"cpu-exporter", RAPL},
+		{"gpu-exporter", GPU},
 	}
 }

@@ -1,0 +1,106 @@
+//go:build cgo
+
+// Package gpumock builds NVML machines for tests from go-nvml's own mock
+// (its dgxh100 server), with every call the gpu-exporter makes set to a
+// known reading. These machines have no GPU; the mock stands in for the
+// driver, and a test on a real GPU compares against nvidia-smi instead.
+package gpumock
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/gpus"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+)
+
+// Machine is a mock host with GPUs and an XID event queue.
+type Machine struct {
+	*server.Server
+	Events chan nvml.EventData // what the event set's Wait delivers
+}
+
+// New returns a host with n H100s. GPU i reads: power 100+i W, 40+i °C,
+// utilisation 10+i %, 1+i GiB used of 80 GiB, encoder 20+i %, decoder 5+i %,
+// 2 NVENC sessions at 60 fps and 1500 µs, 1000·(i+1) J, limit 700 W,
+// clocks 1980/2619/1755 MHz, fan not supported (SXM), P0, SW power cap
+// active, one process (pid 1000+i) using 512 MiB.
+func New(n int) *Machine {
+	m := &Machine{Server: dgxh100.NewWithGPUs(gpus.Multiple(n, gpus.H100_SXM5_80GB)...), Events: make(chan nvml.EventData, 64)}
+	for i, d := range m.Devices {
+		Set(d.(*server.Device), i)
+	}
+	m.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
+		return &mock.EventSet{
+			WaitFunc: func(timeoutMS uint32) (nvml.EventData, nvml.Return) {
+				select {
+				case e := <-m.Events:
+					return e, nvml.SUCCESS
+				case <-time.After(time.Duration(timeoutMS) * time.Millisecond):
+					return nvml.EventData{}, nvml.ERROR_TIMEOUT
+				}
+			},
+			FreeFunc: func() nvml.Return { return nvml.SUCCESS },
+		}, nvml.SUCCESS
+	}
+	return m
+}
+
+// Set gives device d (index i) its known readings.
+func Set(d *server.Device, i int) {
+	u := uint32(i)
+	d.GetUUIDFunc = func() (string, nvml.Return) { return fmt.Sprintf("GPU-00000000-0000-0000-0000-%012d", i), nvml.SUCCESS }
+	d.GetPciInfoFunc = func() (nvml.PciInfo, nvml.Return) {
+		p := nvml.PciInfo{PciDeviceId: d.Config.PciDeviceId, Bus: u}
+		for j, c := range fmt.Sprintf("00000000:%02X:00.0", i) {
+			p.BusId[j] = int8(c)
+		}
+		return p, nvml.SUCCESS
+	}
+	d.GetPowerUsageFunc = func() (uint32, nvml.Return) { return (100 + u) * 1000, nvml.SUCCESS }
+	d.GetTemperatureFunc = func(nvml.TemperatureSensors) (uint32, nvml.Return) { return 40 + u, nvml.SUCCESS }
+	d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) {
+		return nvml.Utilization{Gpu: 10 + u, Memory: 3}, nvml.SUCCESS
+	}
+	d.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) {
+		total := uint64(80) << 30
+		used := uint64(1+i) << 30
+		return nvml.Memory{Total: total, Used: used, Free: total - used}, nvml.SUCCESS
+	}
+	d.GetEncoderUtilizationFunc = func() (uint32, uint32, nvml.Return) { return 20 + u, 167000, nvml.SUCCESS }
+	d.GetDecoderUtilizationFunc = func() (uint32, uint32, nvml.Return) { return 5 + u, 167000, nvml.SUCCESS }
+	d.GetEncoderStatsFunc = func() (int, uint32, uint32, nvml.Return) { return 2, 60, 1500, nvml.SUCCESS }
+	d.GetTotalEnergyConsumptionFunc = func() (uint64, nvml.Return) { return uint64(1+i) * 1_000_000, nvml.SUCCESS }
+	d.GetEnforcedPowerLimitFunc = func() (uint32, nvml.Return) { return 700_000, nvml.SUCCESS }
+	d.GetClockInfoFunc = func(c nvml.ClockType) (uint32, nvml.Return) {
+		switch c {
+		case nvml.CLOCK_SM:
+			return 1980, nvml.SUCCESS
+		case nvml.CLOCK_MEM:
+			return 2619, nvml.SUCCESS
+		case nvml.CLOCK_GRAPHICS:
+			return 1755, nvml.SUCCESS
+		}
+		return 0, nvml.ERROR_INVALID_ARGUMENT
+	}
+	d.GetFanSpeedFunc = func() (uint32, nvml.Return) { return 0, nvml.ERROR_NOT_SUPPORTED }
+	d.GetPerformanceStateFunc = func() (nvml.Pstates, nvml.Return) { return nvml.PSTATE_0, nvml.SUCCESS }
+	d.GetCurrentClocksEventReasonsFunc = func() (uint64, nvml.Return) { return 0x4, nvml.SUCCESS }
+	d.GetComputeRunningProcessesFunc = func() ([]nvml.ProcessInfo, nvml.Return) {
+		return []nvml.ProcessInfo{{Pid: 1000 + u, UsedGpuMemory: 512 << 20}}, nvml.SUCCESS
+	}
+	d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.SUCCESS }
+}
+
+// Toggle is a switch a test flips while the exporter runs.
+type Toggle struct {
+	mu sync.Mutex
+	on bool
+}
+
+func (t *Toggle) Set(on bool) { t.mu.Lock(); t.on = on; t.mu.Unlock() }
+func (t *Toggle) On() bool    { t.mu.Lock(); defer t.mu.Unlock(); return t.on }

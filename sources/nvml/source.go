@@ -1,0 +1,359 @@
+//go:build cgo
+
+package nvml
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+)
+
+// Supported is true in builds that can read NVML (cgo).
+const Supported = true
+
+// Config is what the source needs.
+type Config struct {
+	Lib           gonvml.Interface // nil: the system's libnvidia-ml through go-nvml
+	Interval      time.Duration    // between samples
+	Timeout       time.Duration    // a sample taking longer is reported as stuck
+	RetryInterval time.Duration    // between initialisation attempts while NVML is missing
+	Log           *slog.Logger
+}
+
+// Source samples NVIDIA GPUs.
+type Source struct {
+	cfg  Config
+	snap atomic.Pointer[Snapshot]
+
+	mu          sync.Mutex // serialises Sample
+	initialized bool
+	driver      string
+	devices     []*device
+	stopEvents  context.CancelFunc
+	eventsDone  chan struct{}
+	lastErrText string
+}
+
+// device is one GPU handle and what never changes about it.
+type device struct {
+	h                    gonvml.Device
+	index                int
+	uuid, name, pciBusID string
+	errors               atomic.Uint64
+
+	xidMu sync.Mutex
+	xids  map[uint64]uint64
+}
+
+// New returns a source; nothing is read until Sample or Run.
+func New(cfg Config) *Source {
+	if cfg.Lib == nil {
+		cfg.Lib = gonvml.New()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Source{cfg: cfg}
+	s.snap.Store(&Snapshot{Err: errors.New("NVML not sampled yet")})
+	return s
+}
+
+// Snapshot returns the latest sample; it never calls NVML.
+func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Health is nil when NVML is up and every GPU answered.
+func (s *Source) Health() error { return s.Snapshot().Err }
+
+// Run samples until ctx ends, retrying initialisation while NVML is
+// missing (drivers can load after boot), then shuts NVML down.
+func (s *Source) Run(ctx context.Context) {
+	defer s.Close()
+	for {
+		s.Sample(ctx)
+		wait := s.cfg.Interval
+		if !s.Snapshot().Available {
+			wait = s.cfg.RetryInterval
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Sample initialises NVML if needed, then reads every GPU once, waiting at
+// most Timeout: a driver that hangs leaves the last values in place with an
+// error, and the next sample starts only once the stuck one has returned.
+func (s *Source) Sample(ctx context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.initialized {
+		if err := s.init(); err != nil {
+			s.publish(&Snapshot{Err: err})
+			return
+		}
+	}
+	done := make(chan *Snapshot, 1)
+	go func() { done <- s.collect() }()
+	select {
+	case snap := <-done:
+		s.publish(snap)
+		return
+	case <-time.After(s.cfg.Timeout):
+	case <-ctx.Done():
+	}
+	stale := *s.Snapshot()
+	stale.Err = fmt.Errorf("NVML did not answer within %v; showing the previous sample", s.cfg.Timeout)
+	s.publish(&stale)
+	select {
+	case snap := <-done:
+		s.publish(snap)
+	case <-ctx.Done():
+	}
+}
+
+// init loads NVML, finds the GPUs and starts watching their XID events.
+func (s *Source) init() error {
+	lib := s.cfg.Lib
+	if ret := lib.Init(); ret != gonvml.SUCCESS {
+		if ret == gonvml.ERROR_LIBRARY_NOT_FOUND {
+			return fmt.Errorf("NVIDIA driver library libnvidia-ml.so.1 not found (%v): install the NVIDIA driver; retrying every %v", ret, s.cfg.RetryInterval)
+		}
+		return fmt.Errorf("NVML init: %v; retrying every %v", ret, s.cfg.RetryInterval)
+	}
+	count, ret := lib.DeviceGetCount()
+	if ret != gonvml.SUCCESS {
+		lib.Shutdown()
+		return fmt.Errorf("NVML device count: %v", ret)
+	}
+	driver, _ := lib.SystemGetDriverVersion()
+	var devices []*device
+	for i := range count {
+		h, ret := lib.DeviceGetHandleByIndex(i)
+		if ret != gonvml.SUCCESS {
+			s.cfg.Log.Warn("GPU handle unavailable; skipping it", "gpu", i, "err", ret)
+			continue
+		}
+		d := &device{h: h, index: i, xids: map[uint64]uint64{}}
+		d.uuid, _ = h.GetUUID()
+		d.name, _ = h.GetName()
+		if pci, ret := h.GetPciInfo(); ret == gonvml.SUCCESS {
+			if d.pciBusID = cString(pci.BusId[:]); d.pciBusID == "" {
+				d.pciBusID = cString(pci.BusIdLegacy[:])
+			}
+		}
+		devices = append(devices, d)
+	}
+	s.driver, s.devices, s.initialized = driver, devices, true
+	s.watchXIDs()
+	s.cfg.Log.Info("NVML ready", "gpus", len(devices), "driver", driver)
+	return nil
+}
+
+// watchXIDs counts XID errors from NVML's event stream, so a repeated XID
+// is seen each time. GPUs that cannot deliver events are skipped.
+func (s *Source) watchXIDs() {
+	set, ret := s.cfg.Lib.EventSetCreate()
+	if ret != gonvml.SUCCESS {
+		s.cfg.Log.Info("XID events unavailable", "err", ret)
+		return
+	}
+	for _, d := range s.devices {
+		if ret := d.h.RegisterEvents(gonvml.EventTypeXidCriticalError, set); ret != gonvml.SUCCESS && ret != gonvml.ERROR_NOT_SUPPORTED {
+			s.cfg.Log.Info("XID events unavailable for a GPU", "gpu", d.index, "err", ret)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopEvents, s.eventsDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.eventsDone)
+		defer set.Free()
+		for ctx.Err() == nil {
+			data, ret := set.Wait(500)
+			switch {
+			case ret == gonvml.SUCCESS && data.EventType&gonvml.EventTypeXidCriticalError != 0:
+				for _, d := range s.devices {
+					if d.h == data.Device {
+						d.xidMu.Lock()
+						d.xids[data.EventData]++
+						d.xidMu.Unlock()
+					}
+				}
+			case ret != gonvml.SUCCESS && ret != gonvml.ERROR_TIMEOUT:
+				select { // not a timeout: do not spin on a broken event set
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		}
+	}()
+}
+
+// Close stops the event watcher and shuts NVML down.
+func (s *Source) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopEvents != nil {
+		s.stopEvents()
+		<-s.eventsDone
+		s.stopEvents = nil
+	}
+	if s.initialized {
+		s.cfg.Lib.Shutdown()
+		s.initialized = false
+	}
+}
+
+// collect reads every GPU; one failing GPU does not stop the others.
+func (s *Source) collect() *Snapshot {
+	snap := &Snapshot{Available: true, DriverVersion: s.driver}
+	var errs []error
+	for _, d := range s.devices {
+		g := d.read()
+		if g.Err != nil {
+			errs = append(errs, fmt.Errorf("gpu %d: %w", d.index, g.Err))
+		}
+		snap.GPUs = append(snap.GPUs, g)
+	}
+	snap.Err = errors.Join(errs...)
+	return snap
+}
+
+// read takes one GPU's readings. Fields the GPU does not support are left
+// out silently; other failures are counted and reported.
+func (d *device) read() (g GPU) {
+	g = GPU{Index: d.index, UUID: d.uuid, Name: d.name, PCIBusID: d.pciBusID, LastSample: time.Now()}
+	var failed []string
+	defer func() {
+		if r := recover(); r != nil { // a broken binding must not take the exporter down
+			failed = append(failed, fmt.Sprint("panic: ", r))
+		}
+		if len(failed) > 0 {
+			d.errors.Add(uint64(len(failed)))
+			g.Err = errors.New(strings.Join(failed, "; "))
+		}
+		g.Errors = d.errors.Load()
+		g.XIDs = d.xidCounts()
+	}()
+	// ok reports whether a call succeeded; a field the GPU does not support
+	// (or does not let us read) is left out silently, anything else counts.
+	ok := func(call string, ret gonvml.Return) bool {
+		switch ret {
+		case gonvml.SUCCESS:
+			return true
+		case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_NO_PERMISSION:
+		default:
+			failed = append(failed, call+": "+ret.Error())
+		}
+		return false
+	}
+	set := func(f Field, v float64) { g.Values[f], g.Known = v, g.Known|1<<f }
+
+	h := d.h
+	if mw, ret := h.GetPowerUsage(); ok("GetPowerUsage", ret) {
+		set(PowerWatts, float64(mw)/1e3)
+	}
+	if c, ret := h.GetTemperature(gonvml.TEMPERATURE_GPU); ok("GetTemperature", ret) {
+		set(TemperatureCelsius, float64(c))
+	}
+	if u, ret := h.GetUtilizationRates(); ok("GetUtilizationRates", ret) {
+		set(UtilizationPercent, float64(u.Gpu))
+	}
+	if m, ret := h.GetMemoryInfo(); ok("GetMemoryInfo", ret) {
+		set(MemoryUsedBytes, float64(m.Used))
+		set(MemoryTotalBytes, float64(m.Total))
+	}
+	if u, _, ret := h.GetEncoderUtilization(); ok("GetEncoderUtilization", ret) {
+		set(EncoderPercent, float64(u))
+	}
+	if u, _, ret := h.GetDecoderUtilization(); ok("GetDecoderUtilization", ret) {
+		set(DecoderPercent, float64(u))
+	}
+	if sessions, fps, latencyUS, ret := h.GetEncoderStats(); ok("GetEncoderStats", ret) {
+		set(EncoderSessions, float64(sessions))
+		set(EncoderFPS, float64(fps))
+		set(EncoderLatencySeconds, float64(latencyUS)/1e6)
+	}
+	if mj, ret := h.GetTotalEnergyConsumption(); ok("GetTotalEnergyConsumption", ret) {
+		set(EnergyJoules, float64(mj)/1e3)
+	}
+	if mw, ret := h.GetEnforcedPowerLimit(); ok("GetEnforcedPowerLimit", ret) {
+		set(PowerLimitWatts, float64(mw)/1e3)
+	}
+	for _, c := range []struct {
+		f    Field
+		typ  gonvml.ClockType
+		call string
+	}{
+		{SMClockHertz, gonvml.CLOCK_SM, "GetClockInfo(SM)"},
+		{MemoryClockHertz, gonvml.CLOCK_MEM, "GetClockInfo(MEM)"},
+		{GraphicsClockHertz, gonvml.CLOCK_GRAPHICS, "GetClockInfo(GRAPHICS)"},
+	} {
+		if mhz, ret := h.GetClockInfo(c.typ); ok(c.call, ret) {
+			set(c.f, float64(mhz)*1e6)
+		}
+	}
+	if pct, ret := h.GetFanSpeed(); ok("GetFanSpeed", ret) {
+		set(FanPercent, float64(pct))
+	}
+	if p, ret := h.GetPerformanceState(); ok("GetPerformanceState", ret) && p != gonvml.PSTATE_UNKNOWN {
+		set(PerformanceState, float64(p))
+	}
+	if reasons, ret := h.GetCurrentClocksEventReasons(); ok("GetCurrentClocksEventReasons", ret) {
+		g.Throttle, g.HasThrottle = reasons, true
+	}
+	if procs, ret := h.GetComputeRunningProcesses(); ok("GetComputeRunningProcesses", ret) {
+		for _, p := range procs {
+			g.Processes = append(g.Processes, Process{PID: p.Pid, UsedMemoryBytes: p.UsedGpuMemory})
+		}
+	}
+	return g
+}
+
+func (d *device) xidCounts() []XIDCount {
+	d.xidMu.Lock()
+	defer d.xidMu.Unlock()
+	out := make([]XIDCount, 0, len(d.xids))
+	for xid, n := range d.xids {
+		out = append(out, XIDCount{xid, n})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].XID < out[j].XID })
+	return out
+}
+
+// publish stores snap and logs when health changes, once each way.
+func (s *Source) publish(snap *Snapshot) {
+	text := ""
+	if snap.Err != nil {
+		text = snap.Err.Error()
+	}
+	switch {
+	case text != "" && text != s.lastErrText:
+		s.cfg.Log.Warn("NVIDIA GPUs not fully readable; serving what can be read and retrying", "err", snap.Err)
+	case text == "" && s.lastErrText != "":
+		s.cfg.Log.Info("NVIDIA GPUs readable again")
+	}
+	s.lastErrText = text
+	s.snap.Store(snap)
+}
+
+// cString turns NVML's NUL-terminated char array into a string.
+func cString(b []int8) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		out = append(out, byte(c))
+	}
+	return string(out)
+}
