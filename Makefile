@@ -33,7 +33,7 @@ test:
 	$(MAKE) fuzz
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParser$$' -fuzztime $(FUZZTIME) ./sources/ffmpeg
+	$(GO) test -run '^$$' -fuzz '^FuzzParser$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./sources/ffmpeg
 
 # Go benchmarks as one table, then cpu-exporter against node_exporter (needs wrk).
 bench: build
