@@ -45,5 +45,6 @@ func Catalogue() []Group {
 		{"ffmpeg-exporter", FFmpeg},
 		{"cpu-exporter", RAPL},
 		{"gpu-exporter", GPU},
+		{"docker-stats-exporter", Docker},
 	}
 }

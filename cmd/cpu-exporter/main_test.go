@@ -148,7 +148,7 @@ func TestNoPowercapThenLoaded(t *testing.T) {
 	if s := p.Scrape(t); s["rapl_available{}"] != 0 || s["rapl_zones_discovered{}"] != 0 {
 		t.Errorf("scrape without RAPL: %v", s)
 	}
-	if !strings.Contains(p.Logs.String(), "RAPL not readable") {
+	if !strings.Contains(p.Logs.String(), "RAPL not fully readable") {
 		t.Errorf("log does not say RAPL is unreadable:\n%s", p.Logs.String())
 	}
 

@@ -21,6 +21,8 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/healthlog"
 )
 
 // Config is what the source needs.
@@ -84,8 +86,9 @@ type Snapshot struct {
 
 // Source collects container stats.
 type Source struct {
-	cfg  Config
-	snap atomic.Pointer[Snapshot]
+	cfg    Config
+	snap   atomic.Pointer[Snapshot]
+	health *healthlog.Log
 
 	mu sync.Mutex // serialises Sample
 
@@ -110,7 +113,7 @@ func New(cfg Config) *Source {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	s := &Source{cfg: cfg, prev: map[string]cpuSample{}, oom: map[string]uint64{}}
+	s := &Source{cfg: cfg, prev: map[string]cpuSample{}, oom: map[string]uint64{}, health: &healthlog.Log{Logger: cfg.Log, What: "docker"}}
 	s.snap.Store(&Snapshot{Err: errors.New("docker not sampled yet")})
 	return s
 }
@@ -315,14 +318,8 @@ func (s *Source) watchOOM(ctx context.Context) {
 	}
 }
 
-// publish stores snap and logs when health changes, once each way.
+// publish stores snap and logs when health changes.
 func (s *Source) publish(snap *Snapshot) {
-	was := s.snap.Load()
-	switch {
-	case snap.Err != nil && (was.Err == nil || !was.Up && snap.Up || was.Up && !snap.Up):
-		s.cfg.Log.Warn("docker not fully readable; serving what can be read and retrying", "err", snap.Err)
-	case snap.Err == nil && was.Err != nil && was.Up != snap.Up:
-		s.cfg.Log.Info("docker readable again")
-	}
+	s.health.Observe(snap.Err)
 	s.snap.Store(snap)
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/healthlog"
 )
 
 // Supported is true in builds that can read NVML (cgo).
@@ -39,7 +41,7 @@ type Source struct {
 	devices     []*device
 	stopEvents  context.CancelFunc
 	eventsDone  chan struct{}
-	lastErrText string
+	health      *healthlog.Log
 }
 
 // device is one GPU handle and what never changes about it.
@@ -61,7 +63,7 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg}
+	s := &Source{cfg: cfg, health: &healthlog.Log{Logger: cfg.Log, What: "NVIDIA GPUs"}}
 	s.snap.Store(&Snapshot{Err: errors.New("NVML not sampled yet")})
 	return s
 }
@@ -330,19 +332,9 @@ func (d *device) xidCounts() []XIDCount {
 	return out
 }
 
-// publish stores snap and logs when health changes, once each way.
+// publish stores snap and logs when health changes.
 func (s *Source) publish(snap *Snapshot) {
-	text := ""
-	if snap.Err != nil {
-		text = snap.Err.Error()
-	}
-	switch {
-	case text != "" && text != s.lastErrText:
-		s.cfg.Log.Warn("NVIDIA GPUs not fully readable; serving what can be read and retrying", "err", snap.Err)
-	case text == "" && s.lastErrText != "":
-		s.cfg.Log.Info("NVIDIA GPUs readable again")
-	}
-	s.lastErrText = text
+	s.health.Observe(snap.Err)
 	s.snap.Store(snap)
 }
 

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/healthlog"
 )
 
 // MaxPlausibleWatts bounds the sampling interval: at this power no zone's
@@ -50,7 +52,7 @@ type Source struct {
 	mu     sync.Mutex // serialises Sample
 	zones  []zone
 	states []state
-	lastOK bool // whether the previous sample was healthy, to log changes once
+	health *healthlog.Log
 }
 
 // state is a zone's counter between samples.
@@ -71,7 +73,7 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, lastOK: true}
+	s := &Source{cfg: cfg, health: &healthlog.Log{Logger: cfg.Log, What: "RAPL"}}
 	s.Sample()
 	return s
 }
@@ -158,7 +160,7 @@ func (s *Source) Sample() {
 		}
 	}
 	snap.Err = explain(errors.Join(errs...))
-	s.logChange(snap.Err)
+	s.health.Observe(snap.Err)
 	s.snap.Store(snap)
 }
 
@@ -190,15 +192,4 @@ func explain(err error) error {
 			"or an ACL (setfacl -R -m u:USER:r /sys/class/powercap); access granted later is picked up without a restart", err)
 	}
 	return err
-}
-
-// logChange logs when RAPL becomes unreadable or readable again, once each.
-func (s *Source) logChange(err error) {
-	switch {
-	case err != nil && s.lastOK:
-		s.cfg.Log.Warn("RAPL not readable; serving what can be read and retrying", "err", err)
-	case err == nil && !s.lastOK:
-		s.cfg.Log.Info("RAPL readable again")
-	}
-	s.lastOK = err == nil
 }
