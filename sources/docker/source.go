@@ -127,9 +127,16 @@ func (s *Source) Health() error { return s.Snapshot().Err }
 // Run collects every Interval and follows OOM events until ctx ends,
 // reconnecting by itself when the daemon goes away and comes back.
 func (s *Source) Run(ctx context.Context) {
-	go s.watchOOM(ctx)
+	watching := false
 	for {
 		s.Sample(ctx)
+		// The event stream starts once the daemon has answered: by then the
+		// client has negotiated its API version, which it otherwise does
+		// lazily, racing with Events.
+		if !watching && s.Snapshot().Up {
+			go s.watchOOM(ctx)
+			watching = true
+		}
 		select {
 		case <-ctx.Done():
 			return

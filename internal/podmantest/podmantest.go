@@ -1,0 +1,132 @@
+// Package podmantest serves a real Docker Engine API for tests: Debian's
+// podman (`podman system service`) on a unix socket, with its own storage,
+// runc, and a busybox image imported from Debian's busybox-static.
+package podmantest
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+)
+
+// Image is the busybox image every Podman has.
+const Image = "localhost/busybox:test"
+
+// Podman is a running podman API service.
+type Podman struct {
+	DockerHost string // unix:///.../podman.sock
+	bin, dir   string
+	env        []string
+}
+
+// Start serves the Docker Engine API from podman until the test ends.
+func Start(t testing.TB) *Podman {
+	t.Helper()
+	const install = "apt-get install -y podman runc busybox-static"
+	bin := peer.Require(t, "podman", install)
+	peer.Require(t, "runc", install)
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		busybox = "/bin/busybox"
+	}
+	if _, err := os.Stat(busybox); err != nil {
+		peer.Require(t, "busybox", install)
+	}
+
+	// Not t.TempDir: podman's storage can hold mounts a moment after the test.
+	dir, err := os.MkdirTemp("", "podmantest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "containers.conf")
+	must(t, os.WriteFile(conf, []byte("[containers]\ndefault_ulimits = [\"nofile=1024:1024\",\"nproc=1024:1024\"]\n[engine]\nruntime = \"runc\"\n"), 0o644))
+	p := &Podman{bin: bin, dir: dir, env: append(os.Environ(), "CONTAINERS_CONF="+conf)}
+	sock := filepath.Join(dir, "podman.sock")
+	p.DockerHost = "unix://" + sock
+
+	// The image: busybox-static and a few applet links.
+	rootfs := filepath.Join(dir, "rootfs")
+	must(t, os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755))
+	data, err := os.ReadFile(busybox)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755))
+	for _, applet := range []string{"sh", "sleep", "dd", "cat"} {
+		must(t, os.Symlink("busybox", filepath.Join(rootfs, "bin", applet)))
+	}
+	tar := filepath.Join(dir, "busybox.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tar, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	p.Podman(t, "import", tar, Image)
+
+	service := exec.Command(bin, append(p.globalFlags(), "system", "service", "--time=0", p.DockerHost)...)
+	service.Env = p.env
+	logs := &strings.Builder{}
+	service.Stdout, service.Stderr = logs, logs
+	must(t, service.Start())
+	t.Cleanup(func() {
+		exec.Command(bin, append(p.globalFlags(), "rm", "--force", "--all", "--time", "0")...).Run()
+		service.Process.Kill()
+		service.Wait()
+		exec.Command(bin, append(p.globalFlags(), "system", "reset", "--force")...).Run()
+		os.RemoveAll(dir)
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !p.answers() {
+		if time.Now().After(deadline) {
+			t.Fatalf("podman API did not come up on %s:\n%s", sock, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return p
+}
+
+func (p *Podman) globalFlags() []string {
+	return []string{"--root", filepath.Join(p.dir, "root"), "--runroot", filepath.Join(p.dir, "runroot")}
+}
+
+func (p *Podman) answers() bool {
+	c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", strings.TrimPrefix(p.DockerHost, "unix://"))
+	}}, Timeout: time.Second}
+	resp, err := c.Get("http://podman/_ping")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Podman runs the podman CLI against this service's storage.
+func (p *Podman) Podman(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(p.bin, append(p.globalFlags(), args...)...)
+	cmd.Env = p.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Run starts a detached busybox container named name running sh -c script.
+func (p *Podman) Run(t testing.TB, name, script string, flags ...string) {
+	t.Helper()
+	args := append([]string{"run", "--detach", "--name", name}, flags...)
+	p.Podman(t, append(args, Image, "/bin/sh", "-c", script)...)
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
