@@ -20,8 +20,13 @@ import (
 
 func main() { dockerExporter().Main() }
 
+// dockerExporterDefaults is the configuration before flags.
+func dockerExporterDefaults() docker.Config {
+	return docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16}
+}
+
 func dockerExporter() pipeline.Exporter {
-	cfg := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16}
+	cfg := dockerExporterDefaults()
 	var labels string
 	var filters [4]string
 	return pipeline.Exporter{
