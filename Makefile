@@ -3,7 +3,9 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 20s
 
-.PHONY: all build build-agent run test fuzz bench clean
+.PHONY: all build build-agent run test fuzz bench collector victoriametrics clean
+
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
 all: build
 
@@ -40,5 +42,20 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | ./scripts/benchtable
 	./scripts/bench-rapl $(BIN)/cpu-exporter
 
+# The gateway collector (otel-collector/builder-config.yaml) as bin/otelcol-worker.
+collector: $(BIN)/otelcol-worker
+$(BIN)/otelcol-worker: otel-collector/builder-config.yaml
+	@mkdir -p $(BIN)
+	$(GO) install go.opentelemetry.io/collector/cmd/builder@v0.165.0
+	@mkdir -p otel-collector/build
+	cd otel-collector && $(GOBIN_DIR)/builder --config builder-config.yaml
+	cp otel-collector/build/otelcol-worker/otelcol-worker $@
+
+# VictoriaMetrics single-node, for the end-to-end tests and the quick start.
+victoriametrics: $(BIN)/victoria-metrics
+$(BIN)/victoria-metrics:
+	@mkdir -p $(BIN)
+	GOBIN=$(abspath $(BIN)) $(GO) install github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics@v1.151.0
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) otel-collector/build
