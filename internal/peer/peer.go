@@ -36,3 +36,17 @@ func CheckMetrics(t testing.TB, exposition string) {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
+
+// RequireFile returns path if it exists, or ends the test like Require: a
+// peer built by a make target (bin/victoria-metrics, bin/otelcol-worker).
+func RequireFile(t testing.TB, path, build string) string {
+	t.Helper()
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required in CI but missing; build it with: %s", path, build)
+	}
+	t.Skipf("%s missing; build it with: %s", path, build)
+	return ""
+}

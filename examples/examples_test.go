@@ -1,0 +1,320 @@
+// Package examples holds the deployment kit: systemd units, scrape configs,
+// VictoriaMetrics flags, a Kubernetes DaemonSet, a compose file, the
+// bare-metal start script, a Grafana dashboard and alert rules. This test
+// checks each one with the tool its users would run.
+package examples
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+)
+
+// contract is the deployment guide's: binary → port and port variable.
+var contract = map[string]struct {
+	port int
+	env  string
+}{
+	"cpu-exporter":          {9510, "CPU_EXPORTER_PORT"},
+	"gpu-exporter":          {9511, "GPU_EXPORTER_PORT"},
+	"ffmpeg-exporter":       {9506, "FFMPEG_EXPORTER_PORT"},
+	"docker-stats-exporter": {9501, "DOCKER_STATS_PORT"},
+}
+
+// buildAll builds every binary into a temporary directory.
+func buildAll(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// TestSystemdUnits: systemd-analyze verify accepts every unit, with
+// ExecStart pointed at freshly built binaries; each uses today's resource
+// directives and the guide's port.
+func TestSystemdUnits(t *testing.T) {
+	analyze := peer.Require(t, "systemd-analyze", "apt-get install -y systemd")
+	bins := buildAll(t)
+	units, _ := filepath.Glob("systemd/*.service")
+	if len(units) != len(contract) {
+		t.Fatalf("%d units, want one per exporter", len(units))
+	}
+	dir := t.TempDir()
+	for _, u := range units {
+		raw, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(raw)
+		m := regexp.MustCompile(`ExecStart=/opt/ffmpeg-rtmp/worker/bin/([a-z-]+) --port (\d+)`).FindStringSubmatch(text)
+		if m == nil {
+			t.Errorf("%s: no ExecStart of a worker binary", u)
+			continue
+		}
+		c := contract[m[1]]
+		if m[2] != strconv.Itoa(c.port) || !strings.Contains(text, fmt.Sprintf(`Environment="%s=%d"`, c.env, c.port)) {
+			t.Errorf("%s: port or %s differs from the guide's %d", u, c.env, c.port)
+		}
+		for _, want := range []string{"User=ffmpeg-worker", "NoNewPrivileges=true", "MemoryMax=", "CPUQuota="} {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s lacks %s", u, want)
+			}
+		}
+		if regexp.MustCompile(`(?m)^MemoryLimit=`).MatchString(text) {
+			t.Errorf("%s uses the deprecated MemoryLimit=", u)
+		}
+		text = strings.ReplaceAll(text, "/opt/ffmpeg-rtmp/worker/bin/", bins+"/")
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(u)), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Count(mustRead(t, "systemd/ffmpeg-cpu-exporter.service"), "CAP_DAC_READ_SEARCH") < 2 {
+		t.Error("cpu-exporter unit does not grant (and bound) CAP_DAC_READ_SEARCH")
+	}
+	verified, _ := filepath.Glob(filepath.Join(dir, "*.service"))
+	out, err := exec.Command(analyze, append([]string{"verify"}, verified...)...).CombinedOutput()
+	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestScrapeConfigs(t *testing.T) {
+	promtool := peer.Require(t, "promtool", "apt-get install -y prometheus")
+	cmd := exec.Command(promtool, "check", "config", "prometheus.yml")
+	cmd.Dir = "scrape"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check config: %v\n%s", err, out)
+	}
+	vm := peer.RequireFile(t, "../bin/victoria-metrics", "make victoriametrics")
+	if out, err := exec.Command(vm, "-promscrape.config=scrape/victoriametrics.yml", "-promscrape.config.dryRun", "-loggerLevel=ERROR").CombinedOutput(); err != nil {
+		t.Errorf("victoria-metrics -promscrape.config.dryRun: %v\n%s", err, out)
+	}
+	// The guide's jobs, ports and intervals.
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName        string `yaml:"job_name"`
+			ScrapeInterval string `yaml:"scrape_interval"`
+			StaticConfigs  []struct {
+				Targets []string `yaml:"targets"`
+			} `yaml:"static_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	for _, f := range []string{"scrape/victoriametrics.yml", "scrape/prometheus.yml"} {
+		if err := yaml.Unmarshal([]byte(mustRead(t, f)), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, j := range cfg.ScrapeConfigs {
+			got[j.JobName] = j.ScrapeInterval + " " + strings.Join(j.StaticConfigs[0].Targets, ",")
+		}
+		want := map[string]string{
+			"worker-cpu-exporter":    "5s worker-node-1:9510,worker-node-2:9510",
+			"worker-gpu-exporter":    "5s worker-node-1:9511,worker-node-2:9511",
+			"worker-ffmpeg-exporter": "10s worker-node-1:9506,worker-node-2:9506",
+			"worker-docker-stats":    "15s worker-node-1:9501,worker-node-2:9501",
+		}
+		for job, w := range want {
+			if got[job] != w {
+				t.Errorf("%s job %s: %q, want the guide's %q", f, job, got[job], w)
+			}
+		}
+	}
+}
+
+func TestAlertRules(t *testing.T) {
+	promtool := peer.Require(t, "promtool", "apt-get install -y prometheus")
+	for _, args := range [][]string{{"check", "rules", "worker-alerts.yml"}, {"test", "rules", "worker-alerts.test.yml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = "alerts"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	checkNames(t, mustRead(t, "alerts/worker-alerts.yml"))
+}
+
+// TestDashboard: valid JSON, every query valid PromQL (promtool checks it as
+// a recording rule), and every metric it names is one we export.
+func TestDashboard(t *testing.T) {
+	promtool := peer.Require(t, "promtool", "apt-get install -y prometheus")
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal([]byte(mustRead(t, "grafana/worker-dashboard.json")), &dash); err != nil {
+		t.Fatal(err)
+	}
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var rules []rule
+	var exprs []string
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			rules = append(rules, rule{fmt.Sprintf("dashboard_query_%d", len(rules)), tg.Expr})
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	if len(dash.Panels) < 7 {
+		t.Errorf("%d panels", len(dash.Panels))
+	}
+	out, _ := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": rules}}})
+	f := filepath.Join(t.TempDir(), "dashboard-rules.yml")
+	os.WriteFile(f, out, 0o644)
+	if out, err := exec.Command(promtool, "check", "rules", f).CombinedOutput(); err != nil {
+		t.Errorf("dashboard queries are not valid PromQL: %v\n%s", err, out)
+	}
+	joined := strings.Join(exprs, "\n")
+	checkNames(t, joined)
+	for _, need := range []string{"rapl_power_watts", "nvidia_gpu_power_draw_watts", "rapl_energy_joules_total", "ffmpeg_total_frames",
+		"nvidia_gpu_encoder_utilization_percent", "ffmpeg_fps", "ffmpeg_speed", "docker_container_cpu_percent", "docker_container_memory_bytes"} {
+		if !strings.Contains(joined, need) {
+			t.Errorf("dashboard does not show %s", need)
+		}
+	}
+}
+
+// checkNames fails on any exporter metric name in text the catalogue lacks.
+func checkNames(t *testing.T, text string) {
+	t.Helper()
+	known := map[string]bool{}
+	for _, g := range instruments.Catalogue() {
+		for _, m := range g.Metrics {
+			known[m.Name] = true
+		}
+	}
+	for _, name := range regexp.MustCompile(`\b(?:rapl|nvidia_gpu|ffmpeg|docker_container|docker_daemon)_[a-z_]+`).FindAllString(text, -1) {
+		if !known[name] {
+			t.Errorf("%s is not a metric we export", name)
+		}
+	}
+}
+
+// TestKubernetesAndCompose: each exporter runs with the guide's port, as
+// flag, variable and container port.
+func TestKubernetesAndCompose(t *testing.T) {
+	var ds struct {
+		Kind string
+		Spec struct {
+			Template struct {
+				Spec struct {
+					HostNetwork bool `yaml:"hostNetwork"`
+					Containers  []struct {
+						Args  []string
+						Env   []struct{ Name, Value string }
+						Ports []struct {
+							ContainerPort int `yaml:"containerPort"`
+						}
+					}
+				}
+			}
+		}
+	}
+	if err := yaml.Unmarshal([]byte(mustRead(t, "kubernetes/daemonset.yaml")), &ds); err != nil {
+		t.Fatal(err)
+	}
+	if ds.Kind != "DaemonSet" || !ds.Spec.Template.Spec.HostNetwork {
+		t.Errorf("kind %s hostNetwork %v", ds.Kind, ds.Spec.Template.Spec.HostNetwork)
+	}
+	seen := map[string]bool{}
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		want := contract[c.Args[0]]
+		seen[c.Args[0]] = true
+		envOK := false
+		for _, e := range c.Env {
+			envOK = envOK || e.Name == want.env && e.Value == strconv.Itoa(want.port)
+		}
+		if c.Args[2] != strconv.Itoa(want.port) || c.Ports[0].ContainerPort != want.port || !envOK {
+			t.Errorf("DaemonSet %s: args %v ports %v env %v, want port %d", c.Args[0], c.Args, c.Ports, c.Env, want.port)
+		}
+	}
+	var compose struct {
+		Services map[string]struct {
+			Command     []string
+			Environment map[string]string
+			Ports       []string
+		}
+	}
+	if err := yaml.Unmarshal([]byte(mustRead(t, "compose/compose.yaml")), &compose); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range compose.Services {
+		want := contract[s.Command[0]]
+		p := strconv.Itoa(want.port)
+		if s.Command[2] != p || s.Environment[want.env] != p || s.Ports[0] != p+":"+p {
+			t.Errorf("compose %s: %+v, want port %d", name, s, want.port)
+		}
+		seen[s.Command[0]+"/compose"] = true
+	}
+	if len(seen) != 2*len(contract) {
+		t.Errorf("not every exporter is deployed by both: %v", seen)
+	}
+}
+
+// TestStartScript runs the bare-metal script on freshly built binaries and
+// checks each exporter answers on the guide's port.
+func TestStartScript(t *testing.T) {
+	bins := buildAll(t)
+	worker := t.TempDir()
+	if err := os.Symlink(bins, filepath.Join(worker, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	logs := t.TempDir()
+	cmd := exec.Command("bash", "bare-metal/start-exporters.sh")
+	cmd.Env = append(os.Environ(), "WORKER_DIR="+worker, "LOG_DIR="+logs)
+	out, err := cmd.CombinedOutput()
+	pids, _ := filepath.Glob(filepath.Join(logs, "*.pid"))
+	t.Cleanup(func() {
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(strings.TrimSpace(mustRead(t, p))); err == nil {
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("start-exporters.sh: %v\n%s", err, out)
+	}
+	if len(pids) != 3 {
+		t.Fatalf("%d exporters started, want 3 (cpu, ffmpeg, docker)", len(pids))
+	}
+	for _, port := range []int{9510, 9506, 9501} {
+		exportertest.WaitFor(t, 10*time.Second, func() bool {
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil
+		})
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
