@@ -27,10 +27,12 @@ build-agent: build
 run: build
 	$(BIN)/ffmpeg-exporter --port 9506
 
-# vet, the race-enabled suite (real ffmpeg, promtool, OTLP receivers), and a short fuzz run.
-test:
+# vet, gofmt, the race-enabled suite against real peers (ffmpeg, promtool,
+# node_exporter, podman, the built collector and VictoriaMetrics), and a
+# short fuzz run.
+test: collector victoriametrics
 	$(GO) vet ./...
-	test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) test -race -count=1 ./...
 	$(MAKE) fuzz
 

@@ -1,0 +1,386 @@
+// Package e2e proves the push path and the scrape path end to end with real
+// binaries on loopback: the exporters, the collector built by `make
+// collector`, VictoriaMetrics built by `make victoriametrics`, and a real
+// ffmpeg encode. RAPL is a fixture tree (no RAPL here) and the GPU exporter
+// has no driver here, so it contributes its availability series only.
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+)
+
+var bins string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "e2e-bins")
+	if err != nil {
+		panic(err)
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/...")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	bins = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// process is a peer started by the test.
+type process struct {
+	cmd  *exec.Cmd
+	logs *exportertest.Buffer
+}
+
+func startProcess(t *testing.T, env []string, bin string, args ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, args...), logs: &exportertest.Buffer{}}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("%s log:\n%s", filepath.Base(bin), tail(p.logs.String(), 3000))
+		}
+	})
+	return p
+}
+
+func (p *process) stop() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func waitHTTP(t *testing.T, url string) {
+	t.Helper()
+	exportertest.WaitFor(t, 30*time.Second, func() bool {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+}
+
+// victoriaMetrics starts VictoriaMetrics with the example flags and returns its base URL.
+func victoriaMetrics(t *testing.T, extra ...string) string {
+	t.Helper()
+	vm := peer.RequireFile(t, "../bin/victoria-metrics", "make victoriametrics")
+	addr := "127.0.0.1:" + exportertest.FreePort(t)
+	args := append(exampleFlags(t), "-httpListenAddr="+addr, "-storageDataPath="+t.TempDir(),
+		"-search.latencyOffset=1s", "-search.disableCache", "-loggerLevel=WARN")
+	startProcess(t, nil, vm, append(args, extra...)...)
+	waitHTTP(t, "http://"+addr+"/health")
+	return "http://" + addr
+}
+
+// exampleFlags reads examples/victoriametrics/flags: what users are told to run.
+func exampleFlags(t *testing.T) []string {
+	t.Helper()
+	f, err := os.Open("../examples/victoriametrics/flags")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var flags []string
+	for s := bufio.NewScanner(f); s.Scan(); {
+		if line := strings.TrimSpace(s.Text()); line != "" && !strings.HasPrefix(line, "#") {
+			flags = append(flags, line)
+		}
+	}
+	return flags
+}
+
+// series is one series VictoriaMetrics returned.
+type series struct {
+	Labels map[string]string
+	Value  float64
+}
+
+func query(t *testing.T, vm, q string) []series {
+	t.Helper()
+	resp, err := http.Get(vm + "/api/v1/query?query=" + url.QueryEscape(q))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data struct {
+			Result []struct {
+				Metric map[string]string
+				Value  [2]any
+			}
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	var ss []series
+	for _, r := range out.Data.Result {
+		var v float64
+		fmt.Sscan(r.Value[1].(string), &v)
+		ss = append(ss, series{r.Metric, v})
+	}
+	return ss
+}
+
+// keyLabels are the labels that identify our series, whatever path they took.
+var keyLabels = []string{"package", "zone", "gpu", "stream", "container"}
+
+// byKey indexes series by name and key labels.
+func byKey(ss []series) map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range ss {
+		k := s.Labels["__name__"] + "{"
+		for _, l := range keyLabels {
+			if v, ok := s.Labels[l]; ok {
+				k += l + "=" + v + ","
+			}
+		}
+		out[k+"}"] = s.Value
+	}
+	return out
+}
+
+const ours = `{__name__=~"(rapl|ffmpeg|nvidia_gpu)_.*"}`
+
+// worker is one set of exporters.
+type worker struct {
+	cpu, ffmpeg, gpu *process
+	addrs            map[string]string // job → HOST:PORT
+}
+
+func startWorker(t *testing.T, sysfs string, env []string) *worker {
+	t.Helper()
+	w := &worker{addrs: map[string]string{}}
+	start := func(job, bin string, args ...string) *process {
+		addr := "127.0.0.1:" + exportertest.FreePort(t)
+		p := startProcess(t, env, filepath.Join(bins, bin), append([]string{"--web.listen-address", addr}, args...)...)
+		waitHTTP(t, "http://"+addr+"/health")
+		w.addrs[job] = addr
+		return p
+	}
+	w.cpu = start("worker-cpu-exporter", "cpu-exporter", "--path.sysfs", sysfs, "--rapl.interval", "200ms")
+	w.ffmpeg = start("worker-ffmpeg-exporter", "ffmpeg-exporter")
+	w.gpu = start("worker-gpu-exporter", "gpu-exporter", "--nvml.retry-interval", "1h")
+	return w
+}
+
+// encode runs a real 3 s ffmpeg encode pushing -progress to addr.
+func encode(t *testing.T, addr string) {
+	t.Helper()
+	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
+	out, err := exec.Command(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
+		"-i", "testsrc=size=160x120:rate=25", "-t", "3", "-c:v", "mpeg4", "-f", "null", "-",
+		"-progress", "http://"+addr+"/ingest/e2e").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+}
+
+// TestThreePaths: exporters → OTLP gRPC → collector → VictoriaMetrics;
+// exporters → OTLP HTTP → VictoriaMetrics; VictoriaMetrics scraping the
+// exporters with the example scrape config. All three store the same names,
+// key labels and values. Then the collector goes down and comes back.
+func TestThreePaths(t *testing.T) {
+	collectorBin := peer.RequireFile(t, "../bin/otelcol-worker", "make collector")
+	sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
+
+	vmCollector := victoriaMetrics(t)
+	vmDirect := victoriaMetrics(t)
+
+	collectorEnv := []string{
+		"OTLP_GRPC_ENDPOINT=127.0.0.1:" + exportertest.FreePort(t),
+		"OTLP_HTTP_ENDPOINT=127.0.0.1:" + exportertest.FreePort(t),
+		"HEALTH_CHECK_ENDPOINT=127.0.0.1:" + exportertest.FreePort(t),
+		"COLLECTOR_TELEMETRY_HOST=127.0.0.1", "COLLECTOR_TELEMETRY_PORT=" + exportertest.FreePort(t),
+		"VICTORIAMETRICS_URL=" + vmCollector,
+	}
+	startCollector := func() *process {
+		p := startProcess(t, collectorEnv, collectorBin, "--config", "../otel-collector/config.yaml")
+		waitHTTP(t, "http://"+strings.TrimPrefix(collectorEnv[2], "HEALTH_CHECK_ENDPOINT=")+"/")
+		return p
+	}
+	collector := startCollector()
+
+	// Exports that cannot finish in 1.5 s fail (and are logged); by default
+	// the exporter's own retries would ride out an outage this short unseen.
+	push := []string{"OTEL_METRIC_EXPORT_INTERVAL=1000", "OTEL_METRIC_EXPORT_TIMEOUT=1500"}
+	viaCollector := startWorker(t, sysfs, append(push, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+strings.TrimPrefix(collectorEnv[0], "OTLP_GRPC_ENDPOINT=")))
+	direct := startWorker(t, sysfs, append(push, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="+vmDirect+"/opentelemetry/v1/metrics"))
+
+	// The example scrape config, pointed at the first worker, scraping every second.
+	scrapeCfg := strings.NewReplacer("scrape_interval: 5s", "scrape_interval: 1s", "scrape_interval: 10s", "scrape_interval: 1s",
+		"scrape_interval: 15s", "scrape_interval: 1s").Replace(readFile(t, "../examples/scrape/victoriametrics.yml"))
+	for job, port := range map[string]string{"worker-cpu-exporter": "9510", "worker-gpu-exporter": "9511", "worker-ffmpeg-exporter": "9506"} {
+		scrapeCfg = strings.Replace(scrapeCfg, "['worker-node-1:"+port+"', 'worker-node-2:"+port+"']", "['"+viaCollector.addrs[job]+"']", 1)
+	}
+	scrapeCfg = strings.Replace(scrapeCfg, "['worker-node-1:9501', 'worker-node-2:9501']", "[]", 1)
+	cfgFile := filepath.Join(t.TempDir(), "scrape.yml")
+	os.WriteFile(cfgFile, []byte(scrapeCfg), 0o644)
+	vmScrape := victoriaMetrics(t, "-promscrape.config="+cfgFile)
+
+	var wg sync.WaitGroup
+	for _, w := range []*worker{viaCollector, direct} {
+		wg.Add(1)
+		go func() { defer wg.Done(); encode(t, w.addrs["worker-ffmpeg-exporter"]) }()
+	}
+	wg.Wait()
+
+	// Everything is quiet now: wait until each path holds the final frame count.
+	final := `ffmpeg_total_frames{stream="e2e"}`
+	for name, vm := range map[string]string{"via collector": vmCollector, "direct": vmDirect, "scraped": vmScrape} {
+		deadline := time.Now().Add(30 * time.Second)
+		for ss := query(t, vm, final); len(ss) != 1 || ss[0].Value != 75; ss = query(t, vm, final) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s = %v; ffmpeg series there: %v", name, final, ss, query(t, vm, `{__name__=~"ffmpeg.*"}`))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	time.Sleep(3 * time.Second) // one more export and scrape of the settled values
+
+	scraped := byKey(query(t, vmScrape, ours))
+	pushed := byKey(query(t, vmCollector, ours))
+	directly := byKey(query(t, vmDirect, ours))
+	if len(scraped) < 20 {
+		t.Fatalf("only %d series scraped: %v", len(scraped), keys(scraped))
+	}
+	// Same names and key labels on every path; the same values through the
+	// collector as scraped (the same processes). The direct path runs its
+	// own exporters on the same inputs: compare what those inputs fix.
+	deterministic := []string{"rapl_energy_joules_total", "rapl_max_energy_range_joules", "rapl_zones_discovered", "rapl_available",
+		"ffmpeg_total_frames", "ffmpeg_stream_active", "ffmpeg_dropped_frames", "ffmpeg_out_time_seconds", "nvidia_gpu_nvml_available"}
+	for k, v := range scraped {
+		if strings.HasPrefix(k, "ffmpeg_stream_last_update") || strings.HasPrefix(k, "ffmpeg_ingest_lines_total") {
+			continue // time of arrival and line counts of two different encodes
+		}
+		if got, ok := pushed[k]; !ok || got != v {
+			t.Errorf("%s: scraped %v, via collector %v (%v)", k, v, got, ok)
+		}
+		got, ok := directly[k]
+		if !ok {
+			t.Errorf("%s: missing on the direct OTLP path", k)
+			continue
+		}
+		for _, d := range deterministic {
+			if strings.HasPrefix(k, d+"{") && math.Abs(got-v) > 1e-9 {
+				t.Errorf("%s: scraped %v, pushed directly %v", k, v, got)
+			}
+		}
+	}
+	for k := range pushed {
+		if _, ok := scraped[k]; !ok {
+			t.Errorf("%s arrived through the collector but is not scraped", k)
+		}
+	}
+	// A dozen resource attributes did not become labels; the three that tell workers apart did.
+	for _, s := range query(t, vmCollector, `rapl_zones_discovered`) {
+		for _, l := range []string{"service_name", "service_instance_id", "host_name"} {
+			if s.Labels[l] == "" {
+				t.Errorf("pushed series lacks %s: %v", l, s.Labels)
+			}
+		}
+		for l := range s.Labels {
+			if strings.HasPrefix(l, "telemetry_sdk") || strings.HasPrefix(l, "otel_scope") {
+				t.Errorf("pushed series carries %s: %v", l, s.Labels)
+			}
+		}
+	}
+
+	// Faults: the collector goes away for several export intervals.
+	energy := `rapl_energy_joules_total{package="0",zone="package"}`
+	stopAdvance := advanceEnergy(t, sysfs)
+	defer stopAdvance()
+	collector.stop()
+	before := query(t, vmCollector, energy)[0].Value
+	time.Sleep(6 * time.Second) // several export intervals, several failed exports
+	code, _ := exportertest.Get(t, "http://"+viaCollector.addrs["worker-cpu-exporter"]+"/metrics")
+	if code != http.StatusOK {
+		t.Errorf("scrape during the outage: %d", code)
+	}
+	collector = startCollector()
+	exportertest.WaitFor(t, 30*time.Second, func() bool {
+		ss := query(t, vmCollector, energy)
+		return len(ss) == 1 && ss[0].Value > before+20
+	})
+	for _, w := range []*worker{viaCollector} {
+		logs := w.cpu.logs.String()
+		if n := strings.Count(logs, "OTLP export failing"); n != 1 {
+			t.Errorf("outage logged %d times over several failed exports, want once:\n%s", n, tail(logs, 2000))
+		}
+		exportertest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(w.cpu.logs.String(), "OTLP export recovered") })
+	}
+	if r := query(t, vmCollector, `resets(`+energy+`[5m])`); len(r) != 1 || r[0].Value != 0 {
+		t.Errorf("the energy counter reset across the outage: %v", r)
+	}
+	_ = collector
+}
+
+// advanceEnergy raises package 0's counter by 10 J every 200 ms until stopped.
+func advanceEnergy(t *testing.T, sysfs string) func() {
+	done := make(chan struct{})
+	go func() {
+		uj := uint64(raplfixture.TwoSockets[0].EnergyUJ)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(200 * time.Millisecond):
+				uj += 10_000_000
+				raplfixture.SetEnergy(t, sysfs, "intel-rapl:0", uj)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func keys(m map[string]float64) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
