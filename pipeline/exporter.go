@@ -72,5 +72,5 @@ func (e Exporter) Run(ctx context.Context, args []string) error {
 		p.Close(context.Background())
 		return err
 	}
-	return p.Serve(ctx, ln)
+	return p.Serve(ctx, ln, opts.WebConfig())
 }

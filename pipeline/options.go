@@ -18,6 +18,7 @@ type Options struct {
 	listenAddress string
 	logLevel      string
 	logFormat     string
+	webConfig     string
 	envErr        error
 }
 
@@ -36,6 +37,7 @@ func NewOptions(fs *flag.FlagSet, name string, defaultPort int, portEnv string) 
 	}
 	fs.IntVar(&o.port, "port", defaultPort, "port to listen on (env "+portEnv+")")
 	fs.StringVar(&o.listenAddress, "web.listen-address", "", "address to listen on, HOST:PORT; wins over --port")
+	RegisterWebConfig(fs, &o.webConfig)
 	fs.StringVar(&o.logLevel, "log.level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log.format", "text", "log format: text or json")
 	return o
@@ -48,6 +50,14 @@ func parsePort(s string) (int, error) {
 	}
 	return p, nil
 }
+
+// RegisterWebConfig registers --web.config.file on fs.
+func RegisterWebConfig(fs *flag.FlagSet, file *string) {
+	fs.StringVar(file, "web.config.file", "", "Prometheus web configuration file enabling TLS and basic auth (https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md)")
+}
+
+// WebConfig is the --web.config.file given; empty for plain HTTP.
+func (o *Options) WebConfig() string { return o.webConfig }
 
 // Address is where the HTTP server listens.
 func (o *Options) Address() (string, error) {

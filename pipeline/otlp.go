@@ -14,13 +14,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// otlpReader returns the periodic OTLP reader the OTEL_* environment asks
-// for, or nil when no endpoint is set. Endpoint, headers, timeout, TLS and
+// otlpExporter returns the OTLP exporter the OTEL_* environment asks for, or
+// nil when no endpoint is set. Endpoint, headers, timeout, TLS and
 // compression are read by the OTLP exporters themselves; the interval and
-// export timeout by the periodic reader. Only the protocol choice (grpc by
+// export timeout by each periodic reader. Only the protocol choice (grpc by
 // default) and OTEL_SDK_DISABLED are read here, as the Go SDK has no reader
 // for them.
-func otlpReader(ctx context.Context, log *slog.Logger) (sdkmetric.Reader, error) {
+func otlpExporter(ctx context.Context, log *slog.Logger) (*loggingExporter, error) {
 	if disabled, _ := strconv.ParseBool(os.Getenv("OTEL_SDK_DISABLED")); disabled {
 		log.Info("OTLP push off: OTEL_SDK_DISABLED is true; /metrics still serves")
 		return nil, nil
@@ -50,7 +50,7 @@ func otlpReader(ctx context.Context, log *slog.Logger) (sdkmetric.Reader, error)
 		return nil, fmt.Errorf("OTLP exporter: %w", err)
 	}
 	log.Info("OTLP push on", "endpoint", endpoint, "protocol", protocol)
-	return sdkmetric.NewPeriodicReader(&loggingExporter{Exporter: exp, log: log}), nil
+	return &loggingExporter{Exporter: exp, log: log}, nil
 }
 
 func firstEnv(names ...string) string {
@@ -65,6 +65,8 @@ func firstEnv(names ...string) string {
 // loggingExporter logs an export outage once when it starts and once when it
 // ends, instead of once per failed export. The periodic reader keeps trying
 // every interval; cumulative temporality means nothing is lost but resolution.
+// Several readers (one per pipeline) may share it, so their shutdowns leave
+// it open; Shared.Close shuts it.
 type loggingExporter struct {
 	sdkmetric.Exporter
 	log *slog.Logger
@@ -89,3 +91,7 @@ func (e *loggingExporter) Export(ctx context.Context, rm *metricdata.ResourceMet
 	}
 	return err
 }
+
+// Shutdown is left to Shared.Close: the readers sharing this exporter each
+// call it when their pipeline stops.
+func (e *loggingExporter) Shutdown(context.Context) error { return nil }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/otel"
@@ -31,16 +32,66 @@ const ShutdownTimeout = 5 * time.Second
 
 const scope = "github.com/ffmpeg-rtmp/worker-exporters"
 
-// Pipeline is one exporter process's way out.
+// Shared is what the pipelines of one process share: the resource that
+// names the process, and the OTLP exporter (one connection).
+type Shared struct {
+	res  *resource.Resource
+	push *loggingExporter // nil: no push
+	log  *slog.Logger
+}
+
+// NewShared reads the OTEL_* environment once for the process.
+// serviceName is the default service.name; instanceID the
+// service.instance.id, stable across restarts so series do not churn.
+func NewShared(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Shared, error) {
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		// Export failures are logged, once per outage, by loggingExporter.
+		log.Debug("opentelemetry", "err", err)
+	}))
+	res, err := resource.New(ctx,
+		resource.WithAttributes(semconv.ServiceName(serviceName), semconv.ServiceInstanceID(instanceID)),
+		resource.WithHost(),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv(), // last, so OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win
+	)
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		return nil, fmt.Errorf("resource: %w", err)
+	}
+	push, err := otlpExporter(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Shared{res: res, push: push, log: log}, nil
+}
+
+// Close shuts the OTLP exporter down; call it after every pipeline has stopped.
+func (s *Shared) Close(ctx context.Context) error {
+	if s.push == nil {
+		return nil
+	}
+	return s.push.Exporter.Shutdown(ctx)
+}
+
+// InstanceID is HOST:PORT of addr on this host: a service.instance.id that
+// stays the same across restarts.
+func InstanceID(addr string) string {
+	host, _ := os.Hostname()
+	_, port, _ := net.SplitHostPort(addr)
+	return net.JoinHostPort(host, port)
+}
+
+// Pipeline is one port's way out: a MeterProvider whose readers are the
+// Prometheus bridge behind its /metrics and, when pushing, a periodic OTLP
+// reader over the shared exporter.
 type Pipeline struct {
 	Meter metric.Meter
 
 	log      *slog.Logger
 	name     string
 	provider *sdkmetric.MeterProvider
-	registry *prometheus.Registry
 	mux      *http.ServeMux
 	pushing  bool
+	owned    *Shared // closed with the pipeline when New made it
 
 	mu        sync.Mutex
 	checks    []check
@@ -54,19 +105,22 @@ type check struct {
 
 type endpoint struct{ Pattern, About string }
 
-// New builds the pipeline for the binary o.Name, listening on addr (used for
-// the default service.instance.id).
+// New builds the pipeline of a single exporter o.Name listening on addr.
 func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipeline, error) {
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		// Export failures are logged, once per outage, by loggingExporter.
-		log.Debug("opentelemetry", "err", err)
-	}))
-
-	res, err := newResource(ctx, o.Name, addr)
+	shared, err := NewShared(ctx, o.Name, InstanceID(addr), log)
 	if err != nil {
 		return nil, err
 	}
+	p, err := shared.Pipeline(o.Name)
+	if err != nil {
+		return nil, err
+	}
+	p.owned = shared
+	return p, nil
+}
 
+// Pipeline builds a pipeline named name (for the log and landing page).
+func (s *Shared) Pipeline(name string) (*Pipeline, error) {
 	registry := prometheus.NewRegistry()
 	bridge, err := otelprom.New(
 		otelprom.WithRegisterer(registry),
@@ -77,55 +131,26 @@ func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipel
 	if err != nil {
 		return nil, fmt.Errorf("prometheus bridge: %w", err)
 	}
-	opts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(bridge)}
-
-	push, err := otlpReader(ctx, log)
-	if err != nil {
-		return nil, err
+	opts := []sdkmetric.Option{sdkmetric.WithResource(s.res), sdkmetric.WithReader(bridge)}
+	if s.push != nil {
+		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(s.push)))
 	}
-	if push != nil {
-		opts = append(opts, sdkmetric.WithReader(push))
-	}
-
 	provider := sdkmetric.NewMeterProvider(opts...)
 	p := &Pipeline{
 		Meter:    provider.Meter(scope),
-		log:      log,
-		name:     o.Name,
+		log:      s.log,
+		name:     name,
 		provider: provider,
-		registry: registry,
 		mux:      http.NewServeMux(),
-		pushing:  push != nil,
+		pushing:  s.push != nil,
 	}
 	p.mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
 	p.mux.HandleFunc("GET /health", p.serveHealth)
 	p.mux.HandleFunc("GET /{$}", p.serveLanding)
 	return p, nil
-}
-
-// newResource names this process for the OTLP path: service.name (the
-// binary's unless OTEL_SERVICE_NAME says otherwise), host.name and a
-// service.instance.id that stays the same across restarts (host:port), so
-// series from many workers stay apart and do not churn.
-func newResource(ctx context.Context, name, addr string) (*resource.Resource, error) {
-	host, _ := os.Hostname()
-	_, port, _ := net.SplitHostPort(addr)
-	res, err := resource.New(ctx,
-		resource.WithAttributes(
-			semconv.ServiceName(name),
-			semconv.ServiceInstanceID(net.JoinHostPort(host, port)),
-		),
-		resource.WithHost(),
-		resource.WithTelemetrySDK(),
-		resource.WithFromEnv(), // last, so OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win
-	)
-	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
-		return nil, fmt.Errorf("resource: %w", err)
-	}
-	return res, nil
 }
 
 // Handle adds an endpoint, listed on the landing page with about.
@@ -147,29 +172,35 @@ func (p *Pipeline) AddHealth(name string, health func() error) {
 func (p *Pipeline) Handler() http.Handler { return p.mux }
 
 // Serve serves on ln until ctx ends, then stops gracefully: it drains HTTP
-// and flushes a last OTLP export, all within ShutdownTimeout.
-func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
+// and flushes a last OTLP export, all within ShutdownTimeout. webConfig is
+// the Prometheus web configuration file (TLS, basic auth); empty for none.
+func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, webConfig string) error {
+	if err := web.Validate(webConfig); err != nil {
+		return fmt.Errorf("--web.config.file: %w", err)
+	}
 	srv := &http.Server{
 		Handler:           p.mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 	}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	p.log.Info("serving", "exporter", p.name, "address", ln.Addr().String(), "otlp_push", p.pushing)
+	go func() {
+		served <- web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &webConfig}, p.log.With("exporter", p.name))
+	}()
+	p.log.Info("serving", "exporter", p.name, "address", ln.Addr().String(), "otlp_push", p.pushing, "web_config", webConfig)
 
 	var err error
 	select {
 	case err = <-served:
 	case <-ctx.Done():
-		p.log.Info("shutting down")
+		p.log.Info("shutting down", "exporter", p.name)
 	}
 	stop, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 	defer cancel()
 	if e := srv.Shutdown(stop); e != nil {
 		p.log.Warn("http shutdown", "err", e)
 	}
-	if e := p.provider.Shutdown(stop); e != nil {
+	if e := p.Close(stop); e != nil {
 		p.log.Warn("last OTLP export did not complete", "err", e)
 	}
 	if errors.Is(err, http.ErrServerClosed) {
@@ -178,5 +209,12 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close releases the pipeline without serving (for early exits and tests).
-func (p *Pipeline) Close(ctx context.Context) error { return p.provider.Shutdown(ctx) }
+// Close stops the pipeline, flushing its last OTLP export, and the shared
+// exporter too when New made it.
+func (p *Pipeline) Close(ctx context.Context) error {
+	err := p.provider.Shutdown(ctx)
+	if p.owned != nil {
+		err = errors.Join(err, p.owned.Close(ctx))
+	}
+	return err
+}

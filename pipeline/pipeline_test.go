@@ -275,7 +275,7 @@ func TestServeShutdownFlushes(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- p.Serve(ctx, ln) }()
+	go func() { served <- p.Serve(ctx, ln, "") }()
 
 	resp, err := http.Get("http://" + ln.Addr().String() + "/health")
 	if err != nil {
@@ -313,7 +313,7 @@ func TestShutdownBoundedWithDeadCollector(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- p.Serve(ctx, ln) }()
+	go func() { served <- p.Serve(ctx, ln, "") }()
 	cancel()
 	select {
 	case <-served:

@@ -42,7 +42,7 @@ func BenchmarkIngest1000Streams(b *testing.B) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan struct{})
-	go func() { p.Serve(ctx, ln); close(served) }()
+	go func() { p.Serve(ctx, ln, ""); close(served) }()
 	defer func() { cancel(); <-served }()
 
 	before := liveBytes()
