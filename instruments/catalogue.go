@@ -46,5 +46,6 @@ func Catalogue() []Group {
 		{"cpu-exporter", RAPL},
 		{"gpu-exporter", GPU},
 		{"docker-stats-exporter", Docker},
+		{"every exporter (self-metrics)", Self},
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
@@ -38,7 +39,7 @@ func BenchmarkCollect100SlowContainers(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	cfg := dockerExporterDefaults()
+	cfg := exporters.DockerDefaults()
 	cfg.Client = cli
 	src := docker.New(cfg)
 	o := pipeline.NewOptions(flag.NewFlagSet("bench", flag.ContinueOnError), "docker-stats-exporter", 9501, "DOCKER_STATS_PORT")

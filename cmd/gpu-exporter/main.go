@@ -2,37 +2,6 @@
 // decoder first. Built without cgo it serves, and says it cannot read GPUs.
 package main
 
-import (
-	"context"
-	"flag"
-	"log/slog"
-	"time"
+import "github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
-	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
-)
-
-func main() { gpuExporter().Main() }
-
-func gpuExporter() pipeline.Exporter {
-	cfg := nvml.Config{Interval: time.Second, Timeout: 5 * time.Second, RetryInterval: 30 * time.Second}
-	return pipeline.Exporter{
-		Name: "gpu-exporter", DefaultPort: 9505, PortEnv: "GPU_EXPORTER_PORT",
-		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&cfg.Interval, "nvml.interval", cfg.Interval, "sampling interval")
-			fs.DurationVar(&cfg.Timeout, "nvml.timeout", cfg.Timeout, "a sample taking longer is reported as stuck; scrapes keep the previous values")
-			fs.DurationVar(&cfg.RetryInterval, "nvml.retry-interval", cfg.RetryInterval, "how often to retry loading NVML while it is missing")
-		},
-		Wire: func(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, _ func()) error {
-			cfg.Log = log
-			src := nvml.New(cfg)
-			if err := instruments.RegisterGPU(p.Meter, src); err != nil {
-				return err
-			}
-			p.AddHealth("nvml", src.Health)
-			go src.Run(ctx)
-			return nil
-		},
-	}
-}
+func main() { exporters.GPU().Exporter().Main() }

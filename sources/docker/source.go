@@ -22,7 +22,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/healthlog"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
 )
 
 // Config is what the source needs.
@@ -88,7 +88,7 @@ type Snapshot struct {
 type Source struct {
 	cfg    Config
 	snap   atomic.Pointer[Snapshot]
-	health *healthlog.Log
+	health *health.Tracker
 
 	mu sync.Mutex // serialises Sample
 
@@ -113,7 +113,7 @@ func New(cfg Config) *Source {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	s := &Source{cfg: cfg, prev: map[string]cpuSample{}, oom: map[string]uint64{}, health: &healthlog.Log{Logger: cfg.Log, What: "docker"}}
+	s := &Source{cfg: cfg, prev: map[string]cpuSample{}, oom: map[string]uint64{}, health: &health.Tracker{Logger: cfg.Log, What: "docker"}}
 	s.snap.Store(&Snapshot{Err: errors.New("docker not sampled yet")})
 	return s
 }
@@ -149,11 +149,12 @@ func (s *Source) Run(ctx context.Context) {
 func (s *Source) Sample(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
 	listCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	list, err := s.cfg.Client.ContainerList(listCtx, container.ListOptions{All: true})
 	cancel()
 	if err != nil {
-		s.publish(&Snapshot{Err: fmt.Errorf("docker daemon at %s: %w (is it running, and may this user read its socket? add the user to the docker group)", s.cfg.Client.DaemonHost(), err)})
+		s.publish(&Snapshot{Err: fmt.Errorf("docker daemon at %s: %w (is it running, and may this user read its socket? add the user to the docker group)", s.cfg.Client.DaemonHost(), err)}, start)
 		return
 	}
 
@@ -210,7 +211,7 @@ func (s *Source) Sample(ctx context.Context) {
 	}
 	s.oomMu.Unlock()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
-	s.publish(&Snapshot{Up: true, Containers: cs, Err: errors.Join(errs...)})
+	s.publish(&Snapshot{Up: true, Containers: cs, Err: errors.Join(errs...)}, start)
 }
 
 // stats fills c from one one-shot stats call and an inspect (restart count).
@@ -326,7 +327,10 @@ func (s *Source) watchOOM(ctx context.Context) {
 }
 
 // publish stores snap and logs when health changes.
-func (s *Source) publish(snap *Snapshot) {
-	s.health.Observe(snap.Err)
+func (s *Source) publish(snap *Snapshot, start time.Time) {
+	s.health.Observe(snap.Err, time.Now(), time.Since(start))
 	s.snap.Store(snap)
 }
+
+// Stats are the source's collection figures, for self-metrics.
+func (s *Source) Stats() health.Stats { return s.health.Stats() }

@@ -15,7 +15,7 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/healthlog"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
 )
 
 // Supported is true in builds that can read NVML (cgo).
@@ -41,7 +41,7 @@ type Source struct {
 	devices     []*device
 	stopEvents  context.CancelFunc
 	eventsDone  chan struct{}
-	health      *healthlog.Log
+	health      *health.Tracker
 }
 
 // device is one GPU handle and what never changes about it.
@@ -63,7 +63,7 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, health: &healthlog.Log{Logger: cfg.Log, What: "NVIDIA GPUs"}}
+	s := &Source{cfg: cfg, health: &health.Tracker{Logger: cfg.Log, What: "NVIDIA GPUs"}}
 	s.snap.Store(&Snapshot{Err: errors.New("NVML not sampled yet")})
 	return s
 }
@@ -98,9 +98,10 @@ func (s *Source) Run(ctx context.Context) {
 func (s *Source) Sample(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
 	if !s.initialized {
 		if err := s.init(); err != nil {
-			s.publish(&Snapshot{Err: err})
+			s.publish(&Snapshot{Err: err}, start)
 			return
 		}
 	}
@@ -108,17 +109,17 @@ func (s *Source) Sample(ctx context.Context) {
 	go func() { done <- s.collect() }()
 	select {
 	case snap := <-done:
-		s.publish(snap)
+		s.publish(snap, start)
 		return
 	case <-time.After(s.cfg.Timeout):
 	case <-ctx.Done():
 	}
 	stale := *s.Snapshot()
 	stale.Err = fmt.Errorf("NVML did not answer within %v; showing the previous sample", s.cfg.Timeout)
-	s.publish(&stale)
+	s.publish(&stale, start)
 	select {
 	case snap := <-done:
-		s.publish(snap)
+		s.publish(snap, start)
 	case <-ctx.Done():
 	}
 }
@@ -333,8 +334,8 @@ func (d *device) xidCounts() []XIDCount {
 }
 
 // publish stores snap and logs when health changes.
-func (s *Source) publish(snap *Snapshot) {
-	s.health.Observe(snap.Err)
+func (s *Source) publish(snap *Snapshot, start time.Time) {
+	s.health.Observe(snap.Err, time.Now(), time.Since(start))
 	s.snap.Store(snap)
 }
 
@@ -349,3 +350,6 @@ func cString(b []int8) string {
 	}
 	return string(out)
 }
+
+// Stats are the source's collection figures, for self-metrics.
+func (s *Source) Stats() health.Stats { return s.health.Stats() }

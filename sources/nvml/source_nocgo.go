@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
 )
 
 // Supported is false: NVML is reached through cgo, and this build has none.
@@ -36,3 +38,6 @@ func (s *Source) Health() error           { return errNoCgo }
 func (s *Source) Sample(context.Context)  {}
 func (s *Source) Run(ctx context.Context) { <-ctx.Done() }
 func (s *Source) Close()                  {}
+
+// Stats are empty: this build never collects.
+func (s *Source) Stats() health.Stats { return health.Stats{} }

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/healthlog"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
 )
 
 // MaxPlausibleWatts bounds the sampling interval: at this power no zone's
@@ -52,7 +52,7 @@ type Source struct {
 	mu     sync.Mutex // serialises Sample
 	zones  []zone
 	states []state
-	health *healthlog.Log
+	health *health.Tracker
 }
 
 // state is a zone's counter between samples.
@@ -73,7 +73,7 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, health: &healthlog.Log{Logger: cfg.Log, What: "RAPL"}}
+	s := &Source{cfg: cfg, health: &health.Tracker{Logger: cfg.Log, What: "RAPL"}}
 	s.Sample()
 	return s
 }
@@ -122,6 +122,7 @@ func (s *Source) Run(ctx context.Context) {
 func (s *Source) Sample() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	start := time.Now()
 	var errs []error
 	if len(s.zones) == 0 {
 		zones, err := discover(s.cfg.FS)
@@ -160,7 +161,7 @@ func (s *Source) Sample() {
 		}
 	}
 	snap.Err = explain(errors.Join(errs...))
-	s.health.Observe(snap.Err)
+	s.health.Observe(snap.Err, s.cfg.Clock(), time.Since(start))
 	s.snap.Store(snap)
 }
 
@@ -193,3 +194,6 @@ func explain(err error) error {
 	}
 	return err
 }
+
+// Stats are the source's collection figures, for self-metrics.
+func (s *Source) Stats() health.Stats { return s.health.Stats() }
