@@ -38,8 +38,7 @@ func NewOptions(fs *flag.FlagSet, name string, defaultPort int, portEnv string) 
 	fs.IntVar(&o.port, "port", defaultPort, "port to listen on (env "+portEnv+")")
 	fs.StringVar(&o.listenAddress, "web.listen-address", "", "address to listen on, HOST:PORT; wins over --port")
 	RegisterWebConfig(fs, &o.webConfig)
-	fs.StringVar(&o.logLevel, "log.level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&o.logFormat, "log.format", "text", "log format: text or json")
+	RegisterLogFlags(fs, &o.logLevel, &o.logFormat)
 	return o
 }
 
@@ -78,16 +77,27 @@ func (o *Options) Address() (string, error) {
 
 // Logger builds the slog logger the flags ask for, writing to w.
 func (o *Options) Logger(w io.Writer) (*slog.Logger, error) {
+	return NewLogger(w, o.logLevel, o.logFormat)
+}
+
+// RegisterLogFlags registers --log.level and --log.format on fs.
+func RegisterLogFlags(fs *flag.FlagSet, level, format *string) {
+	fs.StringVar(level, "log.level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(format, "log.format", "text", "log format: text or json")
+}
+
+// NewLogger builds a slog logger of the given level and format (text or json).
+func NewLogger(w io.Writer, levelName, format string) (*slog.Logger, error) {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return nil, fmt.Errorf("--log.level %q: use debug, info, warn or error", o.logLevel)
+	if err := level.UnmarshalText([]byte(levelName)); err != nil {
+		return nil, fmt.Errorf("--log.level %q: use debug, info, warn or error", levelName)
 	}
 	hopts := &slog.HandlerOptions{Level: level}
-	switch o.logFormat {
+	switch format {
 	case "text":
 		return slog.New(slog.NewTextHandler(w, hopts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, hopts)), nil
 	}
-	return nil, fmt.Errorf("--log.format %q: use text or json", o.logFormat)
+	return nil, fmt.Errorf("--log.format %q: use text or json", format)
 }
