@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+)
+
+// soakDuration is ten minutes in CI; SOAK_DURATION overrides it, and
+// outside CI it defaults to 30 s.
+func soakDuration(t *testing.T) time.Duration {
+	if v := os.Getenv("SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SOAK_DURATION=%q: %v", v, err)
+		}
+		return d
+	}
+	if os.Getenv("CI") == "true" {
+		return 10 * time.Minute
+	}
+	return 30 * time.Second
+}
+
+// footprint is the process's state at a moment of the soak.
+type footprint struct {
+	goroutines int
+	heap       uint64 // in use after a GC
+	rss        uint64
+}
+
+func measure() footprint {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return footprint{goroutines: runtime.NumGoroutine(), heap: m.HeapInuse, rss: rss()}
+}
+
+func rss() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	for s := bufio.NewScanner(f); s.Scan(); {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// TestSoak: concurrent scrapes on every port, OTLP pushes every second, 50
+// live ingest streams starting and ending, containers coming and going, and
+// one Docker daemon outage. At the end goroutines and memory are where they
+// were after warm-up (bounds below), nothing failed beyond the injected
+// outage, and no finished stream or removed container left a series.
+//
+// Bounds asserted, end against the end of warm-up (a fifth of the run):
+// goroutines ≤ warm-up + 10% + 20; Go heap in use ≤ warm-up × 1.25 + 4 MiB;
+// resident memory ≤ warm-up + 16 MiB.
+func TestSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	duration := soakDuration(t)
+	sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
+	docker := fakeengine.Start(t)
+	recv, endpoint := otlptest.StartGRPC(t)
+	t.Setenv("DOCKER_HOST", docker.DockerHost())
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "1000")
+	w := startWorker(t, "--path.sysfs", sysfs, "--rapl.interval", "100ms", "--docker.interval", "200ms",
+		"--nvml.retry-interval", "1h", "--stream.retention", "2s", "--stream.silence", "5s")
+	w.waitUp(t, "cpu", "gpu", "ffmpeg", "docker")
+
+	var (
+		stop     = make(chan struct{})
+		wg       sync.WaitGroup
+		failures atomic.Int64
+		scrapes  atomic.Int64
+		encodes  atomic.Int64
+		failMu   sync.Mutex
+		failLog  []string
+	)
+	fail := func(format string, args ...any) {
+		failures.Add(1)
+		failMu.Lock()
+		if len(failLog) < 20 {
+			failLog = append(failLog, fmt.Sprintf(format, args...))
+		}
+		failMu.Unlock()
+	}
+	loop := func(f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					f()
+				}
+			}
+		}()
+	}
+
+	// Two scrapers per port.
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, src := range []string{"cpu", "gpu", "ffmpeg", "docker"} {
+		for range 2 {
+			loop(func() {
+				resp, err := client.Get(w.url(src, "/metrics"))
+				if err != nil {
+					fail("scrape %s: %v", src, err)
+				} else {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						fail("scrape %s: %d", src, resp.StatusCode)
+					}
+				}
+				scrapes.Add(1)
+				time.Sleep(20 * time.Millisecond)
+			})
+		}
+	}
+
+	// 50 ingest streams, each a series of encodes of 1-4 s under new names.
+	for i := range 50 {
+		n := 0
+		loop(func() {
+			n++
+			name := fmt.Sprintf("soak-%d-%d", i, n)
+			pr, pw := io.Pipe()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				resp, err := client.Post(w.url("ffmpeg", "/ingest/"+name), "text/plain", pr)
+				if err != nil {
+					fail("ingest %s: %v", name, err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					fail("ingest %s: %d", name, resp.StatusCode)
+				}
+			}()
+			blocks := 10 + rand.IntN(30)
+			for b := range blocks {
+				fmt.Fprintf(pw, "frame=%d\nfps=25.0\nbitrate=1000.0kbits/s\nspeed=1.0x\nprogress=continue\n", b*4)
+				time.Sleep(100 * time.Millisecond)
+			}
+			fmt.Fprintf(pw, "frame=%d\nprogress=end\n", blocks*4)
+			pw.Close()
+			<-done
+			encodes.Add(1)
+		})
+	}
+
+	// Containers come and go: one new, the oldest removed, every second.
+	var (
+		containers []*fakeengine.Container
+		next       int
+	)
+	newContainer := func() *fakeengine.Container {
+		next++
+		return &fakeengine.Container{ID: fmt.Sprintf("c%05d", next), Name: fmt.Sprintf("job-%05d", next), Image: "ffmpeg", State: "running",
+			Stats: container.StatsResponse{Read: time.Now(), MemoryStats: container.MemoryStats{Usage: 64 << 20}}}
+	}
+	for range 5 {
+		containers = append(containers, newContainer())
+	}
+	docker.Set(containers...)
+	var churnMu sync.Mutex
+	loop(func() {
+		time.Sleep(time.Second)
+		churnMu.Lock()
+		containers = append(containers[1:], newContainer())
+		docker.Set(containers...)
+		churnMu.Unlock()
+	})
+
+	warmup := duration / 5
+	time.Sleep(warmup)
+	warm := measure()
+	t.Logf("after %v warm-up: %d goroutines, heap %.1f MiB, RSS %.1f MiB", warmup, warm.goroutines, mib(warm.heap), mib(warm.rss))
+
+	// The injected fault: the Docker daemon goes away for 3 s mid-run.
+	time.Sleep((duration - warmup) / 2)
+	docker.Down()
+	time.Sleep(3 * time.Second)
+	docker.Up(t)
+	time.Sleep(duration - warmup - (duration-warmup)/2 - 3*time.Second)
+
+	end := measure()
+	t.Logf("after %v: %d goroutines, heap %.1f MiB, RSS %.1f MiB; %d scrapes, %d encodes, %d OTLP exports",
+		duration, end.goroutines, mib(end.heap), mib(end.rss), scrapes.Load(), encodes.Load(), recv.Exports())
+	close(stop)
+	wg.Wait()
+
+	if end.goroutines > warm.goroutines+warm.goroutines/10+20 {
+		t.Errorf("goroutines grew from %d to %d", warm.goroutines, end.goroutines)
+	}
+	if end.heap > warm.heap+warm.heap/4+4<<20 {
+		t.Errorf("heap grew from %.1f to %.1f MiB", mib(warm.heap), mib(end.heap))
+	}
+	if end.rss > warm.rss+16<<20 {
+		t.Errorf("RSS grew from %.1f to %.1f MiB", mib(warm.rss), mib(end.rss))
+	}
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d failures, first: %v", n, failLog)
+	}
+	if exports := recv.Exports(); exports < int(duration/time.Second)/2 {
+		t.Errorf("only %d OTLP exports in %v", exports, duration)
+	}
+	if encodes.Load() < 50 {
+		t.Errorf("only %d encodes", encodes.Load())
+	}
+
+	// Nothing failed but the outage: the GPU driver missing and the Docker
+	// daemon going away are the only warnings, each logged once, and the
+	// daemon's return is logged.
+	var unexpected []string
+	for _, line := range strings.Split(w.logs.String(), "\n") {
+		if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
+			continue
+		}
+		if strings.Contains(line, "libnvidia-ml.so.1") || strings.Contains(line, "docker daemon at") {
+			continue
+		}
+		unexpected = append(unexpected, line)
+	}
+	if len(unexpected) > 0 {
+		t.Errorf("unexpected warnings or errors:\n%s", strings.Join(unexpected, "\n"))
+	}
+	if !strings.Contains(w.logs.String(), "docker readable again") {
+		t.Error("the daemon's return was not logged")
+	}
+
+	// No series left behind: finished streams go after their 2 s retention,
+	// removed containers at the next collection.
+	time.Sleep(4 * time.Second)
+	_, body := getBody(t, w.url("ffmpeg", "/metrics"))
+	if strings.Contains(body, `stream="soak-`) {
+		t.Errorf("finished streams left series behind:\n%s", grepLines(body, `stream="soak-`, 5))
+	}
+	_, body = getBody(t, w.url("docker", "/metrics"))
+	churnMu.Lock()
+	current := map[string]bool{}
+	for _, c := range containers {
+		current[c.Name] = true
+	}
+	churnMu.Unlock()
+	for _, line := range strings.Split(body, "\n") {
+		if i := strings.Index(line, `container="`); i >= 0 {
+			name := line[i+len(`container="`):]
+			name = name[:strings.IndexByte(name, '"')]
+			if !current[name] {
+				t.Errorf("removed container %s left a series: %s", name, line)
+				break
+			}
+		}
+	}
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+func getBody(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func grepLines(text, substr string, n int) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) && len(out) < n {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
