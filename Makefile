@@ -1,4 +1,4 @@
-# worker-exporters. `make run` starts the ffmpeg exporter on :9506; `make test` runs every test.
+# worker-exporters. `make run` starts worker-exporter on the guide's ports; `make test` runs every test.
 GO       ?= go
 BIN      := bin
 FUZZTIME ?= 20s
@@ -24,8 +24,9 @@ build:
 # The deployment guide's name for building the worker's binaries.
 build-agent: build
 
+# worker-exporter: every source this machine has, on the guide's ports.
 run: build
-	$(BIN)/ffmpeg-exporter --port 9506
+	$(BIN)/worker-exporter
 
 # vet, gofmt, the race-enabled suite against real peers (ffmpeg, promtool,
 # node_exporter, podman, the built collector and VictoriaMetrics), and a
@@ -33,16 +34,16 @@ run: build
 test: collector victoriametrics
 	$(GO) vet ./...
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParser$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./sources/ffmpeg
 
-# Go benchmarks as one table, then cpu-exporter against node_exporter (needs wrk).
+# One table: scrape load against node_exporter and a fixed-body ceiling,
+# resident memory of every exporter, the Go benchmarks (needs wrk).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./... | ./scripts/benchtable
-	./scripts/bench-rapl $(BIN)/cpu-exporter
+	BIN=$(BIN) ./scripts/bench
 
 # The gateway collector (otel-collector/builder-config.yaml) as bin/otelcol-worker.
 collector: $(BIN)/otelcol-worker

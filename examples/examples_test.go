@@ -55,8 +55,8 @@ func TestSystemdUnits(t *testing.T) {
 	analyze := peer.Require(t, "systemd-analyze", "apt-get install -y systemd")
 	bins := buildAll(t)
 	units, _ := filepath.Glob("systemd/*.service")
-	if len(units) != len(contract) {
-		t.Fatalf("%d units, want one per exporter", len(units))
+	if len(units) != len(contract)+1 {
+		t.Fatalf("%d units, want one per exporter and one for worker-exporter", len(units))
 	}
 	dir := t.TempDir()
 	for _, u := range units {
@@ -65,13 +65,16 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 		text := string(raw)
-		m := regexp.MustCompile(`ExecStart=/opt/ffmpeg-rtmp/worker/bin/([a-z-]+) --port (\d+)`).FindStringSubmatch(text)
-		if m == nil {
+		if strings.Contains(text, "bin/worker-exporter") {
+			for _, flag := range []string{"--cpu.port 9510", "--gpu.port 9511", "--ffmpeg.port 9506", "--docker.port 9501"} {
+				if !strings.Contains(text, flag) {
+					t.Errorf("%s: worker-exporter not on the guide's port: %s missing", u, flag)
+				}
+			}
+		} else if m := regexp.MustCompile(`ExecStart=/opt/ffmpeg-rtmp/worker/bin/([a-z-]+) --port (\d+)`).FindStringSubmatch(text); m == nil {
 			t.Errorf("%s: no ExecStart of a worker binary", u)
 			continue
-		}
-		c := contract[m[1]]
-		if m[2] != strconv.Itoa(c.port) || !strings.Contains(text, fmt.Sprintf(`Environment="%s=%d"`, c.env, c.port)) {
+		} else if c := contract[m[1]]; m[2] != strconv.Itoa(c.port) || !strings.Contains(text, fmt.Sprintf(`Environment="%s=%d"`, c.env, c.port)) {
 			t.Errorf("%s: port or %s differs from the guide's %d", u, c.env, c.port)
 		}
 		for _, want := range []string{"User=ffmpeg-worker", "NoNewPrivileges=true", "MemoryMax=", "CPUQuota="} {

@@ -28,6 +28,7 @@ type Container struct {
 	Stats                  container.StatsResponse
 	StatsDelay             time.Duration // how long its stats call takes
 	StatsFail              bool          // its stats call answers 500
+	StatsGone              bool          // listed, but removed before its stats call (404)
 }
 
 // Engine is the fake daemon.
@@ -138,8 +139,12 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		e.mu.Lock()
 		e.calls++
-		delay, fail, stats := c.StatsDelay, c.StatsFail, c.Stats
+		delay, fail, gone, stats := c.StatsDelay, c.StatsFail, c.StatsGone, c.Stats
 		e.mu.Unlock()
+		if gone {
+			http.Error(w, `{"message":"No such container: `+c.ID+`"}`, http.StatusNotFound)
+			return
+		}
 		select {
 		case <-time.After(delay):
 		case <-r.Context().Done():

@@ -28,10 +28,20 @@ import (
 type Receiver struct {
 	colmetrics.UnimplementedMetricsServiceServer
 
-	mu       sync.Mutex
-	points   map[string]float64
-	resource map[string]string
-	exports  int
+	mu         sync.Mutex
+	points     map[string]float64
+	resource   map[string]string
+	exports    int
+	countsOnly bool
+}
+
+// CountOnly makes the receiver count exports and keep no points, for long
+// runs whose series come and go (the points map would only grow).
+func (r *Receiver) CountOnly() {
+	r.mu.Lock()
+	r.countsOnly = true
+	r.points = map[string]float64{}
+	r.mu.Unlock()
 }
 
 func newReceiver() *Receiver {
@@ -80,6 +90,9 @@ func (r *Receiver) Export(_ context.Context, req *colmetrics.ExportMetricsServic
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.exports++
+	if r.countsOnly {
+		return &colmetrics.ExportMetricsServiceResponse{}, nil
+	}
 	for _, rm := range req.ResourceMetrics {
 		for _, kv := range rm.GetResource().GetAttributes() {
 			r.resource[kv.Key] = kv.GetValue().GetStringValue()

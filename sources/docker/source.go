@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
@@ -184,7 +186,12 @@ func (s *Source) Sample(ctx context.Context) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := s.stats(ctx, c); err != nil {
+			err := s.stats(ctx, c)
+			if cerrdefs.IsNotFound(err) {
+				c.State = "" // removed since the list: not an error, and no series
+				return
+			}
+			if err != nil {
 				errMu.Lock()
 				errs = append(errs, fmt.Errorf("container %s: %w", c.Name, err))
 				errMu.Unlock()
@@ -192,6 +199,7 @@ func (s *Source) Sample(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
+	cs = slices.DeleteFunc(cs, func(c Container) bool { return c.State == "" })
 
 	s.prevMu.Lock()
 	for id := range s.prev { // removed containers' series go, and their state with them

@@ -243,3 +243,22 @@ func TestOOMEvents(t *testing.T) {
 		t.Errorf("calm container has %d OOM kills", n)
 	}
 }
+
+// TestContainerRemovedDuringCollection: a container listed, then gone
+// before its stats call (404), is left out without an error.
+func TestContainerRemovedDuringCollection(t *testing.T) {
+	e := fakeengine.Start(t)
+	e.Set(running("a", "stays"))
+	src, _ := newSource(t, e)
+	// The list names a container the stats endpoint no longer knows.
+	ghost := running("b", "ghost")
+	ghost.StatsGone = true
+	e.Set(running("a", "stays"), ghost)
+	src.Sample(context.Background())
+	if err := src.Health(); err != nil {
+		t.Errorf("a removed container made an error: %v", err)
+	}
+	if cs := src.Snapshot().Containers; len(cs) != 1 || cs[0].Name != "stays" {
+		t.Errorf("containers %+v", cs)
+	}
+}
