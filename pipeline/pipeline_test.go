@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,26 +19,9 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 )
-
-// syncBuffer is a log sink safe for the exporter's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // clearOTELEnv keeps the developer's own OTEL_* settings out of the tests.
 func clearOTELEnv(t *testing.T) {
@@ -106,7 +88,7 @@ test_power_watts{zone="package"} 42.5
 
 func TestNoEndpointNoPush(t *testing.T) {
 	clearOTELEnv(t)
-	var logs syncBuffer
+	var logs exportertest.Buffer
 	p := newTestPipeline(t, &logs)
 	if p.pushing {
 		t.Error("pushing without an endpoint")
@@ -211,7 +193,7 @@ func TestCollectorDownAndBack(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "20")
 	t.Setenv("OTEL_METRIC_EXPORT_TIMEOUT", "100")
-	var logs syncBuffer
+	var logs exportertest.Buffer
 	p := newTestPipeline(t, &logs)
 
 	waitFor(t, func() bool { return strings.Contains(logs.String(), "OTLP export failing") })
@@ -396,11 +378,5 @@ func TestOptions(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	exportertest.WaitFor(t, 10*time.Second, cond)
 }

@@ -24,13 +24,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup := exportertest.Build("cpu-exporter")
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { exportertest.Main(m, "cpu-exporter", &binary) }
 
 // ourLabels maps each fixture zone's class/powercap entry to the labels the
 // cpu-exporter should give it.

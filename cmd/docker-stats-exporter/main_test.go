@@ -6,7 +6,6 @@ package main
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +19,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup := exportertest.Build("docker-stats-exporter")
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { exportertest.Main(m, "docker-stats-exporter", &binary) }
 
 func TestAgainstPodman(t *testing.T) {
 	pm := podmantest.Start(t)

@@ -24,13 +24,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup := exportertest.Build("ffmpeg-exporter")
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { exportertest.Main(m, "ffmpeg-exporter", &binary) }
 
 func start(t *testing.T, stdin io.Reader, env []string, args ...string) *exportertest.Process {
 	t.Helper()

@@ -19,13 +19,7 @@ import (
 
 var binary string
 
-func TestMain(m *testing.M) {
-	bin, cleanup := exportertest.Build("gpu-exporter")
-	binary = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { exportertest.Main(m, "gpu-exporter", &binary) }
 
 func TestServesWithoutDriver(t *testing.T) {
 	p := exportertest.Start(t, binary, nil, nil, "--nvml.retry-interval", "100ms")

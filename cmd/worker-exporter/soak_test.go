@@ -17,6 +17,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
@@ -260,11 +261,11 @@ func TestSoak(t *testing.T) {
 	// No series left behind: finished streams go after their 2 s retention,
 	// removed containers at the next collection.
 	time.Sleep(4 * time.Second)
-	_, body := getBody(t, w.url("ffmpeg", "/metrics"))
+	_, body := exportertest.Get(t, w.url("ffmpeg", "/metrics"))
 	if strings.Contains(body, `stream="soak-`) {
 		t.Errorf("finished streams left series behind:\n%s", grepLines(body, `stream="soak-`, 5))
 	}
-	_, body = getBody(t, w.url("docker", "/metrics"))
+	_, body = exportertest.Get(t, w.url("docker", "/metrics"))
 	churnMu.Lock()
 	current := map[string]bool{}
 	for _, c := range containers {
@@ -284,17 +285,6 @@ func TestSoak(t *testing.T) {
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }
-
-func getBody(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
 
 func grepLines(text, substr string, n int) string {
 	var out []string

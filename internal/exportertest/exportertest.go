@@ -153,3 +153,13 @@ func WaitFor(t testing.TB, d time.Duration, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Main builds the package under test as binary name into *bin, runs the
+// tests, and removes the build: the TestMain of each cmd/*.
+func Main(m interface{ Run() int }, name string, bin *string) {
+	path, cleanup := Build(name)
+	*bin = path
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
