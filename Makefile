@@ -10,16 +10,16 @@ GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 all: build
 
 # Static binaries (no libc: about 1 MiB less resident memory each), stripped;
-# gpu-exporter alone needs cgo, for NVML (go-nvml's headers warn about
+# gpu-exporter and worker-exporter need cgo, for NVML (go-nvml's headers warn about
 # deprecated calls we do not make).
 GOFLAGS_BUILD := -trimpath -ldflags='-s -w'
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
-STATIC := $(filter-out ./cmd/gpu-exporter,$(patsubst %/,./%,$(wildcard cmd/*/)))
+STATIC := $(filter-out ./cmd/gpu-exporter ./cmd/worker-exporter ./cmd/internal,$(patsubst %/,./%,$(wildcard cmd/*/)))
 
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(STATIC)
-	CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/gpu-exporter
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ ./cmd/gpu-exporter ./cmd/worker-exporter
 
 # The deployment guide's name for building the worker's binaries.
 build-agent: build
