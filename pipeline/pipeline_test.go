@@ -165,6 +165,25 @@ func TestOTLPPush(t *testing.T) {
 	}
 }
 
+// TestOTLPHeadersAndMetricsEndpoint: OTEL_EXPORTER_OTLP_HEADERS reach the
+// collector, and the metrics-specific endpoint variable is enough to push.
+func TestOTLPHeadersAndMetricsEndpoint(t *testing.T) {
+	clearOTELEnv(t)
+	recv, endpoint := otlptest.StartHTTP(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", endpoint+"/v1/metrics")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t0ken,x-tenant=fleet-7")
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "50")
+	newTestPipeline(t, io.Discard)
+	waitFor(t, func() bool { return recv.Exports() > 0 })
+	if got := recv.Header("Authorization"); got != "Bearer t0ken" {
+		t.Errorf("Authorization %q", got)
+	}
+	if got := recv.Header("X-Tenant"); got != "fleet-7" {
+		t.Errorf("X-Tenant %q", got)
+	}
+}
+
 func TestServiceNameFromEnv(t *testing.T) {
 	clearOTELEnv(t)
 	recv, endpoint := otlptest.StartGRPC(t)

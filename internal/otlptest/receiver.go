@@ -33,6 +33,14 @@ type Receiver struct {
 	resource   map[string]string
 	exports    int
 	countsOnly bool
+	header     http.Header // of the latest HTTP export
+}
+
+// Header returns a header of the latest OTLP/HTTP export.
+func (r *Receiver) Header(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.header.Get(name)
 }
 
 // CountOnly makes the receiver count exports and keep no points, for long
@@ -76,6 +84,9 @@ func StartHTTP(t testing.TB) (*Receiver, string) {
 			http.Error(w, fmt.Sprintf("path %s: %v", req.URL.Path, err), http.StatusBadRequest)
 			return
 		}
+		r.mu.Lock()
+		r.header = req.Header.Clone()
+		r.mu.Unlock()
 		r.Export(req.Context(), &msg)
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		out, _ := proto.Marshal(&colmetrics.ExportMetricsServiceResponse{})
