@@ -29,12 +29,14 @@ run: build
 	$(BIN)/worker-exporter
 
 # vet, gofmt, the race-enabled suite against real peers (ffmpeg, promtool,
-# node_exporter, podman, the built collector and VictoriaMetrics), and a
-# short fuzz run.
+# node_exporter, podman, the built collector and VictoriaMetrics), the
+# worker-exporter soak without the race detector (10 minutes when CI=true,
+# so resident memory means something), and a short fuzz run.
 test: collector victoriametrics
 	$(GO) vet ./...
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./cmd/worker-exporter
 	$(MAKE) fuzz
 
 fuzz:

@@ -1,8 +1,9 @@
 // Package e2e proves the push path and the scrape path end to end with real
 // binaries on loopback: the exporters, the collector built by `make
 // collector`, VictoriaMetrics built by `make victoriametrics`, and a real
-// ffmpeg encode. RAPL is a fixture tree (no RAPL here) and the GPU exporter
-// has no driver here, so it contributes its availability series only.
+// ffmpeg encode, podman's Docker Engine API with a running container. RAPL
+// is a fixture tree (no RAPL here) and the GPU exporter has no driver here,
+// so it contributes its availability series only.
 package e2e
 
 import (
@@ -23,6 +24,7 @@ import (
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
 )
 
@@ -173,11 +175,11 @@ func byKey(ss []series) map[string]float64 {
 	return out
 }
 
-const ours = `{__name__=~"(rapl|ffmpeg|nvidia_gpu)_.*"}`
+const ours = `{__name__=~"(rapl|ffmpeg|nvidia_gpu|docker)_.*"}`
 
 // worker is one set of exporters.
 type worker struct {
-	cpu, ffmpeg, gpu *process
+	cpu, ffmpeg, gpu, docker *process
 	addrs            map[string]string // job → HOST:PORT
 }
 
@@ -194,6 +196,7 @@ func startWorker(t *testing.T, sysfs string, env []string) *worker {
 	w.cpu = start("worker-cpu-exporter", "cpu-exporter", "--path.sysfs", sysfs, "--rapl.interval", "200ms")
 	w.ffmpeg = start("worker-ffmpeg-exporter", "ffmpeg-exporter")
 	w.gpu = start("worker-gpu-exporter", "gpu-exporter", "--nvml.retry-interval", "1h")
+	w.docker = start("worker-docker-stats", "docker-stats-exporter", "--docker.interval", "500ms")
 	return w
 }
 
@@ -216,6 +219,9 @@ func encode(t *testing.T, addr string) {
 func TestThreePaths(t *testing.T) {
 	collectorBin := peer.RequireFile(t, "../bin/otelcol-worker", "make collector")
 	sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
+	pm := podmantest.Start(t)
+	pm.Run(t, "e2e-idler", "sleep 3600", "--network", "none") // no network: no CNI work shared with other tests
+	dockerHost := "DOCKER_HOST=" + pm.DockerHost
 
 	vmCollector := victoriaMetrics(t)
 	vmDirect := victoriaMetrics(t)
@@ -236,7 +242,7 @@ func TestThreePaths(t *testing.T) {
 
 	// Exports that cannot finish in 1.5 s fail (and are logged); by default
 	// the exporter's own retries would ride out an outage this short unseen.
-	push := []string{"OTEL_METRIC_EXPORT_INTERVAL=1000", "OTEL_METRIC_EXPORT_TIMEOUT=1500"}
+	push := []string{"OTEL_METRIC_EXPORT_INTERVAL=1000", "OTEL_METRIC_EXPORT_TIMEOUT=1500", dockerHost}
 	viaCollector := startWorker(t, sysfs, append(push, "OTEL_EXPORTER_OTLP_ENDPOINT=http://"+strings.TrimPrefix(collectorEnv[0], "OTLP_GRPC_ENDPOINT=")))
 	direct := startWorker(t, sysfs, append(push, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
 		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="+vmDirect+"/opentelemetry/v1/metrics"))
@@ -244,10 +250,10 @@ func TestThreePaths(t *testing.T) {
 	// The example scrape config, pointed at the first worker, scraping every second.
 	scrapeCfg := strings.NewReplacer("scrape_interval: 5s", "scrape_interval: 1s", "scrape_interval: 10s", "scrape_interval: 1s",
 		"scrape_interval: 15s", "scrape_interval: 1s").Replace(readFile(t, "../examples/scrape/victoriametrics.yml"))
-	for job, port := range map[string]string{"worker-cpu-exporter": "9510", "worker-gpu-exporter": "9511", "worker-ffmpeg-exporter": "9506"} {
+	for job, port := range map[string]string{"worker-cpu-exporter": "9510", "worker-gpu-exporter": "9511",
+		"worker-ffmpeg-exporter": "9506", "worker-docker-stats": "9501"} {
 		scrapeCfg = strings.Replace(scrapeCfg, "['worker-node-1:"+port+"', 'worker-node-2:"+port+"']", "['"+viaCollector.addrs[job]+"']", 1)
 	}
-	scrapeCfg = strings.Replace(scrapeCfg, "['worker-node-1:9501', 'worker-node-2:9501']", "[]", 1)
 	cfgFile := filepath.Join(t.TempDir(), "scrape.yml")
 	os.WriteFile(cfgFile, []byte(scrapeCfg), 0o644)
 	vmScrape := victoriaMetrics(t, "-promscrape.config="+cfgFile)
@@ -282,12 +288,18 @@ func TestThreePaths(t *testing.T) {
 	// collector as scraped (the same processes). The direct path runs its
 	// own exporters on the same inputs: compare what those inputs fix.
 	deterministic := []string{"rapl_energy_joules_total", "rapl_max_energy_range_joules", "rapl_zones_discovered", "rapl_available",
-		"ffmpeg_total_frames", "ffmpeg_stream_active", "ffmpeg_dropped_frames", "ffmpeg_out_time_seconds", "nvidia_gpu_nvml_available"}
+		"ffmpeg_total_frames", "ffmpeg_stream_active", "ffmpeg_dropped_frames", "ffmpeg_out_time_seconds", "nvidia_gpu_nvml_available",
+		"docker_container_state", "docker_container_restarts_total", "docker_container_pids", "docker_daemon_up", "docker_container_memory_limit_bytes"}
+	// A live container's CPU and memory move between a push and a scrape:
+	// those agree within one sample's change.
+	tolerance := map[string]float64{"docker_container_cpu_percent": 2, "docker_container_memory_bytes": 1 << 20}
 	for k, v := range scraped {
-		if strings.HasPrefix(k, "ffmpeg_stream_last_update") || strings.HasPrefix(k, "ffmpeg_ingest_lines_total") {
+		if strings.HasPrefix(k, "ffmpeg_stream_last_update") || strings.HasPrefix(k, "ffmpeg_ingest_lines_total") ||
+			strings.HasPrefix(k, "worker_exporter_") {
 			continue // time of arrival and line counts of two different encodes
 		}
-		if got, ok := pushed[k]; !ok || got != v {
+		name := k[:strings.IndexByte(k, '{')]
+		if got, ok := pushed[k]; !ok || math.Abs(got-v) > tolerance[name] {
 			t.Errorf("%s: scraped %v, via collector %v (%v)", k, v, got, ok)
 		}
 		got, ok := directly[k]
@@ -300,6 +312,9 @@ func TestThreePaths(t *testing.T) {
 				t.Errorf("%s: scraped %v, pushed directly %v", k, v, got)
 			}
 		}
+	}
+	if _, ok := scraped[`docker_container_memory_bytes{container=e2e-idler,}`]; !ok {
+		t.Errorf("the podman container's memory was not scraped: %v", keys(scraped))
 	}
 	for k := range pushed {
 		if _, ok := scraped[k]; !ok {
