@@ -180,7 +180,7 @@ const ours = `{__name__=~"(rapl|ffmpeg|nvidia_gpu|docker)_.*"}`
 // worker is one set of exporters.
 type worker struct {
 	cpu, ffmpeg, gpu, docker *process
-	addrs            map[string]string // job → HOST:PORT
+	addrs                    map[string]string // job → HOST:PORT
 }
 
 func startWorker(t *testing.T, sysfs string, env []string) *worker {
