@@ -262,6 +262,19 @@ func (s *otlptestServer) start(t *testing.T, addr string) *http.Server {
 
 func (s *otlptestServer) requests() int { s.mu.Lock(); defer s.mu.Unlock(); return s.n }
 
+// serve runs p on a loopback port until cancel; served yields Serve's result.
+func serve(t *testing.T, p *Pipeline) (addr string, cancel func(), served <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan error, 1)
+	go func() { result <- p.Serve(ctx, ln, "") }()
+	return ln.Addr().String(), cancel, result
+}
+
 // TestServeShutdownFlushes: cancelling Serve drains HTTP and pushes a last
 // export, even though the export interval is far off.
 func TestServeShutdownFlushes(t *testing.T) {
@@ -269,16 +282,9 @@ func TestServeShutdownFlushes(t *testing.T) {
 	recv, endpoint := otlptest.StartGRPC(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
-	p := newTestPipeline(t, io.Discard)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ctx, ln, "") }()
+	addr, cancel, served := serve(t, newTestPipeline(t, io.Discard))
 
-	resp, err := http.Get("http://" + ln.Addr().String() + "/health")
+	resp, err := http.Get("http://" + addr + "/health")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +304,7 @@ func TestServeShutdownFlushes(t *testing.T) {
 	if recv.Exports() == 0 || len(recv.Points()) != 2 {
 		t.Errorf("no final export on shutdown: %d exports, points %v", recv.Exports(), recv.Points())
 	}
-	if _, err := http.Get("http://" + ln.Addr().String() + "/health"); err == nil {
+	if _, err := http.Get("http://" + addr + "/health"); err == nil {
 		t.Error("still serving after shutdown")
 	}
 }
@@ -307,14 +313,7 @@ func TestShutdownBoundedWithDeadCollector(t *testing.T) {
 	clearOTELEnv(t)
 	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
-	p := newTestPipeline(t, io.Discard)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- p.Serve(ctx, ln, "") }()
+	_, cancel, served := serve(t, newTestPipeline(t, io.Discard))
 	cancel()
 	select {
 	case <-served:
