@@ -39,7 +39,6 @@ type Engine struct {
 	mu         sync.Mutex
 	containers []*Container
 	srv        *http.Server
-	calls      int // stats calls served
 }
 
 // Start serves until the test ends.
@@ -101,9 +100,6 @@ func (e *Engine) Update(f func()) {
 // OOM emits an OOM event for container id on the event stream.
 func (e *Engine) OOM(id string) { e.oom <- id }
 
-// StatsCalls counts the stats calls served.
-func (e *Engine) StatsCalls() int { e.mu.Lock(); defer e.mu.Unlock(); return e.calls }
-
 var versioned = regexp.MustCompile(`^/v[0-9.]+`)
 
 func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
@@ -138,7 +134,6 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		e.mu.Lock()
-		e.calls++
 		delay, fail, gone, stats := c.StatsDelay, c.StatsFail, c.StatsGone, c.Stats
 		e.mu.Unlock()
 		if gone {

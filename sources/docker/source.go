@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -175,6 +174,7 @@ func (s *Source) Sample(ctx context.Context) {
 		errMu sync.Mutex
 		errs  []error
 		seen  = map[string]bool{}
+		gone  = make([]bool, len(cs)) // removed since the list; each worker writes its own
 	)
 	for i := range cs {
 		c := &cs[i]
@@ -188,7 +188,7 @@ func (s *Source) Sample(ctx context.Context) {
 			defer func() { <-sem; wg.Done() }()
 			err := s.stats(ctx, c)
 			if cerrdefs.IsNotFound(err) {
-				c.State = "" // removed since the list: not an error, and no series
+				gone[i] = true // not an error, and no series
 				return
 			}
 			if err != nil {
@@ -199,7 +199,13 @@ func (s *Source) Sample(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	cs = slices.DeleteFunc(cs, func(c Container) bool { return c.State == "" })
+	kept := cs[:0]
+	for i, c := range cs {
+		if !gone[i] {
+			kept = append(kept, c)
+		}
+	}
+	cs = kept
 
 	s.prevMu.Lock()
 	for id := range s.prev { // removed containers' series go, and their state with them

@@ -18,9 +18,6 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
 )
 
-// Supported is true in builds that can read NVML (cgo).
-const Supported = true
-
 // Config is what the source needs.
 type Config struct {
 	Lib           gonvml.Interface // nil: the system's libnvidia-ml through go-nvml

@@ -11,9 +11,6 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
 )
 
-// Supported is false: NVML is reached through cgo, and this build has none.
-const Supported = false
-
 var errNoCgo = errors.New("this gpu-exporter was built without cgo (CGO_ENABLED=0) and has no NVML support: rebuild with CGO_ENABLED=1")
 
 // Config mirrors the cgo build's; this build only reports that it cannot read GPUs.
