@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin
 FUZZTIME ?= 20s
 
-.PHONY: all build build-agent run test fuzz bench collector victoriametrics clean
+.PHONY: all build build-agent run test fuzz bench collector victoriametrics clean image
 
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
@@ -23,6 +23,34 @@ build:
 
 # The deployment guide's name for building the worker's binaries.
 build-agent: build
+
+# The container image (Containerfile), tagged $(IMAGE):latest and
+# $(IMAGE):$(git describe): the binaries of `make build`, FROM scratch, with the
+# loader and glibc libraries they (and libnvidia-ml.so.1) need copied from this
+# machine, its CA certificates, and a passwd naming nobody (65534), who runs
+# them. No base image and no network: podman only copies the context made here.
+IMAGE  ?= ghcr.io/ffmpeg-rtmp/worker-exporters
+PODMAN ?= podman
+image: build
+	@set -e; ctx=$$(mktemp -d); trap 'rm -rf "$$ctx"' EXIT; \
+	version=$$(git describe --always --dirty 2>/dev/null || echo dev); \
+	revision=$$(git rev-parse HEAD 2>/dev/null || echo unknown); \
+	mkdir -p "$$ctx/bin" "$$ctx/etc/ssl/certs" "$$ctx/usr/lib/$$($${CC:-gcc} -dumpmachine)"; \
+	cp $(BIN)/cpu-exporter $(BIN)/docker-stats-exporter $(BIN)/ffmpeg-exporter $(BIN)/gpu-exporter $(BIN)/worker-exporter "$$ctx/bin/"; \
+	libs=$$(ldd $(BIN)/gpu-exporter $(BIN)/worker-exporter | awk '$$2 == "=>" && $$3 ~ /^\// { print $$3 } $$1 ~ /^\// { print $$1 }' | sort -u); \
+	libc=$$(echo "$$libs" | grep '/libc\.so\.6$$'); libdir=$$(dirname "$$libc"); \
+	for lib in $$libs $$libdir/libm.so.6 $$libdir/libpthread.so.0 $$libdir/libdl.so.2 $$libdir/librt.so.1; do \
+		test ! -e "$$lib" || cp -L --parents "$$lib" "$$ctx/"; done; \
+	test ! -e /etc/ssl/certs/ca-certificates.crt || cp -L /etc/ssl/certs/ca-certificates.crt "$$ctx/etc/ssl/certs/"; \
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$$ctx/etc/passwd"; \
+	printf 'root:x:0:\nnogroup:x:65534:\n' >"$$ctx/etc/group"; \
+	$(PODMAN) build --file Containerfile --format oci \
+		--build-arg VERSION="$$version" --build-arg REVISION="$$revision" \
+		--annotation org.opencontainers.image.version="$$version" \
+		--annotation org.opencontainers.image.revision="$$revision" \
+		--annotation org.opencontainers.image.source=https://github.com/ffmpeg-rtmp/worker-exporters \
+		--tag $(IMAGE):latest --tag $(IMAGE):"$$version" "$$ctx"; \
+	$(PODMAN) image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' $(IMAGE):latest
 
 # worker-exporter: every source this machine has, on the guide's ports.
 run: build

@@ -34,18 +34,30 @@ type Metric struct {
 
 // Group is the catalogue of one exporter.
 type Group struct {
-	Exporter string
-	Metrics  []Metric
+	Source  string // what it reads: its flags, /health key, self-metric source label and logs say this
+	Binary  string // the exporter's name when it runs alone
+	Metrics []Metric
 }
 
-// Catalogue lists every metric of every exporter; the README's tables are
-// rendered from it.
+// The exporters. Their names live here only, beside their catalogues.
+var (
+	CPUExporter    = Group{Source: "cpu", Binary: "cpu-exporter", Metrics: RAPL}
+	GPUExporter    = Group{Source: "gpu", Binary: "gpu-exporter", Metrics: GPU}
+	FFmpegExporter = Group{Source: "ffmpeg", Binary: "ffmpeg-exporter", Metrics: FFmpeg}
+	DockerExporter = Group{Source: "docker", Binary: "docker-stats-exporter", Metrics: Docker}
+)
+
+// Catalogue lists every metric of every exporter, and the self-metrics
+// (a group with no source or binary); the README's tables are rendered from
+// it.
 func Catalogue() []Group {
-	return []Group{
-		{"ffmpeg-exporter", FFmpeg},
-		{"cpu-exporter", RAPL},
-		{"gpu-exporter", GPU},
-		{"docker-stats-exporter", Docker},
-		{"every exporter (self-metrics)", Self},
+	return []Group{FFmpegExporter, CPUExporter, GPUExporter, DockerExporter, {Metrics: Self}}
+}
+
+// title names g in the README's table markers.
+func (g Group) title() string {
+	if g.Binary == "" {
+		return "every exporter (self-metrics)"
 	}
+	return g.Binary
 }

@@ -58,8 +58,8 @@ func TestREADMETables(t *testing.T) {
 	}
 	readme := string(raw)
 	for _, g := range Catalogue() {
-		begin := "<!-- metrics:" + g.Exporter + " -->\n"
-		end := "<!-- /metrics:" + g.Exporter + " -->"
+		begin := "<!-- metrics:" + g.title() + " -->\n"
+		end := "<!-- /metrics:" + g.title() + " -->"
 		i := strings.Index(readme, begin)
 		j := strings.Index(readme, end)
 		if i < 0 || j < i {
@@ -74,7 +74,7 @@ func TestREADMETables(t *testing.T) {
 			readme = readme[:i+len(begin)] + g.Markdown() + readme[j:]
 			continue
 		}
-		t.Errorf("README table for %s differs from the catalogue; run go test ./instruments -update", g.Exporter)
+		t.Errorf("README table for %s differs from the catalogue; run go test ./instruments -update", g.title())
 	}
 	if *update {
 		if err := os.WriteFile(path, []byte(readme), 0o644); err != nil {

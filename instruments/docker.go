@@ -1,7 +1,6 @@
 package instruments
 
 import (
-	"context"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -30,53 +29,69 @@ var (
 	DockerOOM         = Metric{Name: "docker_container_oom_kills_total", Kind: Counter, Attributes: containerAttr, Help: "OOM kills seen in the daemon's event stream since the exporter started."}
 	DockerInfo        = Metric{Name: "docker_container_info", Kind: Gauge, Attributes: []string{"container", "id", "image"}, Help: "Identity of each container; always 1."}
 	DockerUp          = Metric{Name: "docker_daemon_up", Kind: Gauge, Help: "Whether the Docker daemon answered the latest collection (1) or not (0; /health says why)."}
-
-	// Docker is the docker-stats-exporter's catalogue.
-	Docker = []Metric{DockerCPU, DockerMemory, DockerRx, DockerTx, DockerMemoryLimit, DockerBlockRead, DockerBlockWrite,
-		DockerPIDs, DockerState, DockerRestarts, DockerOOM, DockerInfo, DockerUp}
 )
+
+// dockerTable reads each metric from the snapshot or from each container in it.
+var dockerTable = table[docker.Snapshot, docker.Container]{
+	readings: []Reading[docker.Snapshot, docker.Container]{
+		{Metric: DockerCPU, Each: func(c *docker.Container, e *Emit) {
+			if c.HasCPU {
+				e.Value(c.CPUPercent)
+			}
+		}},
+		{Metric: DockerMemory, Each: withStats(func(c *docker.Container) float64 { return c.MemoryBytes })},
+		{Metric: DockerRx, Each: func(c *docker.Container, e *Emit) {
+			if c.HasNetwork {
+				e.Value(c.RxBytes)
+			}
+		}},
+		{Metric: DockerTx, Each: func(c *docker.Container, e *Emit) {
+			if c.HasNetwork {
+				e.Value(c.TxBytes)
+			}
+		}},
+		{Metric: DockerMemoryLimit, Each: withStats(func(c *docker.Container) float64 { return c.MemoryLimitBytes })},
+		{Metric: DockerBlockRead, Each: withStats(func(c *docker.Container) float64 { return c.BlockReadBytes })},
+		{Metric: DockerBlockWrite, Each: withStats(func(c *docker.Container) float64 { return c.BlockWriteBytes })},
+		{Metric: DockerPIDs, Each: withStats(func(c *docker.Container) float64 { return c.PIDs })},
+		{Metric: DockerState, Each: func(c *docker.Container, e *Emit) {
+			for _, s := range docker.States {
+				e.With(boolFloat(c.State == s), attribute.String("state", s))
+			}
+		}},
+		{Metric: DockerRestarts, Each: func(c *docker.Container, e *Emit) { e.Value(c.RestartCount) }},
+		{Metric: DockerOOM, Each: func(c *docker.Container, e *Emit) { e.Value(float64(c.OOMKills)) }},
+		{Metric: DockerInfo, Each: func(c *docker.Container, e *Emit) {
+			e.With(1, attribute.String("id", c.ID), attribute.String("image", c.Image))
+		}},
+		{Metric: DockerUp, Once: func(s *docker.Snapshot, e *Emit) { e.Bool(s.Up) }},
+	},
+	items: func(s *docker.Snapshot) []docker.Container { return s.Containers },
+	attrs: func(c *docker.Container, kvs []attribute.KeyValue) []attribute.KeyValue {
+		kvs = append(kvs, attribute.String("container", c.Name))
+		for _, l := range c.Labels {
+			kvs = append(kvs, attribute.String(labelAttribute(l.Key), l.Value))
+		}
+		return kvs
+	},
+}
+
+// withStats reads a figure of the stats call, which only running containers
+// whose call succeeded have.
+func withStats(value func(c *docker.Container) float64) func(*docker.Container, *Emit) {
+	return func(c *docker.Container, e *Emit) {
+		if c.HasStats {
+			e.Value(value(c))
+		}
+	}
+}
+
+// Docker is the docker-stats-exporter's catalogue.
+var Docker = dockerTable.metrics()
 
 // RegisterDocker registers the docker-stats-exporter's instruments over src's snapshot.
 func RegisterDocker(m metric.Meter, src interface{ Snapshot() *docker.Snapshot }) error {
-	obs, err := observables(m, Docker)
-	if err != nil {
-		return err
-	}
-	cpu, mem, rx, tx, limit, blkR, blkW, pids, state, restarts, oom, info, up :=
-		obs[0], obs[1], obs[2], obs[3], obs[4], obs[5], obs[6], obs[7], obs[8], obs[9], obs[10], obs[11], obs[12]
-	return obs.register(m, func(_ context.Context, o metric.Observer) error {
-		snap := src.Snapshot()
-		o.ObserveFloat64(up, boolFloat(snap.Up))
-		for i := range snap.Containers {
-			c := &snap.Containers[i]
-			kvs := []attribute.KeyValue{attribute.String("container", c.Name)}
-			for _, l := range c.Labels {
-				kvs = append(kvs, attribute.String(labelAttribute(l.Key), l.Value))
-			}
-			attrs := metric.WithAttributeSet(attribute.NewSet(kvs...))
-			if c.HasCPU {
-				o.ObserveFloat64(cpu, c.CPUPercent, attrs)
-			}
-			if c.HasStats {
-				o.ObserveFloat64(mem, c.MemoryBytes, attrs)
-				o.ObserveFloat64(limit, c.MemoryLimitBytes, attrs)
-				o.ObserveFloat64(blkR, c.BlockReadBytes, attrs)
-				o.ObserveFloat64(blkW, c.BlockWriteBytes, attrs)
-				o.ObserveFloat64(pids, c.PIDs, attrs)
-			}
-			if c.HasNetwork {
-				o.ObserveFloat64(rx, c.RxBytes, attrs)
-				o.ObserveFloat64(tx, c.TxBytes, attrs)
-			}
-			for _, s := range docker.States {
-				o.ObserveFloat64(state, boolFloat(c.State == s), metric.WithAttributes(append(kvs, attribute.String("state", s))...))
-			}
-			o.ObserveFloat64(restarts, c.RestartCount, attrs)
-			o.ObserveFloat64(oom, float64(c.OOMKills), attrs)
-			o.ObserveFloat64(info, 1, metric.WithAttributes(append(kvs, attribute.String("id", c.ID), attribute.String("image", c.Image))...))
-		}
-		return nil
-	})
+	return dockerTable.register(m, src.Snapshot)
 }
 
 // labelAttribute names a container label's attribute: com.example.job

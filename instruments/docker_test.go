@@ -27,4 +27,5 @@ func TestDockerGolden(t *testing.T) {
 	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterDocker(mp.Meter("test"), snap) })
 	golden(t, "testdata/docker.golden", got)
 	peer.CheckMetrics(t, got)
+	checkReordered(t, dockerTable, snap.Snapshot, func(t *testing.T, got string) { golden(t, "testdata/docker.golden", got) })
 }

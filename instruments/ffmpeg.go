@@ -1,8 +1,6 @@
 package instruments
 
 import (
-	"context"
-
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -27,51 +25,52 @@ var (
 	FFmpegRejected   = Metric{Name: "ffmpeg_ingest_rejected_requests_total", Kind: Counter, Attributes: []string{"reason"}, Help: "Ingest requests refused, by reason: method, unauthorized, stream_name or too_many_streams."}
 )
 
-// FFmpeg is the ffmpeg-exporter's catalogue.
-var FFmpeg = []Metric{
-	FFmpegFPS, FFmpegSpeed, FFmpegBitrate, FFmpegFrames, FFmpegDropped, FFmpegActive,
-	FFmpegDuplicated, FFmpegOutTime, FFmpegSize, FFmpegLastUpdate, FFmpegLines, FFmpegRejected,
+// ffmpegTable reads each metric from the snapshot or from each stream in it.
+var ffmpegTable = table[ffmpeg.Snapshot, ffmpeg.StreamSnapshot]{
+	readings: []Reading[ffmpeg.Snapshot, ffmpeg.StreamSnapshot]{
+		streamField(FFmpegFPS, ffmpeg.FPS),
+		streamField(FFmpegSpeed, ffmpeg.Speed),
+		streamField(FFmpegBitrate, ffmpeg.Bitrate),
+		streamField(FFmpegFrames, ffmpeg.Frames),
+		streamField(FFmpegDropped, ffmpeg.Dropped),
+		{Metric: FFmpegActive, Each: func(s *ffmpeg.StreamSnapshot, e *Emit) { e.Bool(s.Active) }},
+		streamField(FFmpegDuplicated, ffmpeg.Duplicated),
+		streamField(FFmpegOutTime, ffmpeg.OutTime),
+		streamField(FFmpegSize, ffmpeg.Size),
+		{Metric: FFmpegLastUpdate, Each: func(s *ffmpeg.StreamSnapshot, e *Emit) { e.Value(unixSeconds(s.LastSeen)) }},
+		{Metric: FFmpegLines, Once: func(s *ffmpeg.Snapshot, e *Emit) {
+			for i, n := range s.Lines {
+				e.With(float64(n), attribute.String("result", ffmpeg.LineResults[i]))
+			}
+		}},
+		{Metric: FFmpegRejected, Once: func(s *ffmpeg.Snapshot, e *Emit) {
+			for i, n := range s.Rejected {
+				e.With(float64(n), attribute.String("reason", ffmpeg.Rejects[i]))
+			}
+		}},
+	},
+	items: func(s *ffmpeg.Snapshot) []ffmpeg.StreamSnapshot { return s.Streams },
+	attrs: func(s *ffmpeg.StreamSnapshot, kvs []attribute.KeyValue) []attribute.KeyValue {
+		return append(kvs, attribute.String("stream", s.Name))
+	},
 }
 
-// ffmpegFields maps each stream reading to its metric.
-var ffmpegFields = [ffmpeg.NumFields]Metric{
-	ffmpeg.Frames:     FFmpegFrames,
-	ffmpeg.FPS:        FFmpegFPS,
-	ffmpeg.Bitrate:    FFmpegBitrate,
-	ffmpeg.Speed:      FFmpegSpeed,
-	ffmpeg.OutTime:    FFmpegOutTime,
-	ffmpeg.Size:       FFmpegSize,
-	ffmpeg.Dropped:    FFmpegDropped,
-	ffmpeg.Duplicated: FFmpegDuplicated,
+// streamField reads field f of each stream that has reported it.
+func streamField(m Metric, f ffmpeg.Field) Reading[ffmpeg.Snapshot, ffmpeg.StreamSnapshot] {
+	return Reading[ffmpeg.Snapshot, ffmpeg.StreamSnapshot]{Metric: m, Each: func(s *ffmpeg.StreamSnapshot, e *Emit) {
+		if s.Has(f) {
+			e.Value(s.Values[f])
+		}
+	}}
 }
+
+// FFmpeg is the ffmpeg-exporter's catalogue.
+var FFmpeg = ffmpegTable.metrics()
 
 // RegisterFFmpeg registers the ffmpeg-exporter's instruments over hub's snapshot.
-func RegisterFFmpeg(m metric.Meter, hub *ffmpeg.Hub) error {
-	obs, err := observables(m, append(ffmpegFields[:], FFmpegActive, FFmpegLastUpdate, FFmpegLines, FFmpegRejected))
-	if err != nil {
-		return err
-	}
-	fields := obs[:ffmpeg.NumFields]
-	active, lastUpdate, lines, rejected := obs[ffmpeg.NumFields], obs[ffmpeg.NumFields+1], obs[ffmpeg.NumFields+2], obs[ffmpeg.NumFields+3]
-	return obs.register(m, func(_ context.Context, o metric.Observer) error {
-		snap := hub.Snapshot()
-		for i := range snap.Streams {
-			s := &snap.Streams[i]
-			attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("stream", s.Name)))
-			for f, inst := range fields {
-				if s.Has(ffmpeg.Field(f)) {
-					o.ObserveFloat64(inst, s.Values[f], attrs)
-				}
-			}
-			o.ObserveFloat64(active, boolFloat(s.Active), attrs)
-			o.ObserveFloat64(lastUpdate, unixSeconds(s.LastSeen), attrs)
-		}
-		for i, n := range snap.Lines {
-			o.ObserveFloat64(lines, float64(n), metric.WithAttributes(attribute.String("result", ffmpeg.LineResults[i])))
-		}
-		for i, n := range snap.Rejected {
-			o.ObserveFloat64(rejected, float64(n), metric.WithAttributes(attribute.String("reason", ffmpeg.Rejects[i])))
-		}
-		return nil
+func RegisterFFmpeg(m metric.Meter, hub interface{ Snapshot() ffmpeg.Snapshot }) error {
+	return ffmpegTable.register(m, func() *ffmpeg.Snapshot {
+		s := hub.Snapshot()
+		return &s
 	})
 }

@@ -59,6 +59,11 @@ func TestFFmpegGolden(t *testing.T) {
 	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterFFmpeg(mp.Meter("test"), hub) })
 	golden(t, "testdata/ffmpeg.golden", got)
 	peer.CheckMetrics(t, got)
+	snapshot := func() *ffmpeg.Snapshot {
+		s := hub.Snapshot()
+		return &s
+	}
+	checkReordered(t, ffmpegTable, snapshot, func(t *testing.T, got string) { golden(t, "testdata/ffmpeg.golden", got) })
 }
 
 // TestFFmpegThroughPipeline: the pipeline serves the same text as the bare bridge.

@@ -1,7 +1,6 @@
 package instruments
 
 import (
-	"context"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -38,57 +37,76 @@ var (
 	GPUErrors        = Metric{Name: "nvidia_gpu_collection_errors_total", Kind: Counter, Attributes: gpu, Help: "NVML calls that failed for the GPU (not counting unsupported fields)."}
 	GPULastSample    = Metric{Name: "nvidia_gpu_last_sample_timestamp_seconds", Unit: "s", Kind: Gauge, Attributes: gpu, Help: "Unix time of the GPU's latest sample."}
 	GPUNVMLAvailable = Metric{Name: "nvidia_gpu_nvml_available", Kind: Gauge, Help: "Whether NVML is loaded (1) or not (0; /health says why)."}
-	gpuFieldMetrics  = [nvml.NumFields]Metric{
-		nvml.PowerWatts: GPUPower, nvml.TemperatureCelsius: GPUTemperature, nvml.UtilizationPercent: GPUUtilization,
-		nvml.MemoryUsedBytes: GPUMemoryUsed, nvml.MemoryTotalBytes: GPUMemoryTotal,
-		nvml.EncoderPercent: GPUEncoder, nvml.DecoderPercent: GPUDecoder, nvml.EncoderSessions: GPUEncSessions,
-		nvml.EncoderFPS: GPUEncFPS, nvml.EncoderLatencySeconds: GPUEncLatency, nvml.EnergyJoules: GPUEnergy,
-		nvml.PowerLimitWatts: GPUPowerLimit, nvml.SMClockHertz: GPUSMClock, nvml.MemoryClockHertz: GPUMemoryClock,
-		nvml.GraphicsClockHertz: GPUGraphicsClock, nvml.FanPercent: GPUFan, nvml.PerformanceState: GPUPState,
-	}
-	gpuOtherMetrics = []Metric{GPUInfo, GPUThrottle, GPUXID, GPUProcessMemory, GPUErrors, GPULastSample, GPUNVMLAvailable}
-
-	// GPU is the gpu-exporter's catalogue.
-	GPU = append(gpuFieldMetrics[:], gpuOtherMetrics...)
 )
+
+// gpuTable reads each metric from the snapshot or from each GPU in it.
+var gpuTable = table[nvml.Snapshot, nvml.GPU]{
+	readings: []Reading[nvml.Snapshot, nvml.GPU]{
+		gpuField(GPUPower, nvml.PowerWatts),
+		gpuField(GPUTemperature, nvml.TemperatureCelsius),
+		gpuField(GPUUtilization, nvml.UtilizationPercent),
+		gpuField(GPUMemoryUsed, nvml.MemoryUsedBytes),
+		gpuField(GPUMemoryTotal, nvml.MemoryTotalBytes),
+		gpuField(GPUEncoder, nvml.EncoderPercent),
+		gpuField(GPUDecoder, nvml.DecoderPercent),
+		gpuField(GPUEncSessions, nvml.EncoderSessions),
+		gpuField(GPUEncFPS, nvml.EncoderFPS),
+		gpuField(GPUEncLatency, nvml.EncoderLatencySeconds),
+		gpuField(GPUEnergy, nvml.EnergyJoules),
+		gpuField(GPUPowerLimit, nvml.PowerLimitWatts),
+		gpuField(GPUSMClock, nvml.SMClockHertz),
+		gpuField(GPUMemoryClock, nvml.MemoryClockHertz),
+		gpuField(GPUGraphicsClock, nvml.GraphicsClockHertz),
+		gpuField(GPUFan, nvml.FanPercent),
+		gpuField(GPUPState, nvml.PerformanceState),
+		// Once, not Each: the driver version is the snapshot's, not the GPU's.
+		{Metric: GPUInfo, Once: func(s *nvml.Snapshot, e *Emit) {
+			for i := range s.GPUs {
+				g := &s.GPUs[i]
+				e.With(1, gpuIndex(g), attribute.String("uuid", g.UUID), attribute.String("name", g.Name),
+					attribute.String("pci_bus_id", g.PCIBusID), attribute.String("driver_version", s.DriverVersion))
+			}
+		}},
+		{Metric: GPUThrottle, Each: func(g *nvml.GPU, e *Emit) {
+			if g.HasThrottle {
+				for _, r := range nvml.ThrottleReasons {
+					e.With(boolFloat(g.Throttle&r.Bit != 0), attribute.String("reason", r.Name))
+				}
+			}
+		}},
+		{Metric: GPUXID, Each: func(g *nvml.GPU, e *Emit) {
+			for _, x := range g.XIDs {
+				e.With(float64(x.Count), attribute.String("xid", strconv.FormatUint(x.XID, 10)))
+			}
+		}},
+		{Metric: GPUProcessMemory, Each: func(g *nvml.GPU, e *Emit) {
+			for _, p := range g.Processes {
+				e.With(float64(p.UsedMemoryBytes), attribute.String("pid", strconv.FormatUint(uint64(p.PID), 10)))
+			}
+		}},
+		{Metric: GPUErrors, Each: func(g *nvml.GPU, e *Emit) { e.Value(float64(g.Errors)) }},
+		{Metric: GPULastSample, Each: func(g *nvml.GPU, e *Emit) { e.Value(unixSeconds(g.LastSample)) }},
+		{Metric: GPUNVMLAvailable, Once: func(s *nvml.Snapshot, e *Emit) { e.Bool(s.Available) }},
+	},
+	items: func(s *nvml.Snapshot) []nvml.GPU { return s.GPUs },
+	attrs: func(g *nvml.GPU, kvs []attribute.KeyValue) []attribute.KeyValue { return append(kvs, gpuIndex(g)) },
+}
+
+// gpuField reads field f of each GPU that supports it.
+func gpuField(m Metric, f nvml.Field) Reading[nvml.Snapshot, nvml.GPU] {
+	return Reading[nvml.Snapshot, nvml.GPU]{Metric: m, Each: func(g *nvml.GPU, e *Emit) {
+		if g.Has(f) {
+			e.Value(g.Values[f])
+		}
+	}}
+}
+
+func gpuIndex(g *nvml.GPU) attribute.KeyValue { return attribute.String("gpu", strconv.Itoa(g.Index)) }
+
+// GPU is the gpu-exporter's catalogue.
+var GPU = gpuTable.metrics()
 
 // RegisterGPU registers the gpu-exporter's instruments over src's snapshot.
 func RegisterGPU(m metric.Meter, src interface{ Snapshot() *nvml.Snapshot }) error {
-	obs, err := observables(m, GPU)
-	if err != nil {
-		return err
-	}
-	fields := obs[:nvml.NumFields]
-	other := obs[nvml.NumFields:]
-	info, throttle, xid, procs, errs, last, available := other[0], other[1], other[2], other[3], other[4], other[5], other[6]
-	return obs.register(m, func(_ context.Context, o metric.Observer) error {
-		snap := src.Snapshot()
-		o.ObserveFloat64(available, boolFloat(snap.Available))
-		for i := range snap.GPUs {
-			g := &snap.GPUs[i]
-			idx := attribute.String("gpu", strconv.Itoa(g.Index))
-			attrs := metric.WithAttributeSet(attribute.NewSet(idx))
-			for f, inst := range fields {
-				if g.Has(nvml.Field(f)) {
-					o.ObserveFloat64(inst, g.Values[f], attrs)
-				}
-			}
-			o.ObserveFloat64(info, 1, metric.WithAttributes(idx, attribute.String("uuid", g.UUID), attribute.String("name", g.Name),
-				attribute.String("pci_bus_id", g.PCIBusID), attribute.String("driver_version", snap.DriverVersion)))
-			if g.HasThrottle {
-				for _, r := range nvml.ThrottleReasons {
-					o.ObserveFloat64(throttle, boolFloat(g.Throttle&r.Bit != 0), metric.WithAttributes(idx, attribute.String("reason", r.Name)))
-				}
-			}
-			for _, x := range g.XIDs {
-				o.ObserveFloat64(xid, float64(x.Count), metric.WithAttributes(idx, attribute.String("xid", strconv.FormatUint(x.XID, 10))))
-			}
-			for _, p := range g.Processes {
-				o.ObserveFloat64(procs, float64(p.UsedMemoryBytes), metric.WithAttributes(idx, attribute.String("pid", strconv.FormatUint(uint64(p.PID), 10))))
-			}
-			o.ObserveFloat64(errs, float64(g.Errors), attrs)
-			o.ObserveFloat64(last, unixSeconds(g.LastSample), attrs)
-		}
-		return nil
-	})
+	return gpuTable.register(m, src.Snapshot)
 }

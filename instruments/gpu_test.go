@@ -54,4 +54,5 @@ func TestGPUGolden(t *testing.T) {
 	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterGPU(mp.Meter("test"), fixedTime{src}) })
 	golden(t, "testdata/gpu.golden", got)
 	peer.CheckMetrics(t, got)
+	checkReordered(t, gpuTable, fixedTime{src}.Snapshot, func(t *testing.T, got string) { golden(t, "testdata/gpu.golden", got) })
 }

@@ -1,8 +1,6 @@
 package instruments
 
 import (
-	"context"
-
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -19,31 +17,31 @@ var (
 	RAPLAvailable = Metric{Name: "rapl_available", Kind: Gauge, Help: "Whether RAPL energy counters are readable now (1) or not (0; /health says why)."}
 	RAPLZones     = Metric{Name: "rapl_zones_discovered", Kind: Gauge, Help: "RAPL zones found under powercap, each physical domain counted once."}
 	RAPLMaxRange  = Metric{Name: "rapl_max_energy_range_joules", Unit: "J", Kind: Gauge, Attributes: packageZone, Help: "Value at which the zone's energy counter wraps to zero (max_energy_range_uj)."}
-
-	// RAPL is the cpu-exporter's catalogue.
-	RAPL = []Metric{RAPLEnergy, RAPLPower, RAPLAvailable, RAPLZones, RAPLMaxRange}
 )
 
-// RegisterRAPL registers the cpu-exporter's instruments over src's snapshot.
-func RegisterRAPL(m metric.Meter, src *rapl.Source) error {
-	obs, err := observables(m, RAPL)
-	if err != nil {
-		return err
-	}
-	energy, power, available, zones, maxRange := obs[0], obs[1], obs[2], obs[3], obs[4]
-	return obs.register(m, func(_ context.Context, o metric.Observer) error {
-		snap := src.Snapshot()
-		o.ObserveFloat64(available, boolFloat(snap.Available))
-		o.ObserveFloat64(zones, float64(snap.Discovered))
-		for i := range snap.Zones {
-			r := &snap.Zones[i]
-			attrs := metric.WithAttributeSet(attribute.NewSet(attribute.String("package", r.Package), attribute.String("zone", r.Zone)))
-			o.ObserveFloat64(energy, r.EnergyJoules, attrs)
-			o.ObserveFloat64(maxRange, r.MaxRangeJoules, attrs)
-			if r.HasPower {
-				o.ObserveFloat64(power, r.PowerWatts, attrs)
+// raplTable reads each metric from the snapshot or from each zone in it.
+var raplTable = table[rapl.Snapshot, rapl.Reading]{
+	readings: []Reading[rapl.Snapshot, rapl.Reading]{
+		{Metric: RAPLEnergy, Each: func(z *rapl.Reading, e *Emit) { e.Value(z.EnergyJoules) }},
+		{Metric: RAPLPower, Each: func(z *rapl.Reading, e *Emit) {
+			if z.HasPower {
+				e.Value(z.PowerWatts)
 			}
-		}
-		return nil
-	})
+		}},
+		{Metric: RAPLAvailable, Once: func(s *rapl.Snapshot, e *Emit) { e.Bool(s.Available) }},
+		{Metric: RAPLZones, Once: func(s *rapl.Snapshot, e *Emit) { e.Value(float64(s.Discovered)) }},
+		{Metric: RAPLMaxRange, Each: func(z *rapl.Reading, e *Emit) { e.Value(z.MaxRangeJoules) }},
+	},
+	items: func(s *rapl.Snapshot) []rapl.Reading { return s.Zones },
+	attrs: func(z *rapl.Reading, kvs []attribute.KeyValue) []attribute.KeyValue {
+		return append(kvs, attribute.String("package", z.Package), attribute.String("zone", z.Zone))
+	},
+}
+
+// RAPL is the cpu-exporter's catalogue.
+var RAPL = raplTable.metrics()
+
+// RegisterRAPL registers the cpu-exporter's instruments over src's snapshot.
+func RegisterRAPL(m metric.Meter, src interface{ Snapshot() *rapl.Snapshot }) error {
+	return raplTable.register(m, src.Snapshot)
 }

@@ -55,4 +55,5 @@ func TestRAPLGolden(t *testing.T) {
 	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterRAPL(mp.Meter("test"), src) })
 	golden(t, "testdata/rapl.golden", got)
 	peer.CheckMetrics(t, got)
+	checkReordered(t, raplTable, src.Snapshot, func(t *testing.T, got string) { golden(t, "testdata/rapl.golden", got) })
 }

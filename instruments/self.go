@@ -1,14 +1,13 @@
 package instruments
 
 import (
-	"context"
 	"runtime"
-	"runtime/debug"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/buildinfo"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 var sourceAttr = []string{"source"}
@@ -19,48 +18,51 @@ var (
 	SelfDuration    = Metric{Name: "worker_exporter_collection_duration_seconds", Unit: "s", Kind: Gauge, Attributes: sourceAttr, Help: "How long the source's latest background collection took."}
 	SelfErrors      = Metric{Name: "worker_exporter_collection_errors_total", Kind: Counter, Attributes: sourceAttr, Help: "Background collections of the source that failed, wholly or in part."}
 	SelfLastSuccess = Metric{Name: "worker_exporter_last_success_timestamp_seconds", Unit: "s", Kind: Gauge, Attributes: sourceAttr, Help: "Unix time of the source's latest collection without error."}
-
-	// Self is the self-metrics catalogue, served on every port.
-	Self = []Metric{SelfBuildInfo, SelfDuration, SelfErrors, SelfLastSuccess}
 )
 
-// RegisterSelf registers the build info and, when stats is not nil, the
-// collection figures of source.
-func RegisterSelf(m metric.Meter, source string, stats func() health.Stats) error {
-	obs, err := observables(m, Self)
-	if err != nil {
-		return err
-	}
-	version, revision := buildVersion()
-	build := metric.WithAttributes(attribute.String("version", version), attribute.String("revision", revision), attribute.String("goversion", runtime.Version()))
-	src := metric.WithAttributeSet(attribute.NewSet(attribute.String("source", source)))
-	return obs.register(m, func(_ context.Context, o metric.Observer) error {
-		o.ObserveFloat64(obs[0], 1, build)
-		if stats == nil {
-			return nil
-		}
-		s := stats()
-		o.ObserveFloat64(obs[1], s.Duration.Seconds(), src)
-		o.ObserveFloat64(obs[2], float64(s.Errors), src)
+// selfSnapshot is what the self-metrics read: the source's collection
+// figures, when it has them (the ffmpeg source does not).
+type selfSnapshot struct{ stats []sampling.Stats }
+
+// selfReadings read the build info once and each set of collection figures.
+var selfReadings = []Reading[selfSnapshot, sampling.Stats]{
+	{Metric: SelfBuildInfo, Once: func(_ *selfSnapshot, e *Emit) { e.With(1, build...) }},
+	{Metric: SelfDuration, Each: func(s *sampling.Stats, e *Emit) { e.Value(s.Duration.Seconds()) }},
+	{Metric: SelfErrors, Each: func(s *sampling.Stats, e *Emit) { e.Value(float64(s.Errors)) }},
+	{Metric: SelfLastSuccess, Each: func(s *sampling.Stats, e *Emit) {
 		if !s.LastSuccess.IsZero() {
-			o.ObserveFloat64(obs[3], unixSeconds(s.LastSuccess), src)
+			e.Value(unixSeconds(s.LastSuccess))
 		}
-		return nil
-	})
+	}},
 }
 
-// buildVersion is the module version and VCS revision the binary was built from.
-func buildVersion() (version, revision string) {
-	version, revision = "unknown", "unknown"
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return
+// build is the build info's attributes; the binary does not change while it runs.
+var build = func() []attribute.KeyValue {
+	version, revision := buildinfo.Version()
+	return []attribute.KeyValue{attribute.String("version", version), attribute.String("revision", revision), attribute.String("goversion", runtime.Version())}
+}()
+
+// selfTable is the self-metrics, the figures labelled with source.
+func selfTable(source string) table[selfSnapshot, sampling.Stats] {
+	return table[selfSnapshot, sampling.Stats]{
+		readings: selfReadings,
+		items:    func(s *selfSnapshot) []sampling.Stats { return s.stats },
+		attrs: func(_ *sampling.Stats, kvs []attribute.KeyValue) []attribute.KeyValue {
+			return append(kvs, attribute.String("source", source))
+		},
 	}
-	version = info.Main.Version
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" {
-			revision = s.Value
+}
+
+// Self is the self-metrics catalogue, served on every port.
+var Self = selfTable("").metrics()
+
+// RegisterSelf registers the build info and, when stats is not nil, the
+// collection figures of source (a Group's Source).
+func RegisterSelf(m metric.Meter, source string, stats func() sampling.Stats) error {
+	return selfTable(source).register(m, func() *selfSnapshot {
+		if stats == nil {
+			return &selfSnapshot{}
 		}
-	}
-	return
+		return &selfSnapshot{stats: []sampling.Stats{stats()}}
+	})
 }

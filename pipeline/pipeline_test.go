@@ -339,14 +339,14 @@ func TestHealth(t *testing.T) {
 	}
 	var fail error
 	p.AddHealth("good", func() error { return nil })
-	p.AddHealth("rapl", func() error { return fail })
-	if code, h := get(); code != 200 || h.Status != "ok" || h.Sources["rapl"].Status != "ok" {
+	p.AddHealth("cpu", func() error { return fail })
+	if code, h := get(); code != 200 || h.Status != "ok" || h.Sources["cpu"].Status != "ok" {
 		t.Errorf("healthy: %d %+v", code, h)
 	}
 	fail = errors.New("energy_uj: permission denied")
 	code, h := get()
 	if code != http.StatusServiceUnavailable || h.Status != "error" ||
-		h.Sources["rapl"].Error != "energy_uj: permission denied" || h.Sources["good"].Status != "ok" {
+		h.Sources["cpu"].Error != "energy_uj: permission denied" || h.Sources["good"].Status != "ok" {
 		t.Errorf("failing: %d %+v", code, h)
 	}
 

@@ -3,4 +3,4 @@ package main
 
 import "github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 
-func main() { exporters.CPU().Exporter().Main() }
+func main() { exporters.CPU().Main() }

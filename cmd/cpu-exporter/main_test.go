@@ -136,7 +136,7 @@ func TestNoPowercapThenLoaded(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &h); err != nil {
 		t.Fatal(err)
 	}
-	if code != http.StatusServiceUnavailable || h.Status != "error" || !strings.Contains(h.Sources["rapl"].Error, "no powercap") {
+	if code != http.StatusServiceUnavailable || h.Status != "error" || !strings.Contains(h.Sources["cpu"].Error, "no powercap") {
 		t.Errorf("health %d %s", code, body)
 	}
 	if s := p.Scrape(t); s["rapl_available{}"] != 0 || s["rapl_zones_discovered{}"] != 0 {

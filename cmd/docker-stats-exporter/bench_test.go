@@ -14,7 +14,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
@@ -39,8 +38,7 @@ func BenchmarkCollect100SlowContainers(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	cfg := exporters.DockerDefaults()
-	cfg.Client = cli
+	cfg := docker.Config{Client: cli, Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16} // the flags' defaults
 	src := docker.New(cfg)
 	o := pipeline.NewOptions(flag.NewFlagSet("bench", flag.ContinueOnError), "docker-stats-exporter", 9501, "DOCKER_STATS_PORT")
 	p, err := pipeline.New(context.Background(), o, ":9501", slog.New(slog.DiscardHandler))

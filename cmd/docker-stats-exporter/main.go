@@ -4,4 +4,4 @@ package main
 
 import "github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 
-func main() { exporters.Docker().Exporter().Main() }
+func main() { exporters.Docker().Main() }

@@ -4,14 +4,6 @@
 //	ffmpeg ... 2>&1 | ffmpeg-exporter --stdin --stream job42
 package main
 
-import (
-	"context"
+import "github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
-)
-
-func main() { exporters.FFmpeg().Exporter().Main() }
-
-func run(ctx context.Context, args []string) error {
-	return exporters.FFmpeg().Exporter().Run(ctx, args)
-}
+func main() { exporters.FFmpeg().Main() }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
@@ -242,7 +243,7 @@ func TestSIGTERM(t *testing.T) {
 
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{{"--log.format", "xml"}, {"--ingest.max-streams", "0"}, {"--port", "70000"}, {"stray"}} {
-		if err := run(context.Background(), args); err == nil {
+		if err := exporters.FFmpeg().Run(context.Background(), args, io.Discard, io.Discard); err == nil {
 			t.Errorf("%v accepted", args)
 		}
 	}

@@ -13,10 +13,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,13 +47,13 @@ func startWorker(t testing.TB, extra ...string) *worker {
 	w := &worker{ports: map[string]string{}, logs: &exportertest.Buffer{}, done: make(chan error, 1)}
 	args := []string{"--web.listen-host", "127.0.0.1"}
 	for _, s := range exporters.All() {
-		w.ports[s.Name] = exportertest.FreePort(t)
-		args = append(args, "--"+s.Name+".port", w.ports[s.Name])
+		w.ports[s.Source] = exportertest.FreePort(t)
+		args = append(args, "--"+s.Source+".port", w.ports[s.Source])
 	}
 	args = append(args, extra...) // later flags win, so a test can disable a port
 	ctx, cancel := context.WithCancel(context.Background())
 	w.stop = cancel
-	go func() { w.done <- run(ctx, args, w.logs) }()
+	go func() { w.done <- run(ctx, args, io.Discard, w.logs) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -167,7 +169,7 @@ func TestPortZeroDisables(t *testing.T) {
 
 func TestAllDisabled(t *testing.T) {
 	args := []string{"--cpu.port", "0", "--gpu.port", "0", "--ffmpeg.port", "0", "--docker.port", "0"}
-	if err := run(context.Background(), args, &exportertest.Buffer{}); err == nil {
+	if err := run(context.Background(), args, io.Discard, io.Discard); err == nil {
 		t.Error("ran with every source disabled")
 	}
 }
@@ -254,7 +256,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- exporters.FFmpeg().Exporter().Run(ctx, []string{"--web.listen-address", "127.0.0.1:" + port, "--web.config.file", cfg})
+		done <- exporters.FFmpeg().Run(ctx, []string{"--web.listen-address", "127.0.0.1:" + port, "--web.config.file", cfg}, io.Discard, io.Discard)
 	}()
 	defer func() { cancel(); <-done }()
 	exportertest.WaitFor(t, 10*time.Second, func() bool {
@@ -267,6 +269,8 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	checkSecured(t, client, "127.0.0.1:"+port)
 }
 
+// TestBadWebConfig: a web config that cannot work ends the worker at once
+// with an error naming it (a non-zero exit, so systemd restarts it).
 func TestBadWebConfig(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "web.yml")
 	os.WriteFile(bad, []byte("tls_server_config:\n  cert_file: /nonexistent.pem\n"), 0o600)
@@ -274,9 +278,68 @@ func TestBadWebConfig(t *testing.T) {
 	select {
 	case err := <-w.done:
 		w.done <- err // for the cleanup
-	case <-time.After(10 * time.Second):
+		if err == nil || !strings.Contains(err.Error(), "web.config.file") {
+			t.Errorf("a bad web config ended the worker with %v, want an error naming it", err)
+		}
+		if code := exporters.ExitCode("worker-exporter", err, io.Discard); code != 1 {
+			t.Errorf("exit code %d, want 1", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("a bad web config did not end the worker within 5 s")
 	}
-	if !strings.Contains(w.logs.String(), "web.config.file") {
-		t.Errorf("a bad web config is not reported:\n%s", w.logs.String())
+}
+
+// TestNoPortCanListen: with every port taken the worker exits non-zero
+// naming the cause; with one taken it serves the others and keeps trying
+// that one, which comes up once it is free.
+func TestNoPortCanListen(t *testing.T) {
+	var taken []net.Listener
+	args := []string{"--web.listen-host", "127.0.0.1", "--path.sysfs", t.TempDir()}
+	for _, s := range exporters.All() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken = append(taken, ln)
+		args = append(args, "--"+s.Source+".port", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	}
+	err := run(context.Background(), args, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("every port taken: %v, want an error naming the cause", err)
+	}
+
+	taken[0].Close() // the cpu port frees up; the gpu port stays taken for now
+	w := startWorker(t, append(args[2:], "--web.listen-host", "127.0.0.1", "--cpu.port", strconv.Itoa(taken[0].Addr().(*net.TCPAddr).Port),
+		"--gpu.port", strconv.Itoa(taken[1].Addr().(*net.TCPAddr).Port), "--ffmpeg.port", "0", "--docker.port", "0")...)
+	w.ports["cpu"] = strconv.Itoa(taken[0].Addr().(*net.TCPAddr).Port)
+	w.ports["gpu"] = strconv.Itoa(taken[1].Addr().(*net.TCPAddr).Port)
+	w.waitUp(t, "cpu")
+	exportertest.WaitFor(t, 15*time.Second, func() bool {
+		return strings.Contains(w.logs.String(), "name=gpu port="+w.ports["gpu"]+" status=error") && strings.Contains(w.logs.String(), "cannot listen")
+	})
+	taken[1].Close()
+	w.waitUp(t, "gpu")
+	for _, ln := range taken[2:] {
+		ln.Close()
+	}
+}
+
+// TestHelpVersionAndUnknownFlag: --help prints the usage and exits 0,
+// --version the version, an unknown flag names itself and exits 2.
+func TestHelpVersionAndUnknownFlag(t *testing.T) {
+	var out, errs strings.Builder
+	err := run(context.Background(), []string{"--help"}, &out, &errs)
+	if code := exporters.ExitCode("worker-exporter", err, io.Discard); code != 0 || !strings.Contains(out.String(), "-cpu.port") {
+		t.Errorf("--help: exit %d, stdout %q", code, out.String())
+	}
+	out.Reset()
+	err = run(context.Background(), []string{"--version"}, &out, &errs)
+	if code := exporters.ExitCode("worker-exporter", err, io.Discard); code != 0 || !strings.Contains(out.String(), "worker-exporter, version") || !strings.Contains(out.String(), "go: go1.") {
+		t.Errorf("--version: exit %d, stdout %q", code, out.String())
+	}
+	errs.Reset()
+	err = run(context.Background(), []string{"--no-such-flag"}, &out, &errs)
+	if code := exporters.ExitCode("worker-exporter", err, io.Discard); code != 2 || !strings.Contains(errs.String(), "no-such-flag") {
+		t.Errorf("unknown flag: exit %d, stderr %q", code, errs.String())
 	}
 }

@@ -105,16 +105,35 @@ func (p *Podman) answers() bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// Podman runs the podman CLI against this service's storage.
-func (p *Podman) Podman(t testing.TB, args ...string) string {
-	t.Helper()
+// Socket is the path of the API's unix socket: what a container mounts as
+// /var/run/docker.sock.
+func (p *Podman) Socket() string { return strings.TrimPrefix(p.DockerHost, "unix://") }
+
+// CLI is the podman command line for this service's storage (the binary and
+// its global flags), and Env the environment to run it in: for programs
+// that call podman themselves, such as `make image PODMAN="..."`.
+func (p *Podman) CLI() []string { return append([]string{p.bin}, p.globalFlags()...) }
+
+// Env is the environment CLI runs in (the test's, plus CONTAINERS_CONF).
+func (p *Podman) Env() []string { return append([]string(nil), p.env...) }
+
+// Try runs the podman CLI against this service's storage and returns its
+// combined output and error, for commands that may fail.
+func (p *Podman) Try(args ...string) (string, error) {
 	cmd := exec.Command(p.bin, append(p.globalFlags(), args...)...)
 	cmd.Env = p.env
 	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// Podman runs the podman CLI against this service's storage.
+func (p *Podman) Podman(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := p.Try(args...)
 	if err != nil {
 		t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return strings.TrimSpace(string(out))
+	return out
 }
 
 // Run starts a detached busybox container named name running sh -c script.

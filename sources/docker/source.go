@@ -14,21 +14,31 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/client"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
+
+// Engine is the part of the Docker Engine API client the source uses
+// (*client.Client from github.com/docker/docker/client satisfies it), so
+// tests can stand in for the daemon where the real one cannot misbehave on
+// demand.
+type Engine interface {
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	ContainerStatsOneShot(ctx context.Context, id string) (container.StatsResponseReader, error)
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	DaemonHost() string
+}
 
 // Config is what the source needs.
 type Config struct {
-	Client      *client.Client
+	Client      Engine
 	Interval    time.Duration // between collections
 	Timeout     time.Duration // per Engine API call
 	Concurrency int           // stats calls in flight at once
@@ -82,14 +92,13 @@ type Label struct{ Key, Value string }
 type Snapshot struct {
 	Up         bool // the daemon answered the list
 	Containers []Container
-	Err        error
 }
 
-// Source collects container stats.
+// Source collects container stats. Its health is nil when the daemon
+// answered and every stats call succeeded.
 type Source struct {
-	cfg    Config
-	snap   atomic.Pointer[Snapshot]
-	health *health.Tracker
+	*sampling.Latest[Snapshot]
+	cfg Config
 
 	mu sync.Mutex // serialises Sample
 
@@ -114,36 +123,30 @@ func New(cfg Config) *Source {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	s := &Source{cfg: cfg, prev: map[string]cpuSample{}, oom: map[string]uint64{}, health: &health.Tracker{Logger: cfg.Log, What: "docker"}}
-	s.snap.Store(&Snapshot{Err: errors.New("docker not sampled yet")})
-	return s
+	return &Source{
+		cfg:    cfg,
+		Latest: sampling.NewLatest(cfg.Log, "docker", &Snapshot{}, errors.New("docker not sampled yet")),
+		prev:   map[string]cpuSample{},
+		oom:    map[string]uint64{},
+	}
 }
-
-// Snapshot returns the latest collection; it never calls the daemon.
-func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
-
-// Health is nil when the daemon answered and every stats call succeeded.
-func (s *Source) Health() error { return s.Snapshot().Err }
 
 // Run collects every Interval and follows OOM events until ctx ends,
 // reconnecting by itself when the daemon goes away and comes back.
 func (s *Source) Run(ctx context.Context) {
-	watching := false
-	for {
+	var watching sync.WaitGroup
+	defer watching.Wait()
+	started := false
+	sampling.Every(ctx, func() time.Duration { return s.cfg.Interval }, func(ctx context.Context) {
 		s.Sample(ctx)
 		// The event stream starts once the daemon has answered: by then the
 		// client has negotiated its API version, which it otherwise does
 		// lazily, racing with Events.
-		if !watching && s.Snapshot().Up {
-			go s.watchOOM(ctx)
-			watching = true
+		if !started && s.Snapshot().Up {
+			started = true
+			watching.Go(func() { s.watchOOM(ctx) })
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(s.cfg.Interval):
-		}
-	}
+	})
 }
 
 // Sample lists containers and takes one-shot stats of the running ones.
@@ -155,7 +158,7 @@ func (s *Source) Sample(ctx context.Context) {
 	list, err := s.cfg.Client.ContainerList(listCtx, container.ListOptions{All: true})
 	cancel()
 	if err != nil {
-		s.publish(&Snapshot{Err: fmt.Errorf("docker daemon at %s: %w (is it running, and may this user read its socket? add the user to the docker group)", s.cfg.Client.DaemonHost(), err)}, start)
+		s.Publish(&Snapshot{}, fmt.Errorf("docker daemon at %s: %w (is it running, and may this user read its socket? add the user to the docker group)", s.cfg.Client.DaemonHost(), err), start)
 		return
 	}
 
@@ -225,7 +228,7 @@ func (s *Source) Sample(ctx context.Context) {
 	}
 	s.oomMu.Unlock()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
-	s.publish(&Snapshot{Up: true, Containers: cs, Err: errors.Join(errs...)}, start)
+	s.Publish(&Snapshot{Up: true, Containers: cs}, errors.Join(errs...), start)
 }
 
 // stats fills c from one one-shot stats call and an inspect (restart count).
@@ -339,12 +342,3 @@ func (s *Source) watchOOM(ctx context.Context) {
 		}
 	}
 }
-
-// publish stores snap and logs when health changes.
-func (s *Source) publish(snap *Snapshot, start time.Time) {
-	s.health.Observe(snap.Err, time.Now(), time.Since(start))
-	s.snap.Store(snap)
-}
-
-// Stats are the source's collection figures, for self-metrics.
-func (s *Source) Stats() health.Stats { return s.health.Stats() }

@@ -160,12 +160,12 @@ func TestDaemonGoesAwayAndComesBack(t *testing.T) {
 	src.Sample(context.Background())
 	src.Sample(context.Background())
 	snap := src.Snapshot()
-	if snap.Up || len(snap.Containers) != 0 || snap.Err == nil || !strings.Contains(snap.Err.Error(), "docker daemon at unix://") {
+	if snap.Up || len(snap.Containers) != 0 || src.Health() == nil || !strings.Contains(src.Health().Error(), "docker daemon at unix://") {
 		t.Errorf("daemon down: %+v", snap)
 	}
 	e.Up(t)
 	src.Sample(context.Background())
-	if snap := src.Snapshot(); !snap.Up || snap.Err != nil || len(snap.Containers) != 1 {
+	if snap := src.Snapshot(); !snap.Up || src.Health() != nil || len(snap.Containers) != 1 {
 		t.Errorf("daemon back: %+v", snap)
 	}
 	if n := strings.Count(logs.String(), "not fully readable"); n != 1 {

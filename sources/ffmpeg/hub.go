@@ -1,13 +1,18 @@
 package ffmpeg
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"regexp"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // Config bounds what the hub keeps.
@@ -17,6 +22,7 @@ type Config struct {
 	Retention   time.Duration    // how long a finished stream keeps its final values
 	IdleTimeout time.Duration    // an ingest connection silent this long is closed
 	Clock       func() time.Time // nil: time.Now; tests set a fixed clock
+	Log         *slog.Logger     // nil: discard
 }
 
 // DefaultConfig is what the exporter starts with.
@@ -29,11 +35,12 @@ var (
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// ValidName reports whether name may be used as a stream name.
-func ValidName(name string) bool { return validName.MatchString(name) }
-
-// Hub holds the state of every stream and the ingest counters.
+// Hub holds the state of every stream and the ingest counters. Its
+// background work is pruning finished streams; its health says when the
+// stream limit refuses new streams; its generation moves with every
+// ingested block, so a cached scrape is never stale.
 type Hub struct {
+	*sampling.Tracker
 	cfg Config
 	now func() time.Time
 
@@ -60,13 +67,47 @@ func NewHub(cfg Config) *Hub {
 	if now == nil {
 		now = time.Now
 	}
-	return &Hub{cfg: cfg, now: now, streams: make(map[string]*stream)}
+	h := &Hub{cfg: cfg, now: now, streams: make(map[string]*stream), Tracker: sampling.NewTracker(cfg.Log, "ffmpeg ingest", nil)}
+	return h
+}
+
+// Run prunes finished streams every PruneInterval until ctx ends.
+func (h *Hub) Run(ctx context.Context) {
+	sampling.Every(ctx, func() time.Duration { return PruneInterval }, func(context.Context) {
+		start := time.Now()
+		full := h.Prune()
+		var err error
+		if full {
+			err = fmt.Errorf("stream limit reached: %d live streams, new streams are refused with 429 (raise --ingest.max-streams)", h.cfg.MaxStreams)
+		}
+		h.Observe(err, time.Now(), time.Since(start))
+	})
+}
+
+// PruneInterval is how often finished streams past their retention go.
+const PruneInterval = time.Second
+
+// Follow feeds r to stream name until r ends or ctx ends. It closes r when
+// ctx ends, so a read blocked on a pipe does not outlive the exporter.
+func (h *Hub) Follow(ctx context.Context, r io.ReadCloser, name string) error {
+	conn, err := h.Open(name)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { r.Close() })
+	defer stop()
+	err = conn.Consume(r)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 // Open starts a connection feeding stream name. A stream that had no open
 // connection starts afresh: a new encode under a reused name.
 func (h *Hub) Open(name string) (*Conn, error) {
-	if !ValidName(name) {
+	if !validName.MatchString(name) {
 		return nil, ErrStreamName
 	}
 	now := h.now()
@@ -87,6 +128,7 @@ func (h *Hub) Open(name string) (*Conn, error) {
 	}
 	s.conns++
 	s.mu.Unlock()
+	h.Changed()
 	return &Conn{hub: h, s: s}, nil
 }
 
@@ -165,6 +207,7 @@ func (c *Conn) apply(u Update) {
 		s.ended = true
 		s.closedAt = now
 	}
+	c.hub.Changed()
 }
 
 // Close ends the connection; the stream is finished once its last one closes.
@@ -181,6 +224,7 @@ func (c *Conn) Close() {
 	if s.conns == 0 && !s.ended {
 		s.closedAt = now
 	}
+	c.hub.Changed()
 }
 
 // StreamSnapshot is one stream's readings at a moment.
@@ -250,20 +294,24 @@ func (h *Hub) Snapshot() Snapshot {
 	return snap
 }
 
-// Prune forgets streams finished longer ago than the retention.
-func (h *Hub) Prune() {
+// Prune forgets streams finished longer ago than the retention, and
+// reports whether the hub is full of live streams (a new one is refused).
+func (h *Hub) Prune() (full bool) {
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	live := 0
 	for name, s := range h.streams {
 		s.mu.Lock()
 		expired := !s.live() && now.Sub(s.closedAt) >= h.cfg.Retention
+		if s.live() {
+			live++
+		}
 		s.mu.Unlock()
 		if expired {
 			delete(h.streams, name)
+			h.Changed()
 		}
 	}
+	return live >= h.cfg.MaxStreams
 }
-
-// Health reports nothing wrong: the hub only receives.
-func (h *Hub) Health() error { return nil }

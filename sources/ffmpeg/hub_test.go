@@ -1,6 +1,7 @@
 package ffmpeg
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"testing"
@@ -164,4 +165,47 @@ func TestLineCounters(t *testing.T) {
 	if s, _ := streamByName(t, h, "job"); s.Values[Frames] != 1 {
 		t.Errorf("the good lines around the bad ones were lost: %+v", s)
 	}
+}
+
+// TestHealthAtStreamLimit: a hub full of live streams says so on health
+// (new streams get 429), and is healthy again once one finishes; every
+// ingested block moves the generation.
+func TestHealthAtStreamLimit(t *testing.T) {
+	h, _ := newTestHub(2)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { h.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	<-h.Ready()
+	if err := h.Health(); err != nil {
+		t.Fatalf("empty hub: %v", err)
+	}
+	a, b := open(t, h, "a"), open(t, h, "b")
+	gen := h.Generation()
+	a.Line([]byte("frame=1"))
+	a.Line([]byte("progress=continue"))
+	if h.Generation() == gen {
+		t.Error("an ingested block did not move the generation")
+	}
+	waitHealth := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := h.Health()
+			if (want == "" && err == nil) || (want != "" && err != nil && strings.Contains(err.Error(), want)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("health %v, want %q", err, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitHealth("stream limit reached")
+	if _, err := h.Open("c"); err != ErrTooManyStreams {
+		t.Errorf("third stream: %v", err)
+	}
+	b.Close()
+	waitHealth("")
+	a.Close()
 }

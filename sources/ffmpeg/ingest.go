@@ -88,9 +88,18 @@ func (in *Ingest) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare([]byte(got), []byte(in.Token)) == 1
 }
 
+// reject answers at once and closes the connection. A client may keep
+// sending the body (ffmpeg's one long chunked POST); the server would wait
+// to drain it before answering, or after, holding a connection and a
+// goroutine. So the answer is flushed first, then an expired read deadline
+// ends the drain and the connection with it.
 func (in *Ingest) reject(w http.ResponseWriter, why Reject, code int, msg string) {
 	in.Hub.rejected[why].Add(1)
+	w.Header().Set("Connection", "close")
 	http.Error(w, msg, code)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	_ = rc.SetReadDeadline(time.Now()) // unsupported only by non-net.Conn writers (tests)
 }
 
 // idleReader closes a connection that sends nothing for idle, so a stuck

@@ -1,7 +1,10 @@
 package ffmpeg
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -216,4 +219,48 @@ func TestIngestNoGoroutineLeak(t *testing.T) {
 	client.CloseIdleConnections()
 	srv.CloseClientConnections()
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestRejectionAnsweredWhileBodyOpen: a refused client that keeps its
+// chunked body open (as ffmpeg -progress does) gets its status at once and
+// its connection closed, for every refusal.
+func TestRejectionAnsweredWhileBodyOpen(t *testing.T) {
+	cfg := DefaultConfig
+	cfg.MaxStreams = 1
+	hub, srv := newIngestServer(t, cfg, "t0ken")
+	if _, err := hub.Open("busy"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, target string
+		want           int
+	}{
+		{"POST", "/ingest/job?token=wrong", 401},
+		{"PUT", "/ingest/job?token=t0ken", 405},
+		{"POST", "/ingest/bad%20name?token=t0ken", 400},
+		{"POST", "/ingest/second?token=t0ken", 429},
+	} {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", tc.method, tc.target)
+		fmt.Fprintf(conn, "%x\r\n%s\r\n", 16, "frame=1\nfps=25\n\n")
+		// The body stays open: no terminating chunk.
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Errorf("%s %s: no answer while the body is open: %v", tc.method, tc.target, err)
+			conn.Close()
+			continue
+		}
+		if resp.StatusCode != tc.want || !resp.Close {
+			t.Errorf("%s %s: %d close=%v, want %d and the connection closed", tc.method, tc.target, resp.StatusCode, resp.Close, tc.want)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s %s: connection not closed after the refusal: %v", tc.method, tc.target, err)
+		}
+		conn.Close()
+	}
 }

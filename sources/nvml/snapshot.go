@@ -83,5 +83,4 @@ type Snapshot struct {
 	Available     bool // NVML initialised
 	DriverVersion string
 	GPUs          []GPU
-	Err           error // why NVML or some GPU is not readable; nil when all is well
 }

@@ -15,7 +15,7 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // Config is what the source needs.
@@ -27,18 +27,19 @@ type Config struct {
 	Log           *slog.Logger
 }
 
-// Source samples NVIDIA GPUs.
+// Source samples NVIDIA GPUs. Its health is nil when NVML is up and every
+// GPU answered.
 type Source struct {
-	cfg  Config
-	snap atomic.Pointer[Snapshot]
+	*sampling.Latest[Snapshot]
+	cfg Config
 
-	mu          sync.Mutex // serialises Sample
+	mu          sync.Mutex // serialises Sample and Close
 	initialized bool
 	driver      string
 	devices     []*device
 	stopEvents  context.CancelFunc
 	eventsDone  chan struct{}
-	health      *health.Tracker
+	inLibrary   sync.WaitGroup // collections still inside NVML
 }
 
 // device is one GPU handle and what never changes about it.
@@ -60,33 +61,22 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, health: &health.Tracker{Logger: cfg.Log, What: "NVIDIA GPUs"}}
-	s.snap.Store(&Snapshot{Err: errors.New("NVML not sampled yet")})
-	return s
+	return &Source{cfg: cfg, Latest: sampling.NewLatest(cfg.Log, "NVIDIA GPUs", &Snapshot{}, errors.New("NVML not sampled yet"))}
 }
-
-// Snapshot returns the latest sample; it never calls NVML.
-func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
-
-// Health is nil when NVML is up and every GPU answered.
-func (s *Source) Health() error { return s.Snapshot().Err }
 
 // Run samples until ctx ends, retrying initialisation while NVML is
 // missing (drivers can load after boot), then shuts NVML down.
 func (s *Source) Run(ctx context.Context) {
 	defer s.Close()
-	for {
-		s.Sample(ctx)
-		wait := s.cfg.Interval
-		if !s.Snapshot().Available {
-			wait = s.cfg.RetryInterval
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
-		}
+	sampling.Every(ctx, s.interval, s.Sample)
+}
+
+// interval is the sampling interval, or the retry interval while NVML is missing.
+func (s *Source) interval() time.Duration {
+	if !s.Snapshot().Available {
+		return s.cfg.RetryInterval
 	}
+	return s.cfg.Interval
 }
 
 // Sample initialises NVML if needed, then reads every GPU once, waiting at
@@ -98,25 +88,33 @@ func (s *Source) Sample(ctx context.Context) {
 	start := time.Now()
 	if !s.initialized {
 		if err := s.init(); err != nil {
-			s.publish(&Snapshot{Err: err}, start)
+			s.Publish(&Snapshot{}, err, start)
 			return
 		}
 	}
-	done := make(chan *Snapshot, 1)
-	go func() { done <- s.collect() }()
+	type result struct {
+		snap *Snapshot
+		err  error
+	}
+	done := make(chan result, 1)
+	s.inLibrary.Add(1)
+	go func() {
+		defer s.inLibrary.Done()
+		snap, err := s.collect()
+		done <- result{snap, err}
+	}()
 	select {
-	case snap := <-done:
-		s.publish(snap, start)
+	case r := <-done:
+		s.Publish(r.snap, r.err, start)
 		return
 	case <-time.After(s.cfg.Timeout):
 	case <-ctx.Done():
 	}
 	stale := *s.Snapshot()
-	stale.Err = fmt.Errorf("NVML did not answer within %v; showing the previous sample", s.cfg.Timeout)
-	s.publish(&stale, start)
+	s.Publish(&stale, fmt.Errorf("NVML did not answer within %v; showing the previous sample", s.cfg.Timeout), start)
 	select {
-	case snap := <-done:
-		s.publish(snap, start)
+	case r := <-done:
+		s.Publish(r.snap, r.err, start)
 	case <-ctx.Done():
 	}
 }
@@ -198,7 +196,10 @@ func (s *Source) watchXIDs() {
 	}()
 }
 
-// Close stops the event watcher and shuts NVML down.
+// Close stops the event watcher and shuts NVML down, but never while a
+// collection is still inside the library: a driver that hangs past
+// CloseTimeout keeps NVML loaded (the process is ending) rather than have
+// Shutdown pull the library from under the call.
 func (s *Source) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -207,14 +208,25 @@ func (s *Source) Close() {
 		<-s.eventsDone
 		s.stopEvents = nil
 	}
-	if s.initialized {
+	if !s.initialized {
+		return
+	}
+	returned := make(chan struct{})
+	go func() { s.inLibrary.Wait(); close(returned) }()
+	select {
+	case <-returned:
 		s.cfg.Lib.Shutdown()
 		s.initialized = false
+	case <-time.After(CloseTimeout):
+		s.cfg.Log.Warn("an NVML call is still running; leaving NVML loaded", "waited", CloseTimeout)
 	}
 }
 
+// CloseTimeout bounds how long Close waits for a collection inside NVML.
+const CloseTimeout = 2 * time.Second
+
 // collect reads every GPU; one failing GPU does not stop the others.
-func (s *Source) collect() *Snapshot {
+func (s *Source) collect() (*Snapshot, error) {
 	snap := &Snapshot{Available: true, DriverVersion: s.driver}
 	var errs []error
 	for _, d := range s.devices {
@@ -224,8 +236,7 @@ func (s *Source) collect() *Snapshot {
 		}
 		snap.GPUs = append(snap.GPUs, g)
 	}
-	snap.Err = errors.Join(errs...)
-	return snap
+	return snap, errors.Join(errs...)
 }
 
 // read takes one GPU's readings. Fields the GPU does not support are left
@@ -330,12 +341,6 @@ func (d *device) xidCounts() []XIDCount {
 	return out
 }
 
-// publish stores snap and logs when health changes.
-func (s *Source) publish(snap *Snapshot, start time.Time) {
-	s.health.Observe(snap.Err, time.Now(), time.Since(start))
-	s.snap.Store(snap)
-}
-
 // cString turns NVML's NUL-terminated char array into a string.
 func cString(b []int8) string {
 	out := make([]byte, 0, len(b))
@@ -347,6 +352,3 @@ func cString(b []int8) string {
 	}
 	return string(out)
 }
-
-// Stats are the source's collection figures, for self-metrics.
-func (s *Source) Stats() health.Stats { return s.health.Stats() }

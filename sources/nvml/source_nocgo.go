@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 var errNoCgo = errors.New("this gpu-exporter was built without cgo (CGO_ENABLED=0) and has no NVML support: rebuild with CGO_ENABLED=1")
@@ -20,21 +20,16 @@ type Config struct {
 }
 
 // Source is the no-cgo source: it serves no GPUs and says why.
-type Source struct{ snap Snapshot }
+type Source struct{ *sampling.Latest[Snapshot] }
 
 // New returns a source that reports the missing NVML support.
 func New(cfg Config) *Source {
-	if cfg.Log != nil {
-		cfg.Log.Error(errNoCgo.Error())
-	}
-	return &Source{snap: Snapshot{Err: errNoCgo}}
+	s := &Source{sampling.NewLatest(cfg.Log, "NVIDIA GPUs", &Snapshot{}, errNoCgo)}
+	s.Sample(context.Background())
+	return s
 }
 
-func (s *Source) Snapshot() *Snapshot     { return &s.snap }
-func (s *Source) Health() error           { return errNoCgo }
-func (s *Source) Sample(context.Context)  {}
+// Sample publishes the reason this build reads no GPU.
+func (s *Source) Sample(context.Context)  { s.Publish(&Snapshot{}, errNoCgo, time.Now()) }
 func (s *Source) Run(ctx context.Context) { <-ctx.Done() }
 func (s *Source) Close()                  {}
-
-// Stats are empty: this build never collects.
-func (s *Source) Stats() health.Stats { return health.Stats{} }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,8 +49,8 @@ func TestMultiGPU(t *testing.T) {
 	src, _ := newSource(t, m)
 	src.Sample(context.Background())
 	snap := src.Snapshot()
-	if !snap.Available || snap.Err != nil || snap.DriverVersion != "550.54.15" || len(snap.GPUs) != 8 {
-		t.Fatalf("snapshot: available %v err %v driver %q gpus %d", snap.Available, snap.Err, snap.DriverVersion, len(snap.GPUs))
+	if !snap.Available || src.Health() != nil || snap.DriverVersion != "550.54.15" || len(snap.GPUs) != 8 {
+		t.Fatalf("snapshot: available %v err %v driver %q gpus %d", snap.Available, src.Health(), snap.DriverVersion, len(snap.GPUs))
 	}
 	for i, g := range snap.GPUs {
 		f := float64(i)
@@ -88,8 +89,8 @@ func TestNotSupportedFieldsLeftOut(t *testing.T) {
 	src, _ := newSource(t, m)
 	src.Sample(context.Background())
 	snap := src.Snapshot()
-	if snap.Err != nil {
-		t.Fatalf("unsupported fields made an error: %v", snap.Err)
+	if src.Health() != nil {
+		t.Fatalf("unsupported fields made an error: %v", src.Health())
 	}
 	g := snap.GPUs[1]
 	for _, f := range []Field{EncoderSessions, EncoderFPS, EncoderLatencySeconds, EnergyJoules, PerformanceState} {
@@ -158,12 +159,12 @@ func TestLibraryMissingThenLoaded(t *testing.T) {
 	src, _ := newSource(t, m)
 	src.Sample(context.Background())
 	snap := src.Snapshot()
-	if snap.Available || len(snap.GPUs) != 0 || snap.Err == nil || !strings.Contains(snap.Err.Error(), "libnvidia-ml.so.1 not found") {
+	if snap.Available || len(snap.GPUs) != 0 || src.Health() == nil || !strings.Contains(src.Health().Error(), "libnvidia-ml.so.1 not found") {
 		t.Errorf("no library: %+v", snap)
 	}
 	loaded.Set(true) // the driver loads after boot
 	src.Sample(context.Background())
-	if s := src.Snapshot(); !s.Available || len(s.GPUs) != 1 || s.Err != nil {
+	if s := src.Snapshot(); !s.Available || len(s.GPUs) != 1 || src.Health() != nil {
 		t.Errorf("after the driver loaded: %+v", s)
 	}
 }
@@ -177,8 +178,8 @@ func TestRealLibraryMissing(t *testing.T) {
 	if snap.Available {
 		t.Skip("this host has an NVIDIA driver; the missing-library path cannot be seen here")
 	}
-	if snap.Err == nil || !strings.Contains(snap.Err.Error(), "libnvidia-ml.so.1") {
-		t.Errorf("without a driver: %v", snap.Err)
+	if src.Health() == nil || !strings.Contains(src.Health().Error(), "libnvidia-ml.so.1") {
+		t.Errorf("without a driver: %v", src.Health())
 	}
 }
 
@@ -257,7 +258,46 @@ func TestPanickingBindingContained(t *testing.T) {
 	if snap.GPUs[1].Err != nil || !snap.GPUs[1].Has(PowerWatts) {
 		t.Errorf("gpu 1 disturbed: %+v", snap.GPUs[1])
 	}
-	if snap.Err == nil || !strings.Contains(snap.Err.Error(), "gpu 0") {
-		t.Errorf("health %v does not name the failing gpu", snap.Err)
+	if src.Health() == nil || !strings.Contains(src.Health().Error(), "gpu 0") {
+		t.Errorf("health %v does not name the failing gpu", src.Health())
+	}
+}
+
+// TestNoShutdownWhileInsideLibrary: a run stopped while a collection hangs
+// inside NVML waits for the call to return before Shutdown, and never
+// shuts down under it.
+func TestNoShutdownWhileInsideLibrary(t *testing.T) {
+	m := gpumock.New(1)
+	var inside, shutdownInside atomic.Bool
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	mockDevice(m, 0).GetTemperatureFunc = func(gonvml.TemperatureSensors) (uint32, gonvml.Return) {
+		inside.Store(true)
+		defer inside.Store(false)
+		select {
+		case entered <- struct{}{}:
+			<-release
+		default:
+		}
+		return 50, gonvml.SUCCESS
+	}
+	shutdown := m.ShutdownFunc
+	m.ShutdownFunc = func() gonvml.Return {
+		shutdownInside.Store(inside.Load())
+		return shutdown()
+	}
+	src, _ := newSource(t, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { src.Run(ctx); close(ran) }()
+	<-entered
+	cancel()
+	time.AfterFunc(300*time.Millisecond, func() { close(release) })
+	<-ran
+	if shutdownInside.Load() {
+		t.Error("NVML was shut down while a call was still inside it")
+	}
+	if !inside.Load() && src.initialized {
+		t.Error("NVML left loaded although the call returned within CloseTimeout")
 	}
 }

@@ -8,10 +8,9 @@ import (
 	"log/slog"
 	"path"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/health"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // MaxPlausibleWatts bounds the sampling interval: at this power no zone's
@@ -41,18 +40,18 @@ type Snapshot struct {
 	Zones      []Reading // zones read successfully at least once
 	Discovered int       // zones found, readable or not
 	Available  bool      // at least one zone's energy is readable now
-	Err        error     // why RAPL is not (fully) readable; nil when all is well
 }
 
-// Source samples RAPL zones.
+// Source samples RAPL zones. Its health is why RAPL is not (fully)
+// readable; nil when all is well.
 type Source struct {
-	cfg  Config
-	snap atomic.Pointer[Snapshot]
+	*sampling.Latest[Snapshot]
+	cfg Config
 
-	mu     sync.Mutex // serialises Sample
-	zones  []zone
-	states []state
-	health *health.Tracker
+	mu       sync.Mutex // serialises Sample
+	zones    []zone
+	states   []state
+	complete bool // every zone under powercap was identified
 }
 
 // state is a zone's counter between samples.
@@ -73,71 +72,49 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Source{cfg: cfg, health: &health.Tracker{Logger: cfg.Log, What: "RAPL"}}
+	s := &Source{cfg: cfg, Latest: sampling.NewLatest(cfg.Log, "RAPL", &Snapshot{}, errors.New("RAPL not sampled yet"))}
 	s.Sample()
 	return s
 }
-
-// Snapshot returns the latest sample; it never touches sysfs.
-func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
-
-// Health is nil when every discovered zone is readable.
-func (s *Source) Health() error { return s.Snapshot().Err }
 
 // Interval is the sampling interval in effect: the configured one, or
 // shorter where a zone's counter could wrap twice at MaxPlausibleWatts.
 func (s *Source) Interval() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.interval()
+	return intervalFor(s.cfg.Interval, s.zones)
 }
 
-func (s *Source) interval() time.Duration {
-	iv := s.cfg.Interval
-	for _, z := range s.zones {
+func intervalFor(iv time.Duration, zones []zone) time.Duration {
+	for _, z := range zones {
 		wrap := time.Duration(float64(z.MaxRange) / MaxPlausibleWatts * float64(time.Microsecond))
 		iv = min(iv, wrap/2)
 	}
 	return max(iv, time.Millisecond)
 }
 
-// Run samples until ctx ends.
+// Run samples until ctx ends (New took the first sample).
 func (s *Source) Run(ctx context.Context) {
-	t := time.NewTimer(s.Interval())
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	first := true
+	sampling.Every(ctx, s.Interval, func(context.Context) {
+		if !first {
 			s.Sample()
-			t.Reset(s.Interval())
 		}
-	}
+		first = false
+	})
 }
 
-// Sample reads every zone once and publishes a new snapshot. Until zones
-// are found it looks for them again each time, so powercap appearing (a
-// module loaded) or access being granted later needs no restart.
+// Sample reads every zone once and publishes a new snapshot. Until every
+// zone is identified it looks for them again each time, so powercap
+// appearing (a module loaded), access granted later or a zone that failed
+// at discovery needs no restart.
 func (s *Source) Sample() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
 	var errs []error
-	if len(s.zones) == 0 {
-		zones, err := discover(s.cfg.FS)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			errs = append(errs, fmt.Errorf("no powercap at %s: load the intel_rapl_msr (Intel) or intel_rapl (AMD) module, or enable RAPL in the BIOS", path.Join(s.cfg.Root, powercapDir)))
-		case err != nil:
-			errs = append(errs, err)
-		case len(zones) == 0:
-			errs = append(errs, fmt.Errorf("no RAPL zones under %s: this CPU or kernel exposes none", path.Join(s.cfg.Root, powercapDir)))
-		}
-		s.zones, s.states = zones, make([]state, len(zones))
-		if len(zones) > 0 {
-			s.cfg.Log.Info("RAPL zones found", "zones", len(zones), "sampling_interval", s.interval())
-		}
+	if !s.complete {
+		errs = append(errs, s.discover()...)
 	}
 
 	snap := &Snapshot{Discovered: len(s.zones)}
@@ -160,9 +137,34 @@ func (s *Source) Sample() {
 			})
 		}
 	}
-	snap.Err = explain(errors.Join(errs...))
-	s.health.Observe(snap.Err, s.cfg.Clock(), time.Since(start))
-	s.snap.Store(snap)
+	s.Publish(snap, explain(errors.Join(errs...)), start)
+}
+
+// discover looks for zones, keeping the counters of those already known,
+// and returns why any could not be identified.
+func (s *Source) discover() []error {
+	zones, failed, err := discover(s.cfg.FS)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return []error{fmt.Errorf("no powercap at %s: load the intel_rapl_msr (Intel) or intel_rapl (AMD) module, or enable RAPL in the BIOS", path.Join(s.cfg.Root, powercapDir))}
+	case err != nil:
+		return []error{err}
+	case len(zones) == 0 && len(failed) == 0:
+		return []error{fmt.Errorf("no RAPL zones under %s: this CPU or kernel exposes none", path.Join(s.cfg.Root, powercapDir))}
+	}
+	states := make([]state, len(zones))
+	for i, z := range zones {
+		for j, old := range s.zones {
+			if old.Dir == z.Dir {
+				states[i] = s.states[j]
+			}
+		}
+	}
+	if len(zones) > len(s.zones) {
+		s.cfg.Log.Info("RAPL zones found", "zones", len(zones), "sampling_interval", intervalFor(s.cfg.Interval, zones))
+	}
+	s.zones, s.states, s.complete = zones, states, len(failed) == 0
+	return failed
 }
 
 // advance takes a new raw reading. A counter that fell has wrapped at
@@ -194,6 +196,3 @@ func explain(err error) error {
 	}
 	return err
 }
-
-// Stats are the source's collection figures, for self-metrics.
-func (s *Source) Stats() health.Stats { return s.health.Stats() }

@@ -63,8 +63,8 @@ func TestDiscovery(t *testing.T) {
 			if got := strings.Join(labels(snap), " "); got != tc.zones {
 				t.Errorf("zones %q, want %q", got, tc.zones)
 			}
-			if snap.Discovered != len(snap.Zones) || !snap.Available || snap.Err != nil {
-				t.Errorf("discovered %d, available %v, err %v", snap.Discovered, snap.Available, snap.Err)
+			if snap.Discovered != len(snap.Zones) || !snap.Available || src.Health() != nil {
+				t.Errorf("discovered %d, available %v, err %v", snap.Discovered, snap.Available, src.Health())
 			}
 			// Before any wrap the total is the kernel's reading.
 			for _, z := range snap.Zones {
@@ -284,5 +284,40 @@ func TestIntervalBoundByWrap(t *testing.T) {
 	src, _, _ = newSource(t, root, nil)
 	if got := src.Interval(); got != time.Second {
 		t.Errorf("AMD interval %v, want the configured 1s (65 kJ wraps in 65 s at 1 kW)", got)
+	}
+}
+
+// TestZoneFailingAtDiscoveryIsRediscovered: a zone whose files cannot be
+// read when the exporter starts is named on health, and found once it can
+// be read, while the other zones keep their counters.
+func TestZoneFailingAtDiscoveryIsRediscovered(t *testing.T) {
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
+	maxFile := filepath.Join(raplfixture.Dir(root, "intel-rapl:1"), "max_energy_range_uj")
+	good, err := os.ReadFile(maxFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(maxFile, []byte("garbage\n"), 0o444)
+	src, c, _ := newSource(t, root, nil)
+	if err := src.Health(); err == nil || !strings.Contains(err.Error(), "intel-rapl:1") {
+		t.Errorf("health %v, want the failing zone named", err)
+	}
+	if got := labels(src.Snapshot()); strings.Join(got, " ") != "0/dram 0/package 1/dram" {
+		t.Errorf("zones %v while package 1 is unreadable", got)
+	}
+	before := zoneReading(t, src, "0", "package").EnergyJoules
+
+	os.WriteFile(maxFile, good, 0o444)
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 12_000_000)
+	c.advance(time.Second)
+	src.Sample()
+	if err := src.Health(); err != nil {
+		t.Errorf("health %v after the zone became readable", err)
+	}
+	if got := labels(src.Snapshot()); len(got) != 4 {
+		t.Errorf("zones %v, want all four", got)
+	}
+	if after := zoneReading(t, src, "0", "package"); after.EnergyJoules != 12 || !after.HasPower || before == 0 {
+		t.Errorf("package 0 lost its counter across rediscovery: %v J then %+v", before, after)
 	}
 }

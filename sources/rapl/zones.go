@@ -6,7 +6,6 @@
 package rapl
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -27,13 +26,13 @@ type zone struct {
 	MaxRange uint64 // max_energy_range_uj: where energy_uj wraps to 0
 }
 
-// discover lists the RAPL zones under fsys (rooted at sysfs). A domain that
-// both intel-rapl (MSR) and intel-rapl-mmio expose is counted once, from
-// intel-rapl.
-func discover(fsys fs.FS) ([]zone, error) {
+// discover lists the RAPL zones under fsys (rooted at sysfs), and why any
+// zone there could not be identified. A domain that both intel-rapl (MSR)
+// and intel-rapl-mmio expose is counted once, from intel-rapl.
+func discover(fsys fs.FS) (zones []zone, failed []error, err error) {
 	entries, err := fs.ReadDir(fsys, powercapDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var names []string
 	for _, e := range entries {
@@ -50,15 +49,11 @@ func discover(fsys fs.FS) ([]zone, error) {
 		return names[i] < names[j]
 	})
 
-	var (
-		zones []zone
-		seen  = map[[2]string]bool{}
-		errs  []error
-	)
+	seen := map[[2]string]bool{}
 	for _, name := range names {
 		z, err := readZone(fsys, name)
 		if err != nil {
-			errs = append(errs, err)
+			failed = append(failed, fmt.Errorf("zone %s: %w", name, err))
 			continue
 		}
 		key := [2]string{z.Package, z.Zone}
@@ -68,10 +63,7 @@ func discover(fsys fs.FS) ([]zone, error) {
 		seen[key] = true
 		zones = append(zones, z)
 	}
-	if len(zones) == 0 && len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	return zones, nil
+	return zones, failed, nil
 }
 
 // readZone identifies the zone class/powercap/<name>.

@@ -1,7 +1,6 @@
 package exporters
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -16,58 +15,54 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/docker"
 )
 
-// DockerDefaults is the docker source's configuration before flags.
-func DockerDefaults() docker.Config {
-	return docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16}
-}
-
-// Docker is container resources through the Docker Engine API.
+// Docker is container resources through the Docker Engine API (the client
+// reads DOCKER_HOST and the rest of its environment).
 func Docker() Source {
-	cfg := DockerDefaults()
-	var labels string
-	var filters [4]string
+	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16}
+	cfg := defaults
+	var labels, includeName, excludeName, includeImage, excludeImage string
 	return Source{
-		Name: "docker", Binary: "docker-stats-exporter", DefaultPort: 9501, GuidePort: 9501, PortEnv: "DOCKER_STATS_PORT",
+		Group: instruments.DockerExporter, DefaultPort: 9501, GuidePort: 9501, PortEnv: "DOCKER_STATS_PORT",
 		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&cfg.Interval, "docker.interval", cfg.Interval, "collection interval")
-			fs.DurationVar(&cfg.Timeout, "docker.timeout", cfg.Timeout, "timeout of each Engine API call")
-			fs.IntVar(&cfg.Concurrency, "docker.concurrency", cfg.Concurrency, "stats calls in flight at once")
+			fs.DurationVar(&cfg.Interval, "docker.interval", defaults.Interval, "collection interval")
+			fs.DurationVar(&cfg.Timeout, "docker.timeout", defaults.Timeout, "timeout of each Engine API call")
+			fs.IntVar(&cfg.Concurrency, "docker.concurrency", defaults.Concurrency, "stats calls in flight at once")
 			fs.StringVar(&labels, "docker.labels", "", "comma-separated container labels to add to every series as container_label_<name> (an allowlist: never all labels)")
-			fs.StringVar(&filters[0], "docker.include-name", "", "only containers whose name matches this regexp")
-			fs.StringVar(&filters[1], "docker.exclude-name", "", "skip containers whose name matches this regexp")
-			fs.StringVar(&filters[2], "docker.include-image", "", "only containers whose image matches this regexp")
-			fs.StringVar(&filters[3], "docker.exclude-image", "", "skip containers whose image matches this regexp")
+			fs.StringVar(&includeName, "docker.include-name", "", "only containers whose name matches this regexp")
+			fs.StringVar(&excludeName, "docker.exclude-name", "", "skip containers whose name matches this regexp")
+			fs.StringVar(&includeImage, "docker.include-image", "", "only containers whose image matches this regexp")
+			fs.StringVar(&excludeImage, "docker.exclude-image", "", "skip containers whose image matches this regexp")
 		},
-		Wire: func(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, _ func()) error {
+		Open: func(log *slog.Logger) (Built, error) {
+			c := cfg // Open builds from the flags; it never changes them
 			var err error
-			res := [4]**regexp.Regexp{&cfg.Filter.IncludeName, &cfg.Filter.ExcludeName, &cfg.Filter.IncludeImage, &cfg.Filter.ExcludeImage}
-			for i, expr := range filters {
-				if expr == "" {
+			for _, f := range []struct {
+				flag, expr string
+				re         **regexp.Regexp
+			}{
+				{"--docker.include-name", includeName, &c.Filter.IncludeName},
+				{"--docker.exclude-name", excludeName, &c.Filter.ExcludeName},
+				{"--docker.include-image", includeImage, &c.Filter.IncludeImage},
+				{"--docker.exclude-image", excludeImage, &c.Filter.ExcludeImage},
+			} {
+				if f.expr == "" {
 					continue
 				}
-				if *res[i], err = regexp.Compile(expr); err != nil {
-					return fmt.Errorf("container filter %q: %w", expr, err)
+				if *f.re, err = regexp.Compile(f.expr); err != nil {
+					return Built{}, fmt.Errorf("%s %q: %w", f.flag, f.expr, err)
 				}
 			}
 			for _, l := range strings.Split(labels, ",") {
 				if l = strings.TrimSpace(l); l != "" {
-					cfg.Labels = append(cfg.Labels, l)
+					c.Labels = append(c.Labels, l)
 				}
 			}
-			if cfg.Client, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
-				return fmt.Errorf("docker client: %w", err)
+			if c.Client, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
+				return Built{}, fmt.Errorf("docker client (DOCKER_HOST and friends): %w", err)
 			}
-			cfg.Log = log
-			src := docker.New(cfg)
-			if err := instruments.RegisterDocker(p.Meter, src); err != nil {
-				return err
-			}
-			if err := instruments.RegisterSelf(p.Meter, "docker", src.Stats); err != nil {
-				return err
-			}
-			p.AddHealth("docker", src.Health)
-			go src.Run(ctx)
-			return nil
+			c.Log = log
+			src := docker.New(c)
+			return Built{src, func(p *pipeline.Pipeline) error { return instruments.RegisterDocker(p.Meter, src) }}, nil
 		},
 	}
 }

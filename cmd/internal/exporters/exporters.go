@@ -1,32 +1,43 @@
-// Package exporters describes each source as the binaries run it: its
-// name, port contract, flags, and how it attaches to a pipeline. The single
-// exporters run one; worker-exporter runs them all in one process.
+// Package exporters describes each source as the binaries run it — its
+// names, port contract, flags and how it is built — and runs them: a single
+// exporter serves one source on one port, worker-exporter serves every
+// source on its own port in one process. Both go through the same runner.
 package exporters
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // Source is one source as an exporter binary runs it.
 type Source struct {
-	Name        string // cpu, gpu, ffmpeg, docker: worker-exporter's --NAME.port
-	Binary      string // its single exporter
+	// Group gives the source's name (cpu, gpu, ffmpeg, docker: flags,
+	// /health, self-metrics and logs all use it), its single exporter's
+	// binary name and its metrics.
+	instruments.Group
 	DefaultPort int    // the single exporter's default port
 	GuidePort   int    // the port the deployment guide runs it on: worker-exporter's default
 	PortEnv     string // the guide's port variable
-	// Flags registers the source's flags; Wire attaches it to p after parsing.
+
+	// Flags registers the source's flags.
 	Flags func(fs *flag.FlagSet)
-	Wire  func(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, stop func()) error
+	// Open builds the source from its parsed flags. A flag value that cannot
+	// work is an error here, and the binary exits; missing hardware or a
+	// daemon that is down is not: the source reports it on /health and keeps
+	// trying.
+	Open func(log *slog.Logger) (Built, error)
+}
+
+// Built is a source ready to attach to a pipeline and run.
+type Built struct {
+	sampling.Source
+	// Register adds the source's instruments and endpoints to p.
+	Register func(p *pipeline.Pipeline) error
 }
 
 // All are the sources worker-exporter runs, in the guide's order.
 func All() []Source { return []Source{CPU(), GPU(), FFmpeg(), Docker()} }
-
-// Exporter is the single exporter of s.
-func (s Source) Exporter() pipeline.Exporter {
-	return pipeline.Exporter{Name: s.Binary, DefaultPort: s.DefaultPort, PortEnv: s.PortEnv, Flags: s.Flags, Wire: s.Wire}
-}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
@@ -22,7 +23,7 @@ func FFmpeg() Source {
 		linger            time.Duration
 	)
 	return Source{
-		Name: "ffmpeg", Binary: "ffmpeg-exporter", DefaultPort: 9506, GuidePort: 9506, PortEnv: "FFMPEG_EXPORTER_PORT",
+		Group: instruments.FFmpegExporter, DefaultPort: 9506, GuidePort: 9506, PortEnv: "FFMPEG_EXPORTER_PORT",
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&cfg.MaxStreams, "ingest.max-streams", cfg.MaxStreams, "streams tracked at once; more get 429")
 			fs.DurationVar(&cfg.Silence, "stream.silence", cfg.Silence, "a stream silent this long is reported inactive")
@@ -31,62 +32,62 @@ func FFmpeg() Source {
 			fs.StringVar(&token, "ingest.token", os.Getenv("FFMPEG_EXPORTER_INGEST_TOKEN"), "bearer token required on ingest (env FFMPEG_EXPORTER_INGEST_TOKEN)")
 			fs.BoolVar(&stdin, "stdin", false, "also read ffmpeg output from standard input")
 			fs.StringVar(&streamName, "stream", "default", "stream name for --stdin")
-			fs.DurationVar(&linger, "stdin.linger", 15*time.Second, "with --stdin: keep serving this long after input ends, then exit")
+			fs.DurationVar(&linger, "stdin.linger", 15*time.Second, "with --stdin: keep serving this long after input ends, then end the ffmpeg source (and a single ffmpeg-exporter with it)")
 		},
-		Wire: func(ctx context.Context, p *pipeline.Pipeline, log *slog.Logger, stop func()) error {
+		Open: func(log *slog.Logger) (Built, error) {
 			if cfg.MaxStreams < 1 {
-				return errors.New("--ingest.max-streams must be at least 1")
+				return Built{}, errors.New("--ingest.max-streams must be at least 1")
 			}
-			hub := ffmpeg.NewHub(cfg)
-			if err := instruments.RegisterFFmpeg(p.Meter, hub); err != nil {
-				return err
+			c := cfg
+			c.Log = log
+			hub := ffmpeg.NewHub(c)
+			register := func(p *pipeline.Pipeline) error {
+				ingest := &ffmpeg.Ingest{Hub: hub, Token: token, Log: log}
+				p.Handle("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest)
+				p.Handle("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest)
+				return instruments.RegisterFFmpeg(p.Meter, hub)
 			}
-			ingest := &ffmpeg.Ingest{Hub: hub, Token: token, Log: log}
-			p.Handle("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest)
-			p.Handle("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest)
-			if err := instruments.RegisterSelf(p.Meter, "ffmpeg", nil); err != nil {
-				return err
+			if !stdin {
+				return Built{hub, register}, nil
 			}
-			p.AddHealth("ffmpeg", hub.Health)
-			go prune(ctx, hub)
-			if stdin {
-				return readStdin(ctx, hub, streamName, linger, log, stop)
-			}
-			return nil
+			return Built{&stdinSource{Hub: hub, name: streamName, linger: linger, log: log}, register}, nil
 		},
 	}
 }
 
-// readStdin feeds standard input to stream name, then ends serving linger
-// after it closes, so `ffmpeg ... | ffmpeg-exporter --stdin` ends with ffmpeg.
-func readStdin(ctx context.Context, hub *ffmpeg.Hub, name string, linger time.Duration, log *slog.Logger, stop func()) error {
-	conn, err := hub.Open(name)
-	if err != nil {
-		return err
-	}
-	go func() {
-		err := conn.Consume(os.Stdin)
-		conn.Close()
-		log.Info("stdin ended; exiting after --stdin.linger", "stream", name, "linger", linger, "err", err)
-		select {
-		case <-time.After(linger):
-			stop()
-		case <-ctx.Done():
-		}
-	}()
-	return nil
+// stdinSource is the hub fed from standard input too: when the input ends
+// and the linger is over, it ends, and with it the ffmpeg port (so
+// `ffmpeg ... | ffmpeg-exporter --stdin` ends with ffmpeg) but nothing else.
+type stdinSource struct {
+	*ffmpeg.Hub
+	name   string
+	linger time.Duration
+	log    *slog.Logger
 }
 
-// prune drops finished streams whose retention is up.
-func prune(ctx context.Context, hub *ffmpeg.Hub) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			hub.Prune()
-		}
+func (s *stdinSource) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	pruned := make(chan struct{})
+	go func() { s.Hub.Run(ctx); close(pruned) }()
+	defer func() { cancel(); <-pruned }()
+
+	err := s.Follow(ctx, openStdin(), s.name)
+	if ctx.Err() != nil {
+		return
 	}
+	s.log.Info("stdin ended; ending the ffmpeg source after --stdin.linger", "stream", s.name, "linger", s.linger, "err", err)
+	select {
+	case <-time.After(s.linger):
+	case <-ctx.Done():
+	}
+}
+
+// openStdin returns standard input in non-blocking mode, so that closing it
+// at shutdown ends a read blocked on it (a blocking descriptor would keep
+// the reader alive, and the process, until the writer closes).
+func openStdin() *os.File {
+	if err := syscall.SetNonblock(syscall.Stdin, true); err != nil {
+		return os.Stdin
+	}
+	return os.NewFile(uintptr(syscall.Stdin), "/dev/stdin")
 }
