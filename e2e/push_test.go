@@ -17,12 +17,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
@@ -200,16 +201,16 @@ func startWorker(t *testing.T, sysfs string, env []string) *worker {
 	return w
 }
 
-// encode runs a real 3 s ffmpeg encode pushing -progress to addr.
-func encode(t *testing.T, addr string) {
-	t.Helper()
-	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
+// encode runs a real 3 s ffmpeg encode pushing -progress to addr. It may
+// run on any goroutine: it reports its failure instead of failing the test.
+func encode(ffmpeg, addr string) error {
 	out, err := exec.Command(ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-f", "lavfi",
 		"-i", "testsrc=size=160x120:rate=25", "-t", "3", "-c:v", "mpeg4", "-f", "null", "-",
 		"-progress", "http://"+addr+"/ingest/e2e").CombinedOutput()
 	if err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, out)
+		return fmt.Errorf("ffmpeg: %v\n%s", err, out)
 	}
+	return nil
 }
 
 // TestThreePaths: exporters → OTLP gRPC → collector → VictoriaMetrics;
@@ -258,12 +259,16 @@ func TestThreePaths(t *testing.T) {
 	os.WriteFile(cfgFile, []byte(scrapeCfg), 0o644)
 	vmScrape := victoriaMetrics(t, "-promscrape.config="+cfgFile)
 
-	var wg sync.WaitGroup
+	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
+	encoded := make(chan error, 2)
 	for _, w := range []*worker{viaCollector, direct} {
-		wg.Add(1)
-		go func() { defer wg.Done(); encode(t, w.addrs["worker-ffmpeg-exporter"]) }()
+		go func() { encoded <- encode(ffmpeg, w.addrs["worker-ffmpeg-exporter"]) }()
 	}
-	wg.Wait()
+	for range 2 {
+		if err := <-encoded; err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	// Everything is quiet now: wait until each path holds the final frame count.
 	final := `ffmpeg_total_frames{stream="e2e"}`
@@ -276,11 +281,26 @@ func TestThreePaths(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	time.Sleep(3 * time.Second) // one more export and scrape of the settled values
-
-	scraped := byKey(query(t, vmScrape, ours))
-	pushed := byKey(query(t, vmCollector, ours))
-	directly := byKey(query(t, vmDirect, ours))
+	// Then until every path holds the settled values: the pushed series are
+	// the scraped ones, and the encode's final state has arrived everywhere.
+	var scraped, pushed, directly map[string]float64
+	settled := func() bool {
+		scraped, pushed, directly = byKey(query(t, vmScrape, ours)), byKey(query(t, vmCollector, ours)), byKey(query(t, vmDirect, ours))
+		inactive := `ffmpeg_stream_active{stream=e2e,}`
+		if len(scraped) < 20 || scraped[inactive] != 0 || pushed[inactive] != 0 || directly[inactive] != 0 {
+			return false
+		}
+		for k := range pushed {
+			if _, ok := scraped[k]; !ok {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !settled() && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
 	if len(scraped) < 20 {
 		t.Fatalf("only %d series scraped: %v", len(scraped), keys(scraped))
 	}
@@ -337,15 +357,24 @@ func TestThreePaths(t *testing.T) {
 
 	// Faults: the collector goes away for several export intervals.
 	energy := `rapl_energy_joules_total{package="0",zone="package"}`
-	stopAdvance := advanceEnergy(t, sysfs)
-	defer stopAdvance()
+	stopAdvance := advanceEnergy(sysfs)
+	defer func() {
+		if err := stopAdvance(); err != nil {
+			t.Error(err)
+		}
+	}()
 	collector.stop()
 	before := query(t, vmCollector, energy)[0].Value
-	time.Sleep(6 * time.Second) // several export intervals, several failed exports
-	code, _ := exportertest.Get(t, "http://"+viaCollector.addrs["worker-cpu-exporter"]+"/metrics")
-	if code != http.StatusOK {
-		t.Errorf("scrape during the outage: %d", code)
-	}
+	// Several export intervals (1 s) go by, and fail: the fixture gains 50 J
+	// a second, so 200 J more on the exporter's own scrape is about 4 s.
+	exportertest.WaitFor(t, 30*time.Second, func() bool {
+		code, body := exportertest.Get(t, "http://"+viaCollector.addrs["worker-cpu-exporter"]+"/metrics")
+		if code != http.StatusOK {
+			t.Fatalf("scrape during the outage: %d", code)
+		}
+		series, err := otlptest.ParseProm(body)
+		return err == nil && series[energy] > before+200
+	})
 	collector = startCollector()
 	exportertest.WaitFor(t, 30*time.Second, func() bool {
 		ss := query(t, vmCollector, energy)
@@ -364,10 +393,13 @@ func TestThreePaths(t *testing.T) {
 	_ = collector
 }
 
-// advanceEnergy raises package 0's counter by 10 J every 200 ms until stopped.
-func advanceEnergy(t *testing.T, sysfs string) func() {
-	done := make(chan struct{})
+// advanceEnergy raises package 0's counter by 10 J every 200 ms until the
+// returned stop is called; stop reports a write that failed.
+func advanceEnergy(sysfs string) (stop func() error) {
+	done, failed := make(chan struct{}), make(chan error, 1)
+	file := filepath.Join(raplfixture.Dir(sysfs, "intel-rapl:0"), "energy_uj")
 	go func() {
+		defer close(failed)
 		uj := uint64(raplfixture.TwoSockets[0].EnergyUJ)
 		for {
 			select {
@@ -375,11 +407,14 @@ func advanceEnergy(t *testing.T, sysfs string) func() {
 				return
 			case <-time.After(200 * time.Millisecond):
 				uj += 10_000_000
-				raplfixture.SetEnergy(t, sysfs, "intel-rapl:0", uj)
+				if err := os.WriteFile(file, []byte(strconv.FormatUint(uj, 10)+"\n"), 0o444); err != nil {
+					failed <- err
+					return
+				}
 			}
 		}
 	}()
-	return func() { close(done) }
+	return func() error { close(done); return <-failed }
 }
 
 func keys(m map[string]float64) []string {

@@ -25,7 +25,7 @@ func CPU() Source {
 		},
 		Open: func(log *slog.Logger) (Built, error) {
 			src := rapl.New(rapl.Config{FS: os.DirFS(sysfs), Root: sysfs, Interval: interval, Log: log})
-			return Built{src, func(p *pipeline.Pipeline) error { return instruments.RegisterRAPL(p.Meter, src) }}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterRAPL(p.Meter, src) }}, nil
 		},
 	}
 }

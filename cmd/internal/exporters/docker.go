@@ -62,7 +62,7 @@ func Docker() Source {
 			}
 			c.Log = log
 			src := docker.New(c)
-			return Built{src, func(p *pipeline.Pipeline) error { return instruments.RegisterDocker(p.Meter, src) }}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterDocker(p.Meter, src) }}, nil
 		},
 	}
 }

@@ -37,6 +37,11 @@ type Built struct {
 	sampling.Source
 	// Register adds the source's instruments and endpoints to p.
 	Register func(p *pipeline.Pipeline) error
+	// SeriesLimit is the most series any one of its instruments can have
+	// within the source's own bounds (streams, containers, GPUs); the
+	// pipeline sets the SDK's cardinality limit from it so that nothing
+	// within them is folded into an overflow series. 0: the SDK's default.
+	SeriesLimit int
 }
 
 // All are the sources worker-exporter runs, in the guide's order.

@@ -48,9 +48,9 @@ func FFmpeg() Source {
 				return instruments.RegisterFFmpeg(p.Meter, hub)
 			}
 			if !stdin {
-				return Built{hub, register}, nil
+				return Built{Source: hub, Register: register}, nil
 			}
-			return Built{&stdinSource{Hub: hub, name: streamName, linger: linger, log: log}, register}, nil
+			return Built{Source: &stdinSource{Hub: hub, name: streamName, linger: linger, log: log}, Register: register}, nil
 		},
 	}
 }

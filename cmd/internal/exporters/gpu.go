@@ -24,7 +24,7 @@ func GPU() Source {
 			c := cfg
 			c.Log = log
 			src := nvml.New(c)
-			return Built{src, func(p *pipeline.Pipeline) error { return instruments.RegisterGPU(p.Meter, src) }}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterGPU(p.Meter, src) }}, nil
 		},
 	}
 }
