@@ -44,6 +44,7 @@ image: build
 	test ! -e /etc/ssl/certs/ca-certificates.crt || cp -L /etc/ssl/certs/ca-certificates.crt "$$ctx/etc/ssl/certs/"; \
 	printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$$ctx/etc/passwd"; \
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$$ctx/etc/group"; \
+	chmod -R u=rwX,go=rX "$$ctx"; \
 	$(PODMAN) build --file Containerfile --format oci \
 		--build-arg VERSION="$$version" --build-arg REVISION="$$revision" \
 		--annotation org.opencontainers.image.version="$$version" \

@@ -24,15 +24,26 @@ type Machine struct {
 	Events chan nvml.EventData // what the event set's Wait delivers
 }
 
-// New returns a host with n H100s. GPU i reads: power 100+i W, 40+i °C,
-// utilisation 10+i %, 1+i GiB used of 80 GiB, encoder 20+i %, decoder 5+i %,
-// 2 NVENC sessions at 60 fps and 1500 µs, 1000·(i+1) J, limit 700 W,
-// clocks 1980/2619/1755 MHz, fan not supported (SXM), P0, SW power cap
-// active, one process (pid 1000+i) using 512 MiB.
+// New returns a host with n H100s, not in MIG mode. GPU i reads: power
+// 100+i W, 40+i °C, utilisation 10+i %, 1+i GiB used of 80 GiB, encoder
+// 20+i %, decoder 5+i %, 2 NVENC sessions (H.264 and HEVC, 1920×1080, by
+// pid 1000+i) at 60 fps and 1500 µs, 1000·(i+1) J, limit 700 W, clocks
+// 1980/2619/1755 MHz, fan not supported (SXM), P0, SW power cap active, one
+// process (pid 1000+i, named "ffmpeg") using 512 MiB and, at every call,
+// a fresh utilisation sample of SM 30+i %, encoder 20+i %, decoder 5+i %;
+// PCIe TX 100+i KB/s and RX 200+i KB/s, 3+i replays, 7+i corrected and i
+// uncorrected ECC errors, 1 row remapped for a correctable error, none
+// pending or failed; violation time (k+1)·0.5 s for perf policy k.
 func New(n int) *Machine {
 	m := &Machine{Server: dgxh100.NewWithGPUs(gpus.Multiple(n, gpus.H100_SXM5_80GB)...), Events: make(chan nvml.EventData, 64)}
 	for i, d := range m.Devices {
 		Set(d.(*server.Device), i)
+	}
+	m.SystemGetProcessNameFunc = func(pid int) (string, nvml.Return) {
+		if pid >= 1000 && pid < 1000+n {
+			return "ffmpeg", nvml.SUCCESS
+		}
+		return "", nvml.ERROR_NOT_FOUND
 	}
 	m.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
 		return &mock.EventSet{
@@ -94,6 +105,46 @@ func Set(d *server.Device, i int) {
 		return []nvml.ProcessInfo{{Pid: 1000 + u, UsedGpuMemory: 512 << 20}}, nvml.SUCCESS
 	}
 	d.RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return { return nvml.SUCCESS }
+	d.GetProcessUtilizationFunc = func(lastSeen uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		// Like NVML: only samples newer than lastSeen, timed in µs.
+		ts := max(uint64(time.Now().UnixMicro()), lastSeen+1)
+		return []nvml.ProcessUtilizationSample{{Pid: 1000 + u, TimeStamp: ts, SmUtil: 30 + u, EncUtil: 20 + u, DecUtil: 5 + u}}, nvml.SUCCESS
+	}
+	d.GetEncoderSessionsFunc = func() ([]nvml.EncoderSessionInfo, nvml.Return) {
+		s := nvml.EncoderSessionInfo{Pid: 1000 + u, HResolution: 1920, VResolution: 1080, AverageFps: 60, AverageLatency: 1500}
+		h264, hevc := s, s
+		h264.SessionId, h264.CodecType = 1, uint32(nvml.ENCODER_QUERY_H264)
+		hevc.SessionId, hevc.CodecType = 2, uint32(nvml.ENCODER_QUERY_HEVC)
+		return []nvml.EncoderSessionInfo{h264, hevc}, nvml.SUCCESS
+	}
+	d.GetPcieThroughputFunc = func(c nvml.PcieUtilCounter) (uint32, nvml.Return) {
+		switch c {
+		case nvml.PCIE_UTIL_TX_BYTES:
+			return 100 + u, nvml.SUCCESS
+		case nvml.PCIE_UTIL_RX_BYTES:
+			return 200 + u, nvml.SUCCESS
+		}
+		return 0, nvml.ERROR_INVALID_ARGUMENT
+	}
+	d.GetPcieReplayCounterFunc = func() (int, nvml.Return) { return 3 + i, nvml.SUCCESS }
+	d.GetTotalEccErrorsFunc = func(t nvml.MemoryErrorType, c nvml.EccCounterType) (uint64, nvml.Return) {
+		switch {
+		case c != nvml.VOLATILE_ECC:
+			return 0, nvml.ERROR_INVALID_ARGUMENT
+		case t == nvml.MEMORY_ERROR_TYPE_CORRECTED:
+			return 7 + uint64(i), nvml.SUCCESS
+		case t == nvml.MEMORY_ERROR_TYPE_UNCORRECTED:
+			return uint64(i), nvml.SUCCESS
+		}
+		return 0, nvml.ERROR_INVALID_ARGUMENT
+	}
+	d.GetRemappedRowsFunc = func() (int, int, bool, bool, nvml.Return) { return 1, 0, false, false, nvml.SUCCESS }
+	d.GetViolationStatusFunc = func(p nvml.PerfPolicyType) (nvml.ViolationTime, nvml.Return) {
+		if p < 0 || p >= nvml.PERF_POLICY_COUNT {
+			return nvml.ViolationTime{}, nvml.ERROR_INVALID_ARGUMENT
+		}
+		return nvml.ViolationTime{ReferenceTime: uint64(time.Now().UnixMicro()), ViolationTime: uint64(p+1) * 500_000_000}, nvml.SUCCESS
+	}
 }
 
 // Toggle is a switch a test flips while the exporter runs.

@@ -3,10 +3,12 @@
 package nvml
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -49,8 +51,11 @@ type device struct {
 	uuid, name, pciBusID string
 	errors               atomic.Uint64
 
-	xidMu sync.Mutex
-	xids  map[uint64]uint64
+	xidMu   sync.Mutex
+	xids    map[uint64]uint64
+	lastXID time.Time
+
+	utilSeen uint64 // NVML timestamp (µs) of the newest process utilisation sample read
 }
 
 // New returns a source; nothing is read until Sample or Run.
@@ -183,6 +188,7 @@ func (s *Source) watchXIDs() {
 					if d.h == data.Device {
 						d.xidMu.Lock()
 						d.xids[data.EventData]++
+						d.lastXID = time.Now()
 						d.xidMu.Unlock()
 					}
 				}
@@ -230,7 +236,7 @@ func (s *Source) collect() (*Snapshot, error) {
 	snap := &Snapshot{Available: true, DriverVersion: s.driver}
 	var errs []error
 	for _, d := range s.devices {
-		g := d.read()
+		g := d.read(s.cfg.Lib)
 		if g.Err != nil {
 			errs = append(errs, fmt.Errorf("gpu %d: %w", d.index, g.Err))
 		}
@@ -240,8 +246,9 @@ func (s *Source) collect() (*Snapshot, error) {
 }
 
 // read takes one GPU's readings. Fields the GPU does not support are left
-// out silently; other failures are counted and reported.
-func (d *device) read() (g GPU) {
+// out silently; other failures are counted and reported. lib names the
+// processes.
+func (d *device) read(lib gonvml.Interface) (g GPU) {
 	g = GPU{Index: d.index, UUID: d.uuid, Name: d.name, PCIBusID: d.pciBusID, LastSample: time.Now()}
 	var failed []string
 	defer func() {
@@ -253,7 +260,7 @@ func (d *device) read() (g GPU) {
 			g.Err = errors.New(strings.Join(failed, "; "))
 		}
 		g.Errors = d.errors.Load()
-		g.XIDs = d.xidCounts()
+		g.XIDs, g.LastXID = d.xidCounts()
 	}()
 	// ok reports whether a call succeeded; a field the GPU does not support
 	// (or does not let us read) is left out silently, anything else counts.
@@ -261,7 +268,9 @@ func (d *device) read() (g GPU) {
 		switch ret {
 		case gonvml.SUCCESS:
 			return true
-		case gonvml.ERROR_NOT_SUPPORTED, gonvml.ERROR_NO_PERMISSION:
+		case gonvml.ERROR_NOT_SUPPORTED:
+			g.Unsupported = append(g.Unsupported, call)
+		case gonvml.ERROR_NO_PERMISSION:
 		default:
 			failed = append(failed, call+": "+ret.Error())
 		}
@@ -327,10 +336,167 @@ func (d *device) read() (g GPU) {
 			g.Processes = append(g.Processes, Process{PID: p.Pid, UsedMemoryBytes: p.UsedGpuMemory})
 		}
 	}
+	if cur, _, ret := h.GetMigMode(); ok("GetMigMode", ret) {
+		g.MIG = cur == gonvml.DEVICE_MIG_ENABLE
+	}
+	for _, p := range pcieCounters {
+		if kb, ret := h.GetPcieThroughput(p.counter); ok(p.call, ret) {
+			set(p.f, float64(kb)*1024) // NVML says KB/s; NVIDIA's own samples divide by 1024
+		}
+	}
+	if n, ret := h.GetPcieReplayCounter(); ok("GetPcieReplayCounter", ret) {
+		set(PCIeReplays, float64(n))
+	}
+	for _, e := range eccCounters {
+		if n, ret := h.GetTotalEccErrors(e.typ, gonvml.VOLATILE_ECC); ok(e.call, ret) {
+			set(e.f, float64(n))
+		}
+	}
+	if corr, unc, pending, failed, ret := h.GetRemappedRows(); ok("GetRemappedRows", ret) {
+		set(RemappedRowsCorrectable, float64(corr))
+		set(RemappedRowsUncorrectable, float64(unc))
+		set(RemappedRowsPending, boolFloat(pending))
+		set(RemappedRowsFailed, boolFloat(failed))
+	}
+	for i, t := range ThrottleTimes {
+		if v, ret := h.GetViolationStatus(gonvml.PerfPolicyType(t.Policy)); ok(violationCalls[i], ret) {
+			set(t.Field, float64(v.ViolationTime)/1e9)
+		}
+	}
+	// Samples newer than the last one seen: each covers the window since the
+	// previous collection. NOT_FOUND: no process used the GPU in it.
+	if samples, ret := h.GetProcessUtilization(d.utilSeen); ret != gonvml.ERROR_NOT_FOUND && ok("GetProcessUtilization", ret) {
+		g.ProcessUtilization = d.utilization(samples)
+	}
+	if sessions, ret := h.GetEncoderSessions(); ok("GetEncoderSessions", ret) {
+		for _, s := range sessions {
+			g.EncoderSessions = append(g.EncoderSessions, EncoderSession{
+				SessionID: s.SessionId, PID: s.Pid, Codec: codec(s.CodecType), Width: s.HResolution, Height: s.VResolution,
+				AverageFPS: float64(s.AverageFps), AverageLatency: time.Duration(s.AverageLatency) * time.Microsecond,
+			})
+		}
+	}
+
+	var left [3]int
+	g.Processes, left[0] = keepLargest(g.Processes, func(p Process) float64 { return float64(p.UsedMemoryBytes) })
+	g.ProcessUtilization, left[1] = keepLargest(g.ProcessUtilization, func(p ProcessUtilization) float64 {
+		return p.SMPercent + p.EncoderPercent + p.DecoderPercent
+	})
+	g.EncoderSessions, left[2] = keepLargest(g.EncoderSessions, func(s EncoderSession) float64 { return s.AverageFPS })
+	g.ProcessesLeftOut = slices.Max(left[:])
+	g.ProcessNames = processNames(lib, &g, func(ret gonvml.Return) {
+		failed = append(failed, "SystemGetProcessName: "+ret.Error())
+	})
 	return g
 }
 
-func (d *device) xidCounts() []XIDCount {
+var pcieCounters = []struct {
+	f       Field
+	counter gonvml.PcieUtilCounter
+	call    string
+}{
+	{PCIeTxBytesPerSecond, gonvml.PCIE_UTIL_TX_BYTES, "GetPcieThroughput(TX)"},
+	{PCIeRxBytesPerSecond, gonvml.PCIE_UTIL_RX_BYTES, "GetPcieThroughput(RX)"},
+}
+
+var eccCounters = []struct {
+	f    Field
+	typ  gonvml.MemoryErrorType
+	call string
+}{
+	{ECCCorrected, gonvml.MEMORY_ERROR_TYPE_CORRECTED, "GetTotalEccErrors(CORRECTED)"},
+	{ECCUncorrected, gonvml.MEMORY_ERROR_TYPE_UNCORRECTED, "GetTotalEccErrors(UNCORRECTED)"},
+}
+
+// violationCalls names the GetViolationStatus call of each of ThrottleTimes.
+var violationCalls = func() []string {
+	out := make([]string, len(ThrottleTimes))
+	for i, t := range ThrottleTimes {
+		out[i] = "GetViolationStatus(" + t.Reason + ")"
+	}
+	return out
+}()
+
+// utilization turns NVML's samples into one entry per process (the newest,
+// should NVML return more than one) and remembers the newest timestamp, so
+// that the next collection asks only for what came after it.
+func (d *device) utilization(samples []gonvml.ProcessUtilizationSample) []ProcessUtilization {
+	newest := make(map[uint32]gonvml.ProcessUtilizationSample, len(samples))
+	for _, s := range samples {
+		if prev, seen := newest[s.Pid]; !seen || s.TimeStamp > prev.TimeStamp {
+			newest[s.Pid] = s
+		}
+		d.utilSeen = max(d.utilSeen, s.TimeStamp)
+	}
+	out := make([]ProcessUtilization, 0, len(newest))
+	for _, s := range newest {
+		out = append(out, ProcessUtilization{PID: s.Pid, SMPercent: float64(s.SmUtil), EncoderPercent: float64(s.EncUtil),
+			DecoderPercent: float64(s.DecUtil), Timestamp: time.UnixMicro(int64(s.TimeStamp))})
+	}
+	slices.SortFunc(out, func(a, b ProcessUtilization) int { return cmp.Compare(a.PID, b.PID) })
+	return out
+}
+
+// keepLargest keeps the MaxProcesses entries of xs with the largest size,
+// and says how many it left out.
+func keepLargest[T any](xs []T, size func(T) float64) ([]T, int) {
+	if len(xs) <= MaxProcesses {
+		return xs, 0
+	}
+	slices.SortStableFunc(xs, func(a, b T) int { return cmp.Compare(size(b), size(a)) })
+	return xs[:MaxProcesses:MaxProcesses], len(xs) - MaxProcesses
+}
+
+// processNames asks NVML for the name of each process in g's per-process
+// series. A process that has exited (or that NVML may not see) is left
+// out; fail hears of the first other failure only, so a broken call
+// costs one error, not one per process.
+func processNames(lib gonvml.Interface, g *GPU, fail func(gonvml.Return)) []ProcessName {
+	pids := make([]uint32, 0, len(g.Processes)+len(g.ProcessUtilization))
+	for _, p := range g.Processes {
+		pids = append(pids, p.PID)
+	}
+	for _, p := range g.ProcessUtilization {
+		pids = append(pids, p.PID)
+	}
+	slices.Sort(pids)
+	pids = slices.Compact(pids)
+	var out []ProcessName
+	failed := false
+	for _, pid := range pids {
+		name, ret := lib.SystemGetProcessName(int(pid))
+		switch {
+		case ret == gonvml.SUCCESS && name != "":
+			out = append(out, ProcessName{pid, name})
+		case ret == gonvml.SUCCESS, ret == gonvml.ERROR_NOT_FOUND, ret == gonvml.ERROR_NO_PERMISSION, ret == gonvml.ERROR_NOT_SUPPORTED:
+		case !failed:
+			failed = true
+			fail(ret)
+		}
+	}
+	return out
+}
+
+func codec(t uint32) string {
+	switch gonvml.EncoderType(t) {
+	case gonvml.ENCODER_QUERY_H264:
+		return "h264"
+	case gonvml.ENCODER_QUERY_HEVC:
+		return "hevc"
+	case gonvml.ENCODER_QUERY_AV1:
+		return "av1"
+	}
+	return "unknown"
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (d *device) xidCounts() ([]XIDCount, time.Time) {
 	d.xidMu.Lock()
 	defer d.xidMu.Unlock()
 	out := make([]XIDCount, 0, len(d.xids))
@@ -338,7 +504,7 @@ func (d *device) xidCounts() []XIDCount {
 		out = append(out, XIDCount{xid, n})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].XID < out[j].XID })
-	return out
+	return out, d.lastXID
 }
 
 // cString turns NVML's NUL-terminated char array into a string.

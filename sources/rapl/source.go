@@ -17,6 +17,8 @@ import (
 // counter may wrap twice between two samples, so no wrap is missed.
 const MaxPlausibleWatts = 1000
 
+const MinInterval = time.Millisecond
+
 // Config is what the source needs.
 type Config struct {
 	FS       fs.FS         // rooted at sysfs (/sys)
@@ -33,6 +35,7 @@ type Reading struct {
 	PowerWatts     float64 // mean power over the latest sampling window
 	HasPower       bool    // false until two samples exist
 	MaxRangeJoules float64
+	Implausible    uint64
 }
 
 // Snapshot is what the latest sample saw.

@@ -11,11 +11,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
 )
@@ -319,5 +321,224 @@ func TestZoneFailingAtDiscoveryIsRediscovered(t *testing.T) {
 	}
 	if after := zoneReading(t, src, "0", "package"); after.EnergyJoules != 12 || !after.HasPower || before == 0 {
 		t.Errorf("package 0 lost its counter across rediscovery: %v J then %+v", before, after)
+	}
+}
+
+// TestBackwardsCounterIsImplausible: a counter that falls far from its range
+// is no wrap (it would add 262,141 J in a second). It is reported, counted
+// and not integrated; the next change is measured from the new reading.
+func TestBackwardsCounterIsImplausible(t *testing.T) {
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket)
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 5_000_000)
+	src, c, logs := newSource(t, root, nil)
+
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 3_000_000)
+	c.advance(time.Second)
+	src.Sample()
+	z := zoneReading(t, src, "0", "package")
+	if z.EnergyJoules != 5 || z.HasPower || z.Implausible != 1 {
+		t.Errorf("after 5 J → 3 J: %v J, power %v (%v), %d implausible; want 5 J, no power, 1", z.EnergyJoules, z.PowerWatts, z.HasPower, z.Implausible)
+	}
+	err := src.Health()
+	if err == nil || !strings.Contains(err.Error(), "intel-rapl:0") || !strings.Contains(err.Error(), "5000000") || !strings.Contains(err.Error(), "3000000") {
+		t.Errorf("health %v: should name the zone and both readings", err)
+	}
+	if !strings.Contains(logs.String(), "implausible") {
+		t.Errorf("not logged:\n%s", logs)
+	}
+
+	// Re-baselined at 3 J: 1 J more is 1 J, and health clears.
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 4_000_000)
+	c.advance(time.Second)
+	src.Sample()
+	z = zoneReading(t, src, "0", "package")
+	if z.EnergyJoules != 6 || !z.HasPower || z.PowerWatts != 1 || z.Implausible != 1 {
+		t.Errorf("next sample: %+v, want 6 J at 1 W", z)
+	}
+	if err := src.Health(); err != nil {
+		t.Errorf("health %v after a plausible reading", err)
+	}
+}
+
+// TestReadingAboveRangeIsImplausible: a counter above max_energy_range_uj
+// and then a small one would make the total fall (5000 J to 2000 J) and the
+// power read 1.8e13 W. A reading above the range is never counted nor
+// measured from.
+func TestReadingAboveRangeIsImplausible(t *testing.T) {
+	const max = 2_000_000_000 // 2000 J
+	root := raplfixture.Build(t, t.TempDir(), []raplfixture.Zone{
+		{ID: "intel-rapl:0", Name: "package-0", EnergyUJ: 1_000_000_000, MaxUJ: max},
+	})
+	src, c, _ := newSource(t, root, nil)
+	for i, step := range []struct {
+		uj          uint64
+		joules      float64
+		implausible uint64
+		healthy     bool
+	}{
+		{5_000_000_000, 1000, 1, false}, // above the range: not counted
+		{1_000_000, 1000, 1, true},      // measured from nothing: a new baseline
+		{3_000_000, 1002, 1, true},
+		{max + 1, 1002, 2, false},
+		{max + 2, 1002, 3, false},
+		{4_000_000, 1002, 3, true},
+	} {
+		raplfixture.SetEnergy(t, root, "intel-rapl:0", step.uj)
+		c.advance(time.Second)
+		src.Sample()
+		z := zoneReading(t, src, "0", "package")
+		if z.EnergyJoules != step.joules || z.Implausible != step.implausible || (src.Health() == nil) != step.healthy {
+			t.Errorf("step %d (%d µJ): %v J, %d implausible, health %v; want %v J, %d, healthy %v",
+				i, step.uj, z.EnergyJoules, z.Implausible, src.Health(), step.joules, step.implausible, step.healthy)
+		}
+		if z.HasPower && (z.PowerWatts < 0 || z.PowerWatts > MaxPlausibleWatts) {
+			t.Errorf("step %d: power %v W", i, z.PowerWatts)
+		}
+	}
+	if err := src.Health(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A first reading above the range is no baseline: the zone is left out
+	// until a plausible one arrives.
+	root = raplfixture.Build(t, t.TempDir(), []raplfixture.Zone{
+		{ID: "intel-rapl:0", Name: "package-0", EnergyUJ: 5_000_000_000, MaxUJ: max},
+	})
+	src, c, _ = newSource(t, root, nil)
+	if err := src.Health(); err == nil || !strings.Contains(err.Error(), "above max_energy_range_uj") {
+		t.Errorf("health %v, want the reading above the range named", err)
+	}
+	if got := labels(src.Snapshot()); len(got) != 0 {
+		t.Errorf("zones %v served from a reading above the range", got)
+	}
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 1_000_000)
+	c.advance(time.Second)
+	src.Sample()
+	if z := zoneReading(t, src, "0", "package"); z.EnergyJoules != 1 || z.Implausible != 1 || src.Health() != nil {
+		t.Errorf("after a plausible reading: %+v, health %v", z, src.Health())
+	}
+}
+
+// TestJumpBeyondPhysicsIsImplausible: a counter may rise by no more than
+// MaxPlausibleWatts could count in the time between readings.
+func TestJumpBeyondPhysicsIsImplausible(t *testing.T) {
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket) // 1 J
+	src, c, _ := newSource(t, root, nil)
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 1_000_000+2*MaxPlausibleWatts*1_000_000) // 2 kJ in 1 s
+	c.advance(time.Second)
+	src.Sample()
+	if z := zoneReading(t, src, "0", "package"); z.EnergyJoules != 1 || z.Implausible != 1 || z.HasPower {
+		t.Errorf("2 kJ in 1 s counted: %+v", z)
+	}
+	// 999 J in 1 s is within the bound.
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 1_000_000+2*MaxPlausibleWatts*1_000_000+999_000_000)
+	c.advance(time.Second)
+	src.Sample()
+	if z := zoneReading(t, src, "0", "package"); z.EnergyJoules != 1000 || z.PowerWatts != 999 || z.Implausible != 1 {
+		t.Errorf("999 J in 1 s: %+v", z)
+	}
+}
+
+// TestGenuineWrapAfterImplausible: a wrap within the physical bound stays a
+// wrap, also right after an implausible reading re-baselined the zone.
+func TestGenuineWrapAfterImplausible(t *testing.T) {
+	const max = raplfixture.AMDMaxUJ
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.AMD)
+	src, c, _ := newSource(t, root, nil)
+	before := zoneReading(t, src, "0", "package").EnergyJoules
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", max-2_000_000) // 530 J in 10 ms: implausible
+	c.advance(10 * time.Millisecond)
+	src.Sample()
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 1_000_000) // 3 J across the wrap in 1 s
+	c.advance(time.Second)
+	src.Sample()
+	z := zoneReading(t, src, "0", "package")
+	if got := microjoules(z.EnergyJoules - before); got != 3_000_000 || z.PowerWatts != 3 || z.Implausible != 1 {
+		t.Errorf("rose by %v µJ at %v W with %d implausible, want 3 J at 3 W and 1", got, z.PowerWatts, z.Implausible)
+	}
+}
+
+// TestUndecodableZoneName: a package named with invalid UTF-8 cannot be a
+// label value. Its zones are refused at discovery, naming the file; the
+// other package keeps serving, and the log says so once.
+func TestUndecodableZoneName(t *testing.T) {
+	host := append([]raplfixture.Zone(nil), raplfixture.TwoSockets...)
+	host[2].Name = "package-\xff\xfe" // intel-rapl:1; its dram takes its package from it
+	root := raplfixture.Build(t, t.TempDir(), host)
+	src, c, logs := newSource(t, root, nil)
+	for range 3 {
+		c.advance(time.Second)
+		src.Sample()
+	}
+	if got := strings.Join(labels(src.Snapshot()), " "); got != "0/dram 0/package" {
+		t.Errorf("zones %q, want package 0's", got)
+	}
+	for _, z := range src.Snapshot().Zones {
+		if !utf8.ValidString(z.Package) || !utf8.ValidString(z.Zone) {
+			t.Errorf("label not UTF-8: %q %q", z.Package, z.Zone)
+		}
+	}
+	err := src.Health()
+	if err == nil || !strings.Contains(err.Error(), "class/powercap/intel-rapl:1/name") || !strings.Contains(err.Error(), "UTF-8") {
+		t.Errorf("health %v, want the file and the reason", err)
+	}
+	if n := strings.Count(logs.String(), "UTF-8"); n != 1 {
+		t.Errorf("logged %d times, want once:\n%s", n, logs)
+	}
+}
+
+// TestTinyRangeRefused: a max_energy_range_uj of 1 µJ would have the sampler
+// spin every millisecond; no real zone counts so little, so the zone is
+// refused at discovery and the interval stays as configured.
+func TestTinyRangeRefused(t *testing.T) {
+	host := append([]raplfixture.Zone(nil), raplfixture.TwoSockets...)
+	host[2].MaxUJ = 1 // intel-rapl:1
+	root := raplfixture.Build(t, t.TempDir(), host)
+	src, _, _ := newSource(t, root, nil)
+	if got := src.Interval(); got != time.Second {
+		t.Errorf("interval %v, want the configured 1s", got)
+	}
+	if err := src.Health(); err == nil || !strings.Contains(err.Error(), "intel-rapl:1/max_energy_range_uj") {
+		t.Errorf("health %v, want the zone's range named", err)
+	}
+	if got := strings.Join(labels(src.Snapshot()), " "); got != "0/dram 0/package 1/dram" {
+		t.Errorf("zones %q", got)
+	}
+	// Nor does a configured interval go below the floor.
+	src = New(Config{FS: os.DirFS(root), Root: root, Interval: time.Nanosecond})
+	if got := src.Interval(); got != MinInterval {
+		t.Errorf("interval %v for a configured 1ns, want %v", got, MinInterval)
+	}
+}
+
+// TestOversizedFile: a 100 MB energy_uj is not read whole: sysfs values fit
+// in a page, so reading stops past 4 KiB with an error naming the file.
+func TestOversizedFile(t *testing.T) {
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
+	src, c, _ := newSource(t, root, nil)
+	big := filepath.Join(raplfixture.Dir(root, "intel-rapl:1"), "energy_uj")
+	os.Remove(big)
+	f, err := os.Create(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(100 << 20); err != nil { // sparse: 100 MB of zeros
+		t.Fatal(err)
+	}
+	f.Close()
+
+	c.advance(time.Second)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	src.Sample()
+	runtime.ReadMemStats(&after)
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 1<<20 {
+		t.Errorf("one sample allocated %d bytes with a 100 MB energy_uj", grew)
+	}
+	if err := src.Health(); err == nil || !strings.Contains(err.Error(), "intel-rapl:1/energy_uj") || !strings.Contains(err.Error(), "4096 bytes") {
+		t.Errorf("health %v, want the oversized file named", err)
+	}
+	if got := len(src.Snapshot().Zones); got != 4 {
+		t.Errorf("%d zones served, want all four (the oversized one keeps its last total)", got)
 	}
 }
