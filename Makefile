@@ -45,7 +45,7 @@ image: build
 	printf 'root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$$ctx/etc/passwd"; \
 	printf 'root:x:0:\nnogroup:x:65534:\n' >"$$ctx/etc/group"; \
 	chmod -R u=rwX,go=rX "$$ctx"; \
-	$(PODMAN) build --file Containerfile --format oci \
+	$(PODMAN) build --file Containerfile --format oci --layers=false \
 		--build-arg VERSION="$$version" --build-arg REVISION="$$revision" \
 		--annotation org.opencontainers.image.version="$$version" \
 		--annotation org.opencontainers.image.revision="$$revision" \

@@ -1,0 +1,559 @@
+// Package image proves the container image that `make image` builds, and the
+// deployment files that run it: examples/compose/compose.yaml is run with
+// podman exactly as written (only its host paths swapped for a RAPL fixture
+// tree and podman's Docker Engine API socket), every port is scraped, and
+// examples/kubernetes/daemonset.yaml must ask for the same image, arguments,
+// user, capabilities, mounts and ports.
+package image
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+)
+
+const (
+	root      = "../.."
+	repo      = "ghcr.io/ffmpeg-rtmp/worker-exporters"
+	composeF  = root + "/examples/compose/compose.yaml"
+	daemonset = root + "/examples/kubernetes/daemonset.yaml"
+)
+
+// The guide's ports, as worker-exporter serves them.
+const (
+	cpuPort    = 9510
+	gpuPort    = 9511
+	ffmpegPort = 9506
+	dockerPort = 9501
+)
+
+// deployment is what a deployment file asks the container runtime for.
+type deployment struct {
+	Image           string
+	Args            []string
+	Env             map[string]string
+	User            string // uid:gid
+	CapDrop, CapAdd []string
+	ReadOnly        bool // read-only root filesystem
+	NoNewPrivileges bool
+	HostPID         bool
+	HostUTS         bool     // the host's name
+	Mounts          []string // host:container[:ro], sorted
+	Ports           []int    // container ports, reachable on the same host port; sorted
+}
+
+// fromCompose reads the compose file's one service. Decoding is strict: a
+// key this test does not know how to run fails it, so the file never says
+// more than the test proves.
+func fromCompose(t *testing.T) deployment {
+	t.Helper()
+	var f struct {
+		Services map[string]struct {
+			Image       string            `yaml:"image"`
+			Command     []string          `yaml:"command"`
+			Environment map[string]string `yaml:"environment"`
+			User        string            `yaml:"user"`
+			CapDrop     []string          `yaml:"cap_drop"`
+			CapAdd      []string          `yaml:"cap_add"`
+			ReadOnly    bool              `yaml:"read_only"`
+			SecurityOpt []string          `yaml:"security_opt"`
+			PID         string            `yaml:"pid"`
+			UTS         string            `yaml:"uts"`
+			Ports       []string          `yaml:"ports"`
+			Volumes     []string          `yaml:"volumes"`
+			Restart     string            `yaml:"restart"` // no bearing on one run
+		} `yaml:"services"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(readFile(t, composeF)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		t.Fatalf("%s: %v (a key the image test does not run: teach it, or drop the key)", composeF, err)
+	}
+	if len(f.Services) != 1 {
+		t.Fatalf("%s: %d services, want one (worker-exporter)", composeF, len(f.Services))
+	}
+	var d deployment
+	for _, s := range f.Services {
+		d = deployment{Image: s.Image, Args: s.Command, Env: s.Environment, User: s.User, CapDrop: s.CapDrop, CapAdd: s.CapAdd,
+			ReadOnly: s.ReadOnly, HostPID: s.PID == "host", HostUTS: s.UTS == "host", Mounts: s.Volumes}
+		if s.PID != "" && s.PID != "host" || s.UTS != "" && s.UTS != "host" {
+			t.Fatalf("%s: pid %q uts %q: only host is run by the test", composeF, s.PID, s.UTS)
+		}
+		for _, o := range s.SecurityOpt {
+			if o != "no-new-privileges:true" {
+				t.Fatalf("%s: security_opt %q is not run by the test", composeF, o)
+			}
+			d.NoNewPrivileges = true
+		}
+		for _, p := range s.Ports {
+			host, ctr, ok := strings.Cut(p, ":")
+			port, err := strconv.Atoi(ctr)
+			if !ok || err != nil || host != ctr {
+				t.Fatalf("%s: port %q: want PORT:PORT, the guide's port on the host", composeF, p)
+			}
+			d.Ports = append(d.Ports, port)
+		}
+	}
+	slices.Sort(d.Ports)
+	slices.Sort(d.Mounts)
+	return d
+}
+
+// The DaemonSet's fields that deployment covers.
+type (
+	k8sDaemonSet struct {
+		Kind string
+		Spec struct {
+			Template struct {
+				Spec k8sPodSpec
+			}
+		}
+	}
+	k8sPodSpec struct {
+		HostNetwork bool `yaml:"hostNetwork"`
+		HostPID     bool `yaml:"hostPID"`
+		Containers  []k8sContainer
+		Volumes     []k8sVolume
+	}
+	k8sContainer struct {
+		Image   string
+		Command []string
+		Args    []string
+		Env     []struct{ Name, Value string }
+		Ports   []struct {
+			ContainerPort int `yaml:"containerPort"`
+		}
+		SecurityContext struct {
+			RunAsUser                *int  `yaml:"runAsUser"`
+			RunAsGroup               *int  `yaml:"runAsGroup"`
+			ReadOnlyRootFilesystem   bool  `yaml:"readOnlyRootFilesystem"`
+			AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
+			Capabilities             struct{ Drop, Add []string }
+		} `yaml:"securityContext"`
+		VolumeMounts []struct {
+			Name      string
+			MountPath string `yaml:"mountPath"`
+			ReadOnly  bool   `yaml:"readOnly"`
+		} `yaml:"volumeMounts"`
+	}
+	k8sVolume struct {
+		Name     string
+		HostPath struct{ Path string } `yaml:"hostPath"`
+	}
+)
+
+// fromDaemonSet reads the DaemonSet's one container.
+func fromDaemonSet(t *testing.T) deployment {
+	t.Helper()
+	var ds k8sDaemonSet
+	if err := yaml.Unmarshal(readFile(t, daemonset), &ds); err != nil {
+		t.Fatal(err)
+	}
+	spec := ds.Spec.Template.Spec
+	if ds.Kind != "DaemonSet" || len(spec.Containers) != 1 || !spec.HostNetwork {
+		t.Fatalf("%s: kind %s, %d containers, hostNetwork %v: want a DaemonSet of one container on the host network", daemonset, ds.Kind, len(spec.Containers), spec.HostNetwork)
+	}
+	c := spec.Containers[0]
+	sc := c.SecurityContext
+	if len(c.Command) > 0 || sc.RunAsUser == nil || sc.RunAsGroup == nil {
+		t.Fatalf("%s: command %v runAsUser %v runAsGroup %v: want the image's entrypoint, and a user and group", daemonset, c.Command, sc.RunAsUser, sc.RunAsGroup)
+	}
+	d := deployment{Image: c.Image, Args: c.Args, Env: map[string]string{}, User: fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsGroup),
+		CapDrop: sc.Capabilities.Drop, CapAdd: sc.Capabilities.Add, ReadOnly: sc.ReadOnlyRootFilesystem,
+		NoNewPrivileges: sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation,
+		HostPID:         spec.HostPID, HostUTS: spec.HostNetwork}
+	for _, e := range c.Env {
+		d.Env[e.Name] = e.Value
+	}
+	for _, p := range c.Ports {
+		d.Ports = append(d.Ports, p.ContainerPort)
+	}
+	for _, m := range c.VolumeMounts {
+		i := slices.IndexFunc(spec.Volumes, func(v k8sVolume) bool { return v.Name == m.Name })
+		if i < 0 || spec.Volumes[i].HostPath.Path == "" {
+			t.Fatalf("%s: volume %s is not a hostPath", daemonset, m.Name)
+		}
+		mount := spec.Volumes[i].HostPath.Path + ":" + m.MountPath
+		if m.ReadOnly {
+			mount += ":ro"
+		}
+		d.Mounts = append(d.Mounts, mount)
+	}
+	slices.Sort(d.Ports)
+	slices.Sort(d.Mounts)
+	return d
+}
+
+// TestDeployFilesAgree: the DaemonSet asks for what the compose file does,
+// which TestImage runs.
+func TestDeployFilesAgree(t *testing.T) {
+	c, k := fromCompose(t), fromDaemonSet(t)
+	if !reflect.DeepEqual(c, k) {
+		t.Errorf("the DaemonSet and the compose file differ:\ncompose:   %+v\nDaemonSet: %+v", c, k)
+	}
+	if c.Image != repo+":latest" {
+		t.Errorf("image %s, want %s:latest, what `make image` tags", c.Image, repo)
+	}
+	want := []int{dockerPort, ffmpegPort, cpuPort, gpuPort}
+	if !reflect.DeepEqual(c.Ports, want) {
+		t.Errorf("ports %v, want the guide's %v", c.Ports, want)
+	}
+	for _, m := range []string{"/sys:/host/sys:ro", "/proc:/host/proc:ro", "/var/run/docker.sock:/var/run/docker.sock:ro"} {
+		if !slices.Contains(c.Mounts, m) {
+			t.Errorf("mounts %v lack %s", c.Mounts, m)
+		}
+	}
+	if !slices.Contains(c.Args, "--path.sysfs=/host/sys") || !c.HostPID {
+		t.Errorf("args %v hostPID %v: want --path.sysfs=/host/sys and the host's PID namespace", c.Args, c.HostPID)
+	}
+}
+
+// TestImage builds the image with `make image` into podman storage of its
+// own, checks what it holds, runs the compose service with a RAPL fixture
+// for /sys and podman's API for the Docker socket, and scrapes every port.
+func TestImage(t *testing.T) {
+	d := fromCompose(t)
+	pm := podmantest.Start(t)
+	mk := peer.Require(t, "make", "apt-get install -y make")
+	gcc := peer.Require(t, "gcc", "apt-get install -y gcc")
+
+	// make image, with the binaries in a temporary BIN and podman on the
+	// test's storage.
+	start := time.Now()
+	cmd := exec.Command(mk, "image", "BIN="+t.TempDir(), "PODMAN="+strings.Join(pm.CLI(), " "))
+	cmd.Dir, cmd.Env = root, pm.Env()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make image: %v\n%s", err, out)
+	}
+	t.Logf("make image: %v", time.Since(start).Round(time.Second))
+	checkImage(t, pm)
+
+	// The host's side: RAPL as the kernel lays it out (energy_uj root-only,
+	// as since Linux 5.10), a container for the Docker source to see, and an
+	// NVML stand-in for the NVIDIA toolkit to mount.
+	sysfs := t.TempDir()
+	raplfixture.Build(t, sysfs, raplfixture.TwoSockets)
+	must(t, os.Chmod(sysfs, 0o755))
+	for _, z := range raplfixture.TwoSockets {
+		must(t, os.Chmod(filepath.Join(raplfixture.Dir(sysfs, z.ID), "energy_uj"), 0o400))
+	}
+	pm.Run(t, "image-test-busybox", "sleep 600")
+	nvml := fakeNVML(t, gcc)
+
+	t.Run("compose", func(t *testing.T) {
+		hostPath := map[string]string{"/sys": sysfs, "/proc": "/proc", "/var/run/docker.sock": pm.Socket()}
+		args := []string{"run", "--detach", "--name", "image-test-compose"}
+		if d.User != "" {
+			args = append(args, "--user", d.User)
+		}
+		for _, c := range d.CapDrop {
+			args = append(args, "--cap-drop", c)
+		}
+		for _, c := range d.CapAdd {
+			args = append(args, "--cap-add", c)
+		}
+		if d.ReadOnly {
+			args = append(args, "--read-only")
+		}
+		if d.NoNewPrivileges {
+			args = append(args, "--security-opt", "no-new-privileges:true")
+		}
+		if d.HostPID {
+			args = append(args, "--pid", "host")
+		}
+		if d.HostUTS {
+			args = append(args, "--uts", "host")
+		}
+		for _, p := range d.Ports {
+			args = append(args, "--publish", fmt.Sprintf("127.0.0.1::%d", p))
+		}
+		for _, m := range d.Mounts {
+			src, rest, _ := strings.Cut(m, ":")
+			host, ok := hostPath[src]
+			if !ok {
+				t.Fatalf("compose mounts %s, which the test has no stand-in for", src)
+			}
+			args = append(args, "--volume", host+":"+rest)
+		}
+		for k, v := range d.Env {
+			args = append(args, "--env", k+"="+v)
+		}
+		id := pm.Podman(t, append(append(args, d.Image), d.Args...)...)
+		c := container{t: t, pm: pm, id: id}
+		defer c.logsOnFailure()
+
+		// The user, capabilities and privileges asked for.
+		status := c.status()
+		uid, _, _ := strings.Cut(d.User, ":")
+		if uid == "" {
+			uid = "65534" // the image's
+		}
+		if !regexp.MustCompile(`(?m)^Uid:\s+` + uid + `\s+` + uid + `\s+` + uid + `\s+` + uid + `$`).MatchString(status) {
+			t.Errorf("the compose service's process is not uid %s:\n%s", uid, status)
+		}
+		if slices.Contains(d.CapDrop, "ALL") && len(d.CapAdd) == 0 && !regexp.MustCompile(`(?m)^CapEff:\s+0+$`).MatchString(status) {
+			t.Errorf("the compose service's process has capabilities:\n%s", status)
+		}
+		if d.NoNewPrivileges && !regexp.MustCompile(`(?m)^NoNewPrivs:\s+1$`).MatchString(status) {
+			t.Errorf("the compose service's process may gain privileges:\n%s", status)
+		}
+
+		// cpu: the fixture's readings.
+		cpu := c.url(cpuPort)
+		c.waitSeries(cpu, `rapl_available{}`, 1)
+		for _, z := range []struct {
+			key string
+			j   float64
+		}{{`rapl_energy_joules_total{package="0",zone="package"}`, 10}, {`rapl_energy_joules_total{package="1",zone="dram"}`, 3}} {
+			if got := c.scrape(cpu)[z.key]; got != z.j {
+				t.Errorf("%s = %v, want the fixture's %v", z.key, got, z.j)
+			}
+		}
+		c.wantHealth(cpu, http.StatusOK, `"status":"ok"`)
+
+		// docker: the daemon's containers, through the socket.
+		docker := c.url(dockerPort)
+		c.waitFor(docker, func(s map[string]float64) bool {
+			for k := range s {
+				if strings.HasPrefix(k, "docker_container_info{") && strings.Contains(k, `container="image-test-busybox"`) {
+					return true
+				}
+			}
+			return false
+		}, "docker_container_info of image-test-busybox")
+		c.wantHealth(docker, http.StatusOK, `"status":"ok"`)
+
+		// ffmpeg: a -progress block posted from the host.
+		ffmpeg := c.url(ffmpegPort)
+		progress := "frame=250\nfps=25.00\nbitrate=1000.0kbits/s\ntotal_size=1048576\nout_time_us=10000000\ndup_frames=0\ndrop_frames=0\nspeed=1.00x\nprogress=end\n"
+		resp, err := http.Post(ffmpeg+"/ingest/image-test", "text/plain", strings.NewReader(progress))
+		must(t, err)
+		resp.Body.Close()
+		c.waitSeries(ffmpeg, `ffmpeg_total_frames{stream="image-test"}`, 250)
+
+		// gpu: no driver here, so 503 and why, and /metrics still serves.
+		gpu := c.url(gpuPort)
+		c.wantHealth(gpu, http.StatusServiceUnavailable, "libnvidia-ml.so.1 not found")
+		c.scrape(gpu)
+	})
+
+	// The image's defaults: nobody, who cannot read energy_uj (which is why
+	// the deployment files run as uid 0), and the NVML stand-in mounted
+	// where the NVIDIA toolkit puts the driver's: dlopen through the image's
+	// loader and glibc.
+	t.Run("defaults", func(t *testing.T) {
+		libdir := "/usr/lib/" + strings.TrimSpace(run(t, gcc, "-dumpmachine"))
+		id := pm.Podman(t, "run", "--detach", "--name", "image-test-defaults",
+			"--publish", fmt.Sprintf("127.0.0.1::%d", cpuPort), "--publish", fmt.Sprintf("127.0.0.1::%d", gpuPort),
+			"--volume", sysfs+":/host/sys:ro", "--volume", nvml+":"+libdir+"/libnvidia-ml.so.1:ro",
+			repo+":latest", "--path.sysfs=/host/sys", "--docker.port=0", "--ffmpeg.port=0")
+		c := container{t: t, pm: pm, id: id}
+		defer c.logsOnFailure()
+		if status := c.status(); !regexp.MustCompile(`(?m)^Uid:\s+65534\s+65534\s+65534\s+65534$`).MatchString(status) {
+			t.Errorf("the image does not run as nobody by default:\n%s", status)
+		}
+		c.wantHealth(c.url(cpuPort), http.StatusServiceUnavailable, "permission denied")
+		c.wantHealth(c.url(gpuPort), http.StatusServiceUnavailable, "NVML init: "+fakeNVMLError)
+	})
+}
+
+// checkImage: tags, labels, user, entrypoint, ports, and every binary runs.
+func checkImage(t *testing.T, pm *podmantest.Podman) {
+	var images []struct {
+		ID       string `json:"Id"`
+		RepoTags []string
+		Size     int64
+		Labels   map[string]string
+		Config   struct {
+			User         string
+			Entrypoint   []string
+			ExposedPorts map[string]struct{}
+		}
+	}
+	must(t, json.Unmarshal([]byte(pm.Podman(t, "image", "inspect", repo+":latest")), &images))
+	img := images[0]
+	t.Logf("%s:latest: %.1f MB (%d bytes)", repo, float64(img.Size)/1e6, img.Size)
+	if img.Size > 128<<20 {
+		t.Errorf("image is %d bytes: more than the binaries and glibc", img.Size)
+	}
+	version := img.Labels["org.opencontainers.image.version"]
+	if !slices.Contains(img.RepoTags, repo+":"+version) {
+		t.Errorf("tags %v, want :latest and :%s (the version label)", img.RepoTags, version)
+	}
+	if out, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output(); err == nil {
+		if want := strings.TrimSpace(string(out)); img.Labels["org.opencontainers.image.revision"] != want {
+			t.Errorf("revision label %q, want %s", img.Labels["org.opencontainers.image.revision"], want)
+		}
+		desc, _ := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output()
+		if want := strings.TrimSpace(string(desc)); version != want {
+			t.Errorf("version label %q, want git describe's %q", version, want)
+		}
+	}
+	for _, l := range []string{"source", "title", "description"} {
+		if img.Labels["org.opencontainers.image."+l] == "" {
+			t.Errorf("no org.opencontainers.image.%s label: %v", l, img.Labels)
+		}
+	}
+	if img.Config.User != "65534:65534" || !reflect.DeepEqual(img.Config.Entrypoint, []string{"/bin/worker-exporter"}) {
+		t.Errorf("user %q entrypoint %v, want 65534:65534 and /bin/worker-exporter", img.Config.User, img.Config.Entrypoint)
+	}
+	for _, p := range []int{cpuPort, gpuPort, ffmpegPort, dockerPort} {
+		if _, ok := img.Config.ExposedPorts[fmt.Sprintf("%d/tcp", p)]; !ok {
+			t.Errorf("port %d not exposed: %v", p, img.Config.ExposedPorts)
+		}
+	}
+	for _, bin := range []string{"worker-exporter", "cpu-exporter", "gpu-exporter", "ffmpeg-exporter", "docker-stats-exporter"} {
+		out, _ := pm.Try("run", "--rm", "--entrypoint", "/bin/"+bin, repo+":latest", "--help")
+		if !strings.Contains(out, "Usage of "+bin) {
+			t.Errorf("/bin/%s --help in the image:\n%s", bin, out)
+		}
+	}
+}
+
+// fakeNVMLError is what the stand-in's nvmlErrorString says.
+const fakeNVMLError = "stand-in libnvidia-ml.so.1 loaded"
+
+// fakeNVML builds a libnvidia-ml.so.1 whose nvmlInit fails with a message
+// of its own, needing what the driver's needs (libm, libpthread, libdl,
+// librt): a gpu source that reports that message loaded it.
+func fakeNVML(t *testing.T, gcc string) string {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "nvml.c")
+	must(t, os.WriteFile(src, []byte(`
+int nvmlInit_v2(void) { return 9; /* NVML_ERROR_DRIVER_NOT_LOADED */ }
+int nvmlInit(void) { return 9; }
+int nvmlShutdown(void) { return 0; }
+const char *nvmlErrorString(int r) { return "`+fakeNVMLError+`"; }
+`), 0o644))
+	lib := filepath.Join(dir, "libnvidia-ml.so.1")
+	run(t, gcc, "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1", "-o", lib, src,
+		"-Wl,--no-as-needed", "-l:libm.so.6", "-l:libpthread.so.0", "-l:libdl.so.2", "-l:librt.so.1")
+	must(t, os.Chmod(lib, 0o755))
+	return lib
+}
+
+// container is a running container of the image.
+type container struct {
+	t  *testing.T
+	pm *podmantest.Podman
+	id string
+}
+
+// status is /proc/PID/status of the container's process, read on the host.
+func (c container) status() string {
+	c.t.Helper()
+	pid := c.pm.Podman(c.t, "inspect", "--format", "{{.State.Pid}}", c.id)
+	return string(readFile(c.t, "/proc/"+pid+"/status"))
+}
+
+// url is where the host reaches the container's port.
+func (c container) url(port int) string {
+	c.t.Helper()
+	addr := c.pm.Podman(c.t, "port", c.id, fmt.Sprintf("%d/tcp", port))
+	url := "http://" + strings.TrimSpace(strings.Split(addr, "\n")[0])
+	exportertest.WaitFor(c.t, 20*time.Second, func() bool {
+		resp, err := http.Get(url + "/metrics")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return url
+}
+
+func (c container) scrape(url string) map[string]float64 {
+	c.t.Helper()
+	code, body := exportertest.Get(c.t, url+"/metrics")
+	if code != http.StatusOK {
+		c.t.Fatalf("%s/metrics: %d\n%s", url, code, body)
+	}
+	series, err := otlptest.ParseProm(body)
+	if err != nil {
+		c.t.Fatalf("%s/metrics: %v", url, err)
+	}
+	return series
+}
+
+func (c container) waitFor(url string, cond func(map[string]float64) bool, what string) {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond(c.scrape(url)) {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s/metrics: no %s within 30s", url, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (c container) waitSeries(url, key string, want float64) {
+	c.t.Helper()
+	c.waitFor(url, func(s map[string]float64) bool { v, ok := s[key]; return ok && v == want }, fmt.Sprintf("%s = %v", key, want))
+}
+
+func (c container) wantHealth(url string, code int, contains string) {
+	c.t.Helper()
+	var got int
+	var body string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, body = exportertest.Get(c.t, url+"/health")
+		if got == code && strings.Contains(body, contains) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got != code || !strings.Contains(body, contains) {
+		c.t.Errorf("%s/health: %d %s, want %d and %q", url, got, body, code, contains)
+	}
+}
+
+func (c container) logsOnFailure() {
+	if c.t.Failed() {
+		logs, _ := c.pm.Try("logs", c.id)
+		c.t.Logf("container log:\n%s", logs)
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
