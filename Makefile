@@ -36,8 +36,9 @@ image: build
 	version=$$(git describe --always --dirty 2>/dev/null || echo dev); \
 	revision=$$(git rev-parse HEAD 2>/dev/null || echo unknown); \
 	mkdir -p "$$ctx/bin" "$$ctx/etc/ssl/certs" "$$ctx/usr/lib/$$($${CC:-gcc} -dumpmachine)"; \
-	cp $(BIN)/cpu-exporter $(BIN)/docker-stats-exporter $(BIN)/ffmpeg-exporter $(BIN)/gpu-exporter $(BIN)/worker-exporter "$$ctx/bin/"; \
-	libs=$$(ldd $(BIN)/gpu-exporter $(BIN)/worker-exporter | awk '$$2 == "=>" && $$3 ~ /^\// { print $$3 } $$1 ~ /^\// { print $$1 }' | sort -u); \
+	cp $(BIN)/worker-exporter "$$ctx/bin/"; \
+	for b in cpu-exporter gpu-exporter ffmpeg-exporter docker-stats-exporter; do ln -s worker-exporter "$$ctx/bin/$$b"; done; \
+	libs=$$(ldd $(BIN)/worker-exporter | awk '$$2 == "=>" && $$3 ~ /^\// { print $$3 } $$1 ~ /^\// { print $$1 }' | sort -u); \
 	libc=$$(echo "$$libs" | grep '/libc\.so\.6$$'); libdir=$$(dirname "$$libc"); \
 	for lib in $$libs $$libdir/libm.so.6 $$libdir/libpthread.so.0 $$libdir/libdl.so.2 $$libdir/librt.so.1; do \
 		test ! -e "$$lib" || cp -L --parents "$$lib" "$$ctx/"; done; \

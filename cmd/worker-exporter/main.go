@@ -11,13 +11,25 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
 
-func main() { exporters.Main("worker-exporter", run) }
+// main runs worker-exporter or, called by another exporter's name (a link,
+// as the container image ships them), that single exporter: one binary
+// serves all five, so the image carries its code once.
+func main() {
+	name := filepath.Base(os.Args[0])
+	for _, s := range exporters.All() {
+		if s.Binary == name {
+			s.Main()
+		}
+	}
+	exporters.Main("worker-exporter", run)
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker-exporter", flag.ContinueOnError)
