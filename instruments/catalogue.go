@@ -8,6 +8,8 @@
 // path into VictoriaMetrics alike; catalogue_test.go holds that to account.
 package instruments
 
+import "slices"
+
 // Kind is the instrument a metric is recorded with.
 type Kind uint8
 
@@ -43,7 +45,7 @@ type Group struct {
 var (
 	CPUExporter    = Group{Source: "cpu", Binary: "cpu-exporter", Metrics: RAPL}
 	GPUExporter    = Group{Source: "gpu", Binary: "gpu-exporter", Metrics: GPU}
-	FFmpegExporter = Group{Source: "ffmpeg", Binary: "ffmpeg-exporter", Metrics: FFmpeg}
+	FFmpegExporter = Group{Source: "ffmpeg", Binary: "ffmpeg-exporter", Metrics: slices.Concat(FFmpeg, Energy)}
 	DockerExporter = Group{Source: "docker", Binary: "docker-stats-exporter", Metrics: Docker}
 )
 

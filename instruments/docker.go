@@ -25,11 +25,27 @@ var (
 	DockerBlockWrite  = Metric{Name: "docker_container_block_written_bytes_total", Unit: "By", Kind: Counter, Attributes: containerAttr, Help: "Bytes written to block devices."}
 	DockerPIDs        = Metric{Name: "docker_container_pids", Kind: Gauge, Attributes: containerAttr, Help: "Processes and threads in the container."}
 	DockerState       = Metric{Name: "docker_container_state", Kind: Gauge, Attributes: []string{"container", "state"}, Help: "1 for the container's current state (created, running, paused, restarting, removing, exited, dead), 0 for the others."}
-	DockerRestarts    = Metric{Name: "docker_container_restarts_total", Kind: Counter, Attributes: containerAttr, Help: "Times the daemon restarted the container."}
+	DockerRestarts    = Metric{Name: "docker_container_restarts_total", Kind: Counter, Attributes: containerAttr, Help: "Times the daemon restarted the container, from inspect; left out while inspect fails."}
 	DockerOOM         = Metric{Name: "docker_container_oom_kills_total", Kind: Counter, Attributes: containerAttr, Help: "OOM kills seen in the daemon's event stream since the exporter started."}
 	DockerInfo        = Metric{Name: "docker_container_info", Kind: Gauge, Attributes: []string{"container", "id", "image"}, Help: "Identity of each container; always 1."}
 	DockerUp          = Metric{Name: "docker_daemon_up", Kind: Gauge, Help: "Whether the Docker daemon answered the latest collection (1) or not (0; /health says why)."}
+
+	DockerCPUSeconds       = Metric{Name: "docker_container_cpu_usage_seconds_total", Unit: "s", Kind: Counter, Attributes: containerAttr, Help: "CPU time the container used (the daemon's cpu_usage.total_usage)."}
+	DockerThrottledSeconds = Metric{Name: "docker_container_cpu_throttled_seconds_total", Unit: "s", Kind: Counter, Attributes: containerAttr, Help: "Time the container was throttled by its CPU quota; only containers with a quota whose periods the daemon reports."}
+	DockerThrottledPeriods = Metric{Name: "docker_container_cpu_throttled_periods_total", Kind: Counter, Attributes: containerAttr, Help: "CFS periods in which the container used up its CPU quota; only containers with a quota whose periods the daemon reports."}
+	DockerPackets          = Metric{Name: "docker_container_network_packets_total", Kind: Counter, Attributes: directionAttrs, Help: "Packets received (rx) and sent (tx), summed over the container's interfaces; left out when the daemon counts bytes but no packets (podman)."}
+	DockerNetErrors        = Metric{Name: "docker_container_network_errors_total", Kind: Counter, Attributes: directionAttrs, Help: "Receive (rx) and transmit (tx) errors, summed over the container's interfaces."}
+	DockerNetDropped       = Metric{Name: "docker_container_network_dropped_total", Kind: Counter, Attributes: directionAttrs, Help: "Packets dropped on receive (rx) and transmit (tx), summed over the container's interfaces."}
+	DockerHealth           = Metric{Name: "docker_container_health_status", Kind: Gauge, Attributes: []string{"container", "status"}, Help: "1 for a running container's healthcheck status (starting, healthy, unhealthy; none without a healthcheck), 0 for the others."}
+	DockerExitCode         = Metric{Name: "docker_container_exit_code", Kind: Gauge, Attributes: containerAttr, Help: "Exit code of an exited container."}
+	DockerStartTime        = Metric{Name: "docker_container_start_time_seconds", Unit: "s", Kind: Gauge, Attributes: containerAttr, Help: "Unix time the container last started."}
+	DockerTotalCPU         = Metric{Name: "docker_containers_total_cpu_percent", Unit: "%", Kind: Gauge, Help: "Sum of docker_container_cpu_percent over the containers served."}
+	DockerEngineCPU        = Metric{Name: "docker_engine_cpu_percent", Unit: "%", Kind: Gauge, Help: "CPU use of the container engine's own process (dockerd, or podman's API service), 100 per busy core, from /proc; left out when the process is not found (the debug log says why)."}
+	DockerInspectErrors    = Metric{Name: "docker_inspect_errors_total", Kind: Counter, Help: "Container inspect calls that failed since the exporter started; the container's restart, health, exit code and start time series are left out meanwhile."}
+	DockerSkipped          = Metric{Name: "docker_containers_skipped", Kind: Gauge, Help: "Matching containers left out at the latest collection: more than --docker.max-containers (running, then oldest, are kept)."}
 )
+
+var directionAttrs = []string{"container", "direction"}
 
 // dockerTable reads each metric from the snapshot or from each container in it.
 var dockerTable = table[docker.Snapshot, docker.Container]{
@@ -39,7 +55,11 @@ var dockerTable = table[docker.Snapshot, docker.Container]{
 				e.Value(c.CPUPercent)
 			}
 		}},
-		{Metric: DockerMemory, Each: withStats(func(c *docker.Container) float64 { return c.MemoryBytes })},
+		{Metric: DockerMemory, Each: func(c *docker.Container, e *Emit) {
+			if c.HasMemory {
+				e.Value(c.MemoryBytes)
+			}
+		}},
 		{Metric: DockerRx, Each: func(c *docker.Container, e *Emit) {
 			if c.HasNetwork {
 				e.Value(c.RxBytes)
@@ -50,21 +70,91 @@ var dockerTable = table[docker.Snapshot, docker.Container]{
 				e.Value(c.TxBytes)
 			}
 		}},
-		{Metric: DockerMemoryLimit, Each: withStats(func(c *docker.Container) float64 { return c.MemoryLimitBytes })},
+		{Metric: DockerMemoryLimit, Each: func(c *docker.Container, e *Emit) {
+			if c.HasMemoryLimit {
+				e.Value(c.MemoryLimitBytes)
+			}
+		}},
 		{Metric: DockerBlockRead, Each: withStats(func(c *docker.Container) float64 { return c.BlockReadBytes })},
 		{Metric: DockerBlockWrite, Each: withStats(func(c *docker.Container) float64 { return c.BlockWriteBytes })},
-		{Metric: DockerPIDs, Each: withStats(func(c *docker.Container) float64 { return c.PIDs })},
+		{Metric: DockerPIDs, Each: func(c *docker.Container, e *Emit) {
+			if c.HasPIDs {
+				e.Value(c.PIDs)
+			}
+		}},
 		{Metric: DockerState, Each: func(c *docker.Container, e *Emit) {
 			for _, s := range docker.States {
 				e.With(boolFloat(c.State == s), attribute.String("state", s))
 			}
 		}},
-		{Metric: DockerRestarts, Each: func(c *docker.Container, e *Emit) { e.Value(c.RestartCount) }},
+		{Metric: DockerRestarts, Each: func(c *docker.Container, e *Emit) {
+			if c.HasInspect {
+				e.Value(c.RestartCount)
+			}
+		}},
 		{Metric: DockerOOM, Each: func(c *docker.Container, e *Emit) { e.Value(float64(c.OOMKills)) }},
 		{Metric: DockerInfo, Each: func(c *docker.Container, e *Emit) {
 			e.With(1, attribute.String("id", c.ID), attribute.String("image", c.Image))
 		}},
 		{Metric: DockerUp, Once: func(s *docker.Snapshot, e *Emit) { e.Bool(s.Up) }},
+
+		{Metric: DockerCPUSeconds, Each: func(c *docker.Container, e *Emit) {
+			if c.HasCPUUsage {
+				e.Value(c.CPUSeconds)
+			}
+		}},
+		{Metric: DockerThrottledSeconds, Each: func(c *docker.Container, e *Emit) {
+			if c.HasThrottling {
+				e.Value(c.ThrottledSeconds)
+			}
+		}},
+		{Metric: DockerThrottledPeriods, Each: func(c *docker.Container, e *Emit) {
+			if c.HasThrottling {
+				e.Value(c.ThrottledPeriods)
+			}
+		}},
+		{Metric: DockerPackets, Each: perDirection(func(p docker.Packets) float64 { return p.Packets })},
+		{Metric: DockerNetErrors, Each: perDirection(func(p docker.Packets) float64 { return p.Errors })},
+		{Metric: DockerNetDropped, Each: perDirection(func(p docker.Packets) float64 { return p.Dropped })},
+		{Metric: DockerHealth, Each: func(c *docker.Container, e *Emit) {
+			if c.HasInspect && c.Health != "" && c.State == "running" {
+				for _, s := range docker.HealthStatuses {
+					e.With(boolFloat(c.Health == s), attribute.String("status", s))
+				}
+			}
+		}},
+		{Metric: DockerExitCode, Each: func(c *docker.Container, e *Emit) {
+			if c.HasInspect && c.State == "exited" {
+				e.Value(c.ExitCode)
+			}
+		}},
+		{Metric: DockerStartTime, Each: func(c *docker.Container, e *Emit) {
+			if c.HasInspect && !c.StartedAt.IsZero() {
+				e.Value(unixSeconds(c.StartedAt))
+			}
+		}},
+		{Metric: DockerTotalCPU, Once: func(s *docker.Snapshot, e *Emit) {
+			sum, some := 0.0, false
+			for _, c := range s.Containers {
+				if c.HasCPU {
+					sum, some = sum+c.CPUPercent, true
+				}
+			}
+			if some {
+				e.Value(sum)
+			}
+		}},
+		{Metric: DockerEngineCPU, Once: func(s *docker.Snapshot, e *Emit) {
+			if s.HasEngineCPU {
+				e.Value(s.EngineCPUPercent)
+			}
+		}},
+		{Metric: DockerInspectErrors, Once: func(s *docker.Snapshot, e *Emit) { e.Value(float64(s.InspectErrors)) }},
+		{Metric: DockerSkipped, Once: func(s *docker.Snapshot, e *Emit) {
+			if s.Up {
+				e.Value(float64(s.Skipped))
+			}
+		}},
 	},
 	items: func(s *docker.Snapshot) []docker.Container { return s.Containers },
 	attrs: func(c *docker.Container, kvs []attribute.KeyValue) []attribute.KeyValue {
@@ -74,6 +164,29 @@ var dockerTable = table[docker.Snapshot, docker.Container]{
 		}
 		return kvs
 	},
+}
+
+// DockerSeriesLimit is the most series one docker instrument has with at
+// most maxContainers containers: docker_container_state's one per state per
+// container is the most of any, and the SDK keeps one more for its overflow
+// series. Give the MeterProvider at least this cardinality limit so that no
+// container served is folded into otel_metric_overflow.
+func DockerSeriesLimit(maxContainers int) int {
+	return maxContainers*max(len(docker.States), len(docker.HealthStatuses), len(directions)) + 1
+}
+
+var directions = []string{"rx", "tx"}
+
+// perDirection reads one of the packet counters for each direction the
+// daemon counts packets in.
+func perDirection(value func(docker.Packets) float64) func(*docker.Container, *Emit) {
+	return func(c *docker.Container, e *Emit) {
+		for i, p := range []docker.Packets{c.Rx, c.Tx} {
+			if p.Known {
+				e.With(value(p), attribute.String("direction", directions[i]))
+			}
+		}
+	}
 }
 
 // withStats reads a figure of the stats call, which only running containers

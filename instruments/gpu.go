@@ -37,6 +37,35 @@ var (
 	GPUErrors        = Metric{Name: "nvidia_gpu_collection_errors_total", Kind: Counter, Attributes: gpu, Help: "NVML calls that failed for the GPU (not counting unsupported fields)."}
 	GPULastSample    = Metric{Name: "nvidia_gpu_last_sample_timestamp_seconds", Unit: "s", Kind: Gauge, Attributes: gpu, Help: "Unix time of the GPU's latest sample."}
 	GPUNVMLAvailable = Metric{Name: "nvidia_gpu_nvml_available", Kind: Gauge, Help: "Whether NVML is loaded (1) or not (0; /health says why)."}
+
+	// Parity with dcgm-exporter and nvidia_gpu_exporter: health and per-process use.
+	// No unit: the Prometheus translation appends _per_second for By/s even to a name that ends so.
+	GPUPCIeThroughput   = Metric{Name: "nvidia_gpu_pcie_throughput_bytes_per_second", Kind: Gauge, Attributes: []string{"gpu", "direction"}, Help: "PCIe throughput over NVML's latest 20 ms sample, sent (tx) or received (rx) by the GPU."}
+	GPUPCIeReplays      = Metric{Name: "nvidia_gpu_pcie_replay_errors_total", Kind: Counter, Attributes: gpu, Help: "PCIe packets the GPU had to replay since the driver loaded."}
+	GPUECCErrors        = Metric{Name: "nvidia_gpu_ecc_errors_total", Kind: Counter, Attributes: []string{"gpu", "type"}, Help: "ECC memory errors since the driver loaded (volatile counts), corrected or uncorrected."}
+	GPURemappedRows     = Metric{Name: "nvidia_gpu_remapped_rows", Kind: Gauge, Attributes: []string{"gpu", "type"}, Help: "Memory rows remapped for correctable or uncorrectable errors; pending and failed are 1 while a remapping waits for a GPU reset or has failed."}
+	GPUThrottleTime     = Metric{Name: "nvidia_gpu_clock_throttle_seconds_total", Unit: "s", Kind: Counter, Attributes: []string{"gpu", "reason"}, Help: "Time the clocks were held down by each performance policy since the driver loaded (NVML violation time), throttles between samples included."}
+	GPUProcessUtil      = Metric{Name: "nvidia_gpu_process_utilization_percent", Unit: "%", Kind: Gauge, Attributes: []string{"gpu", "pid", "engine"}, Help: "Each process's use of the GPU's SM, encoder and decoder since the previous sample; a process that used none has no series."}
+	GPUProcessInfo      = Metric{Name: "nvidia_gpu_process_info", Kind: Gauge, Attributes: []string{"gpu", "pid", "name"}, Help: "Name of each process with per-process series on the GPU; always 1."}
+	GPUProcessesLeftOut = Metric{Name: "nvidia_gpu_processes_left_out", Kind: Gauge, Attributes: gpu, Help: "Processes beyond the limit of " + strconv.Itoa(nvml.MaxProcesses) + " per GPU at the latest sample, whose per-process series are left out."}
+	GPUXIDLastTimestamp = Metric{Name: "nvidia_gpu_xid_last_timestamp_seconds", Unit: "s", Kind: Gauge, Attributes: gpu, Help: "Unix time of the GPU's latest XID error since the exporter started; no series before the first."}
+)
+
+// Labelled readings: the label value each field is reported under.
+var (
+	pcieDirections = []labelledField{{"tx", nvml.PCIeTxBytesPerSecond}, {"rx", nvml.PCIeRxBytesPerSecond}}
+	eccTypes       = []labelledField{{"corrected", nvml.ECCCorrected}, {"uncorrected", nvml.ECCUncorrected}}
+	remappedTypes  = []labelledField{
+		{"correctable", nvml.RemappedRowsCorrectable}, {"uncorrectable", nvml.RemappedRowsUncorrectable},
+		{"pending", nvml.RemappedRowsPending}, {"failed", nvml.RemappedRowsFailed},
+	}
+	throttleTimes = func() []labelledField {
+		out := make([]labelledField, len(nvml.ThrottleTimes))
+		for i, t := range nvml.ThrottleTimes {
+			out[i] = labelledField{t.Reason, t.Field}
+		}
+		return out
+	}()
 )
 
 // gpuTable reads each metric from the snapshot or from each GPU in it.
@@ -84,6 +113,30 @@ var gpuTable = table[nvml.Snapshot, nvml.GPU]{
 				e.With(float64(p.UsedMemoryBytes), attribute.String("pid", strconv.FormatUint(uint64(p.PID), 10)))
 			}
 		}},
+		gpuFields(GPUPCIeThroughput, "direction", pcieDirections),
+		gpuField(GPUPCIeReplays, nvml.PCIeReplays),
+		gpuFields(GPUECCErrors, "type", eccTypes),
+		gpuFields(GPURemappedRows, "type", remappedTypes),
+		gpuFields(GPUThrottleTime, "reason", throttleTimes),
+		{Metric: GPUProcessUtil, Each: func(g *nvml.GPU, e *Emit) {
+			for _, p := range g.ProcessUtilization {
+				pid := attribute.String("pid", strconv.FormatUint(uint64(p.PID), 10))
+				e.With(p.SMPercent, pid, attribute.String("engine", "sm"))
+				e.With(p.EncoderPercent, pid, attribute.String("engine", "encoder"))
+				e.With(p.DecoderPercent, pid, attribute.String("engine", "decoder"))
+			}
+		}},
+		{Metric: GPUProcessInfo, Each: func(g *nvml.GPU, e *Emit) {
+			for _, p := range g.ProcessNames {
+				e.With(1, attribute.String("pid", strconv.FormatUint(uint64(p.PID), 10)), attribute.String("name", p.Name))
+			}
+		}},
+		{Metric: GPUProcessesLeftOut, Each: func(g *nvml.GPU, e *Emit) { e.Value(float64(g.ProcessesLeftOut)) }},
+		{Metric: GPUXIDLastTimestamp, Each: func(g *nvml.GPU, e *Emit) {
+			if !g.LastXID.IsZero() {
+				e.Value(unixSeconds(g.LastXID))
+			}
+		}},
 		{Metric: GPUErrors, Each: func(g *nvml.GPU, e *Emit) { e.Value(float64(g.Errors)) }},
 		{Metric: GPULastSample, Each: func(g *nvml.GPU, e *Emit) { e.Value(unixSeconds(g.LastSample)) }},
 		{Metric: GPUNVMLAvailable, Once: func(s *nvml.Snapshot, e *Emit) { e.Bool(s.Available) }},
@@ -100,6 +153,33 @@ func gpuField(m Metric, f nvml.Field) Reading[nvml.Snapshot, nvml.GPU] {
 		}
 	}}
 }
+
+// labelledField is a field reported under one value of a label.
+type labelledField struct {
+	value string
+	field nvml.Field
+}
+
+// gpuFields reads the fields of each GPU that supports them, each under
+// its value of label.
+func gpuFields(m Metric, label string, fields []labelledField) Reading[nvml.Snapshot, nvml.GPU] {
+	return Reading[nvml.Snapshot, nvml.GPU]{Metric: m, Each: func(g *nvml.GPU, e *Emit) {
+		for _, f := range fields {
+			if g.Has(f.field) {
+				e.With(g.Values[f.field], attribute.String(label, f.value))
+			}
+		}
+	}}
+}
+
+// GPUSeriesLimit is the most series any one gpu-exporter instrument has on
+// a host with gpus GPUs: nvidia_gpu_process_utilization_percent, three
+// engines for each of nvml.MaxProcesses processes per GPU. (The next
+// largest, nvidia_gpu_process_info, has at most two per-process lists'
+// worth; XIDs are NVIDIA's catalogue of under 200 codes.) The SDK's
+// cardinality limit must exceed it: at limit N it keeps N-1 series and
+// folds the rest into one overflow series.
+func GPUSeriesLimit(gpus int) int { return 3 * nvml.MaxProcesses * gpus }
 
 func gpuIndex(g *nvml.GPU) attribute.KeyValue { return attribute.String("gpu", strconv.Itoa(g.Index)) }
 

@@ -1,6 +1,8 @@
 package instruments
 
 import (
+	"fmt"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -17,6 +19,8 @@ var (
 	RAPLAvailable = Metric{Name: "rapl_available", Kind: Gauge, Help: "Whether RAPL energy counters are readable now (1) or not (0; /health says why)."}
 	RAPLZones     = Metric{Name: "rapl_zones_discovered", Kind: Gauge, Help: "RAPL zones found under powercap, each physical domain counted once."}
 	RAPLMaxRange  = Metric{Name: "rapl_max_energy_range_joules", Unit: "J", Kind: Gauge, Attributes: packageZone, Help: "Value at which the zone's energy counter wraps to zero (max_energy_range_uj)."}
+
+	RAPLImplausible = Metric{Name: "rapl_implausible_readings_total", Kind: Counter, Attributes: packageZone, Help: fmt.Sprintf("Readings of the zone's energy counter left out of rapl_energy_joules_total: above max_energy_range_uj, or a change more than %d W could count in the time since the previous reading (/health names the values).", rapl.MaxPlausibleWatts)}
 )
 
 // raplTable reads each metric from the snapshot or from each zone in it.
@@ -31,6 +35,7 @@ var raplTable = table[rapl.Snapshot, rapl.Reading]{
 		{Metric: RAPLAvailable, Once: func(s *rapl.Snapshot, e *Emit) { e.Bool(s.Available) }},
 		{Metric: RAPLZones, Once: func(s *rapl.Snapshot, e *Emit) { e.Value(float64(s.Discovered)) }},
 		{Metric: RAPLMaxRange, Each: func(z *rapl.Reading, e *Emit) { e.Value(z.MaxRangeJoules) }},
+		{Metric: RAPLImplausible, Each: func(z *rapl.Reading, e *Emit) { e.Value(float64(z.Implausible)) }},
 	},
 	items: func(s *rapl.Snapshot) []rapl.Reading { return s.Zones },
 	attrs: func(z *rapl.Reading, kvs []attribute.KeyValue) []attribute.KeyValue {

@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -56,4 +58,32 @@ func TestRAPLGolden(t *testing.T) {
 	golden(t, "testdata/rapl.golden", got)
 	peer.CheckMetrics(t, got)
 	checkReordered(t, raplTable, src.Snapshot, func(t *testing.T, got string) { golden(t, "testdata/rapl.golden", got) })
+}
+
+// TestRAPLUndecodableZoneName: package 1 named with invalid UTF-8 (a fixture:
+// no RAPL here). The bridge cannot carry such a label value; its zones are
+// refused at discovery, so every other zone is still scraped, the scrape
+// succeeds, and promtool accepts it.
+func TestRAPLUndecodableZoneName(t *testing.T) {
+	host := append([]raplfixture.Zone(nil), raplfixture.TwoSockets...)
+	host[2].Name = "package-\xff\xfe" // intel-rapl:1, and its dram's package
+	root := raplfixture.Build(t, t.TempDir(), host)
+	src := rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second})
+
+	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterRAPL(mp.Meter("test"), src) })
+	for _, series := range []string{
+		`rapl_energy_joules_total{package="0",zone="package"} 10`,
+		`rapl_energy_joules_total{package="0",zone="dram"} 2`,
+		`rapl_max_energy_range_joules{package="0",zone="package"} 262143.32885`,
+		`rapl_implausible_readings_total{package="0",zone="dram"} 0`,
+		"rapl_zones_discovered 2",
+	} {
+		if !strings.Contains(got, series+"\n") {
+			t.Errorf("scrape lacks %s:\n%s", series, got)
+		}
+	}
+	if !utf8.ValidString(got) || strings.Contains(got, `package="1"`) {
+		t.Errorf("scrape carries the undecodable package:\n%q", got)
+	}
+	peer.CheckMetrics(t, got)
 }

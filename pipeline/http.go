@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"maps"
 	"net/http"
 )
 
@@ -16,8 +17,9 @@ type Health struct {
 
 // SourceHealth is one source's part of Health.
 type SourceHealth struct {
-	Status string `json:"status"`
-	Error  string `json:"error,omitempty"`
+	Status string   `json:"status"`
+	Error  string   `json:"error,omitempty"`
+	Notes  []string `json:"notes,omitempty"` // what it does not cover, healthy or not (AddHealthNotes)
 }
 
 // serveHealth answers 200 {"status":"ok",...} when every source is healthy and
@@ -25,16 +27,20 @@ type SourceHealth struct {
 func (p *Pipeline) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	p.mu.Lock()
 	checks := append([]check(nil), p.checks...)
+	notes := maps.Clone(p.notes)
 	p.mu.Unlock()
 
 	h := Health{Status: "ok", Sources: make(map[string]SourceHealth, len(checks))}
 	for _, c := range checks {
+		sh := SourceHealth{Status: "ok"}
 		if err := c.health(); err != nil {
 			h.Status = "error"
-			h.Sources[c.name] = SourceHealth{Status: "error", Error: err.Error()}
-		} else {
-			h.Sources[c.name] = SourceHealth{Status: "ok"}
+			sh = SourceHealth{Status: "error", Error: err.Error()}
 		}
+		if n := notes[c.name]; n != nil {
+			sh.Notes = n()
+		}
+		h.Sources[c.name] = sh
 	}
 	w.Header().Set("Content-Type", "application/json")
 	if h.Status != "ok" {

@@ -18,7 +18,7 @@ type Options struct {
 	listenAddress string
 	logLevel      string
 	logFormat     string
-	webConfig     string
+	web           *Web
 	envErr        error
 }
 
@@ -37,7 +37,7 @@ func NewOptions(fs *flag.FlagSet, name string, defaultPort int, portEnv string) 
 	}
 	fs.IntVar(&o.port, "port", defaultPort, "port to listen on (env "+portEnv+")")
 	fs.StringVar(&o.listenAddress, "web.listen-address", "", "address to listen on, HOST:PORT; wins over --port")
-	RegisterWebConfig(fs, &o.webConfig)
+	o.web = RegisterWeb(fs)
 	RegisterLogFlags(fs, &o.logLevel, &o.logFormat)
 	return o
 }
@@ -50,13 +50,8 @@ func parsePort(s string) (int, error) {
 	return p, nil
 }
 
-// RegisterWebConfig registers --web.config.file on fs.
-func RegisterWebConfig(fs *flag.FlagSet, file *string) {
-	fs.StringVar(file, "web.config.file", "", "Prometheus web configuration file enabling TLS and basic auth (https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md)")
-}
-
-// WebConfig is the --web.config.file given; empty for plain HTTP.
-func (o *Options) WebConfig() string { return o.webConfig }
+// Web is how the port serves HTTP, as the --web.* flags say.
+func (o *Options) Web() Web { return *o.web }
 
 // Address is where the HTTP server listens.
 func (o *Options) Address() (string, error) {

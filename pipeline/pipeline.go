@@ -13,11 +13,8 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/prometheus/otlptranslator"
 	"go.opentelemetry.io/otel"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -26,9 +23,6 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
-
-// ShutdownTimeout bounds the graceful stop: draining HTTP and the last OTLP export.
-const ShutdownTimeout = 5 * time.Second
 
 const scope = "github.com/ffmpeg-rtmp/worker-exporters"
 
@@ -44,10 +38,6 @@ type Shared struct {
 // serviceName is the default service.name; instanceID the
 // service.instance.id, stable across restarts so series do not churn.
 func NewShared(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Shared, error) {
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
-		// Export failures are logged, once per outage, by loggingExporter.
-		log.Debug("opentelemetry", "err", err)
-	}))
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(serviceName), semconv.ServiceInstanceID(instanceID)),
 		resource.WithHost(),
@@ -62,6 +52,15 @@ func NewShared(ctx context.Context, serviceName, instanceID string, log *slog.Lo
 		return nil, err
 	}
 	return &Shared{res: res, push: push, log: log}, nil
+}
+
+// SetErrorLog sends OpenTelemetry's own errors, process-wide, to log at
+// debug level; the process's runner calls it once. (Export failures are
+// logged, once per outage, by loggingExporter.)
+func SetErrorLog(log *slog.Logger) {
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Debug("opentelemetry", "err", err)
+	}))
 }
 
 // Close shuts the OTLP exporter down; call it after every pipeline has stopped.
@@ -90,12 +89,15 @@ type Pipeline struct {
 	name     string
 	provider *sdkmetric.MeterProvider
 	mux      *http.ServeMux
+	metrics  *metricsCache // GET /metrics; see Watch
 	pushing  bool
 	owned    *Shared // closed with the pipeline when New made it
 
 	mu        sync.Mutex
 	checks    []check
+	notes     map[string]func() []string // by source name; see AddHealthNotes
 	endpoints []endpoint
+	streams   map[string]string // pattern → token; see HandleStream
 }
 
 type check struct {
@@ -111,7 +113,7 @@ func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipel
 	if err != nil {
 		return nil, err
 	}
-	p, err := shared.Pipeline(o.Name)
+	p, err := shared.Pipeline(o.Name, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +122,10 @@ func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipel
 }
 
 // Pipeline builds a pipeline named name (for the log and landing page).
-func (s *Shared) Pipeline(name string) (*Pipeline, error) {
+// seriesLimit is the most series one instrument may have before the SDK
+// folds the rest into one otel_metric_overflow="true" series; 0 keeps the
+// SDK's default (2,000).
+func (s *Shared) Pipeline(name string, seriesLimit int) (*Pipeline, error) {
 	registry := prometheus.NewRegistry()
 	bridge, err := otelprom.New(
 		otelprom.WithRegisterer(registry),
@@ -135,6 +140,9 @@ func (s *Shared) Pipeline(name string) (*Pipeline, error) {
 	if s.push != nil {
 		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(s.push)))
 	}
+	if seriesLimit > 0 {
+		opts = append(opts, sdkmetric.WithCardinalityLimit(seriesLimit))
+	}
 	provider := sdkmetric.NewMeterProvider(opts...)
 	p := &Pipeline{
 		Meter:    provider.Meter(scope),
@@ -144,10 +152,8 @@ func (s *Shared) Pipeline(name string) (*Pipeline, error) {
 		mux:      http.NewServeMux(),
 		pushing:  s.push != nil,
 	}
-	p.mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{
-		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelError),
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
+	p.metrics = newMetricsCache(registry, s.log)
+	p.mux.Handle("GET /metrics", p.metrics)
 	p.mux.HandleFunc("GET /health", p.serveHealth)
 	p.mux.HandleFunc("GET /{$}", p.serveLanding)
 	return p, nil
@@ -161,6 +167,23 @@ func (p *Pipeline) Handle(pattern, about string, h http.Handler) {
 	p.mu.Unlock()
 }
 
+// HandleStream adds an endpoint that clients stream a long body to, as
+// ffmpeg -progress does with one POST for a whole encode. Its body has no
+// deadline (h sets its own), and at shutdown its connections are closed
+// first. Since such a client cannot send basic auth, when the web
+// configuration has users the token ("Authorization: Bearer TOKEN" or
+// ?token=TOKEN) is its credential instead; without a token it stays behind
+// basic auth.
+func (p *Pipeline) HandleStream(pattern, about string, h http.Handler, token string) {
+	p.Handle(pattern, about, h)
+	p.mu.Lock()
+	if p.streams == nil {
+		p.streams = map[string]string{}
+	}
+	p.streams[pattern] = token
+	p.mu.Unlock()
+}
+
 // AddHealth makes /health report source name through health (nil: healthy).
 func (p *Pipeline) AddHealth(name string, health func() error) {
 	p.mu.Lock()
@@ -168,46 +191,20 @@ func (p *Pipeline) AddHealth(name string, health func() error) {
 	p.mu.Unlock()
 }
 
+// AddHealthNotes makes /health list, under source name, what the source
+// does not cover although nothing failed (a GPU in MIG mode); notes never
+// change its status.
+func (p *Pipeline) AddHealthNotes(name string, notes func() []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.notes == nil {
+		p.notes = map[string]func() []string{}
+	}
+	p.notes[name] = notes
+}
+
 // Handler is the HTTP handler serving /metrics, /health, / and what Handle added.
 func (p *Pipeline) Handler() http.Handler { return p.mux }
-
-// Serve serves on ln until ctx ends, then stops gracefully: it drains HTTP
-// and flushes a last OTLP export, all within ShutdownTimeout. webConfig is
-// the Prometheus web configuration file (TLS, basic auth); empty for none.
-func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, webConfig string) error {
-	if err := web.Validate(webConfig); err != nil {
-		return fmt.Errorf("--web.config.file: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           p.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
-	served := make(chan error, 1)
-	go func() {
-		served <- web.Serve(ln, srv, &web.FlagConfig{WebConfigFile: &webConfig}, p.log.With("exporter", p.name))
-	}()
-	p.log.Info("serving", "exporter", p.name, "address", ln.Addr().String(), "otlp_push", p.pushing, "web_config", webConfig)
-
-	var err error
-	select {
-	case err = <-served:
-	case <-ctx.Done():
-		p.log.Info("shutting down", "exporter", p.name)
-	}
-	stop, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
-	defer cancel()
-	if e := srv.Shutdown(stop); e != nil {
-		p.log.Warn("http shutdown", "err", e)
-	}
-	if e := p.Close(stop); e != nil {
-		p.log.Warn("last OTLP export did not complete", "err", e)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
-}
 
 // Close stops the pipeline, flushing its last OTLP export, and the shared
 // exporter too when New made it.

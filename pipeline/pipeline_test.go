@@ -271,7 +271,7 @@ func serve(t *testing.T, p *Pipeline) (addr string, cancel func(), served <-chan
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	result := make(chan error, 1)
-	go func() { result <- p.Serve(ctx, ln, "") }()
+	go func() { result <- p.Serve(ctx, ln, defaultWeb) }()
 	return ln.Addr().String(), cancel, result
 }
 
@@ -298,7 +298,7 @@ func TestServeShutdownFlushes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(ShutdownTimeout + time.Second):
+	case <-time.After(shutdownTimeout + time.Second):
 		t.Fatal("Serve did not return within the shutdown bound")
 	}
 	if recv.Exports() == 0 || len(recv.Points()) != 2 {
@@ -317,8 +317,49 @@ func TestShutdownBoundedWithDeadCollector(t *testing.T) {
 	cancel()
 	select {
 	case <-served:
-	case <-time.After(ShutdownTimeout + 2*time.Second):
+	case <-time.After(shutdownTimeout + 2*time.Second):
 		t.Fatal("shutdown hung on a dead collector")
+	}
+}
+
+// TestSeriesLimit: a pipeline built with a series limit serves that many
+// series of one instrument, where the SDK's default (2,000) would fold
+// the rest into one overflow series.
+func TestSeriesLimit(t *testing.T) {
+	clearOTELEnv(t)
+	shared, err := NewShared(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams = 3000
+	series := func(limit int) (n int, overflow bool) {
+		p, err := shared.Pipeline("test", limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close(context.Background()) })
+		_, err = p.Meter.Int64ObservableGauge("test_frames", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			for i := range streams {
+				o.Observe(int64(i), metric.WithAttributes(attribute.Int("stream", i)))
+			}
+			return nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(scrape(t, p.Handler()), "\n") {
+			if strings.HasPrefix(line, "test_frames{") {
+				n++
+				overflow = overflow || strings.Contains(line, `otel_metric_overflow="true"`)
+			}
+		}
+		return n, overflow
+	}
+	if n, overflow := series(5000); n != streams || overflow {
+		t.Errorf("limit 5000: %d series (overflow %v), want all %d", n, overflow, streams)
+	}
+	if n, overflow := series(0); n >= streams || !overflow {
+		t.Errorf("default limit: %d series (overflow %v), want the SDK to fold past 2000", n, overflow)
 	}
 }
 

@@ -197,3 +197,60 @@ func msrZones(host []raplfixture.Zone) int {
 	}
 	return n
 }
+
+// TestUndecodableZoneName: package 1's name is not UTF-8 (a fixture: no
+// RAPL here). Its zones are refused once, named on /health and in one log
+// line; package 0 keeps being served, and no scrape logs an error.
+func TestUndecodableZoneName(t *testing.T) {
+	host := append([]raplfixture.Zone(nil), raplfixture.TwoSockets...)
+	host[2].Name = "package-\xff\xfe" // intel-rapl:1
+	root := raplfixture.Build(t, t.TempDir(), host)
+	p := exportertest.Start(t, binary, nil, nil, "--path.sysfs", root, "--rapl.interval", "50ms")
+
+	// Several samples and scrapes.
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		return p.Scrape(t)[`worker_exporter_collection_errors_total{source="cpu"}`] >= 5
+	})
+	s := p.Scrape(t)
+	if s[`rapl_energy_joules_total{package="0",zone="package"}`] != 10 || s[`rapl_energy_joules_total{package="0",zone="dram"}`] != 2 || s["rapl_zones_discovered{}"] != 2 {
+		t.Errorf("package 0 not served: %v", s)
+	}
+	code, body := p.Get(t, "/health")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "intel-rapl:1/name") || !strings.Contains(body, "UTF-8") {
+		t.Errorf("health %d %s", code, body)
+	}
+	logs := p.Logs.String()
+	if strings.Contains(logs, "level=ERROR") || strings.Count(logs, "RAPL not fully readable") != 1 {
+		t.Errorf("want one warning and no error in the log:\n%s", logs)
+	}
+	peer.CheckMetrics(t, p.ScrapeText(t))
+}
+
+// TestImplausibleReading: a counter that falls far from its range (a
+// fixture: no RAPL here) is no wrap: the total stays, the reading is counted
+// as implausible and logged, and the next change is measured from it.
+func TestImplausibleReading(t *testing.T) {
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket) // 1 J
+	p := exportertest.Start(t, binary, nil, nil, "--path.sysfs", root, "--rapl.interval", "50ms")
+	const energy, implausible = `rapl_energy_joules_total{package="0",zone="package"}`, `rapl_implausible_readings_total{package="0",zone="package"}`
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return p.Scrape(t)[energy] == 1 })
+
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 500_000) // 0.5 J: would be a wrap adding 262 kJ
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return p.Scrape(t)[implausible] == 1 })
+	if s := p.Scrape(t); s[energy] != 1 {
+		t.Errorf("energy %v J after the implausible reading, want 1", s[energy])
+	}
+	if logs := p.Logs.String(); !strings.Contains(logs, "intel-rapl:0/energy_uj: implausible reading") || !strings.Contains(logs, "from 1000000 to 500000") {
+		t.Errorf("the log does not name the reading:\n%s", logs)
+	}
+
+	raplfixture.SetEnergy(t, root, "intel-rapl:0", 2_000_000) // 1.5 J more than the implausible reading
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return p.Scrape(t)[energy] == 2.5 })
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		code, _ := p.Get(t, "/health")
+		return code == http.StatusOK
+	})
+	if s := p.Scrape(t); s[implausible] != 1 {
+		t.Errorf("%v implausible readings, want 1", s[implausible])
+	}
+}

@@ -34,16 +34,16 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker-exporter", flag.ContinueOnError)
 	var (
-		webConfig, logLevel, logFormat, listenHost string
-		all                                        = exporters.All()
-		ports                                      = make([]int, len(all))
+		logLevel, logFormat, listenHost string
+		all                             = exporters.All()
+		ports                           = make([]int, len(all))
 	)
 	for i, s := range all {
 		fs.IntVar(&ports[i], s.Source+".port", s.GuidePort, fmt.Sprintf("port of the %s source (what %s serves); 0 disables it", s.Source, s.Binary))
 		s.Flags(fs)
 	}
 	fs.StringVar(&listenHost, "web.listen-host", "", "host every port listens on (default: all interfaces)")
-	pipeline.RegisterWebConfig(fs, &webConfig)
+	web := pipeline.RegisterWeb(fs)
 	pipeline.RegisterLogFlags(fs, &logLevel, &logFormat)
 	if err := exporters.Parse(fs, args, stdout, stderr); err != nil {
 		return err
@@ -65,5 +65,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("every source is disabled (all --*.port are 0)")
 	}
 	host, _ := os.Hostname()
-	return exporters.Serving{Service: "worker-exporter", InstanceID: host, WebConfig: webConfig, Log: log}.Serve(ctx, serve)
+	return exporters.Serving{Service: "worker-exporter", InstanceID: host, Web: *web, Log: log}.Serve(ctx, serve)
 }

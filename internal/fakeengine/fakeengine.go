@@ -1,10 +1,12 @@
 // Package fakeengine is a Docker Engine API server for tests of what a real
 // daemon (podman here) cannot show on demand: cgroup v1 and v2 payloads,
-// slow and failing stats calls, OOM events, and a daemon that goes away and
-// comes back. It serves on a unix socket, as dockerd does.
+// slow and failing stats and inspect calls, huge bodies, OOM events, and a
+// daemon that goes away and comes back. It serves on a unix socket, as
+// dockerd does.
 package fakeengine
 
 import (
+	"bytes"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -24,11 +26,17 @@ import (
 type Container struct {
 	ID, Name, Image, State string
 	Labels                 map[string]string
+	Created                int64 // Unix seconds
 	RestartCount           int
+	Health                 container.HealthStatus // empty: no healthcheck
+	ExitCode               int
+	StartedAt              time.Time
+	InspectFail            bool // its inspect call answers 500
 	Stats                  container.StatsResponse
 	StatsDelay             time.Duration // how long its stats call takes
 	StatsFail              bool          // its stats call answers 500
 	StatsGone              bool          // listed, but removed before its stats call (404)
+	StatsPadding           int64         // its stats body is padded to about this many bytes
 }
 
 // Engine is the fake daemon.
@@ -38,6 +46,7 @@ type Engine struct {
 
 	mu         sync.Mutex
 	containers []*Container
+	listPad    int64
 	srv        *http.Server
 }
 
@@ -97,6 +106,13 @@ func (e *Engine) Update(f func()) {
 	e.mu.Unlock()
 }
 
+// PadList pads the container list's body to about n bytes (0: no padding).
+func (e *Engine) PadList(n int64) {
+	e.mu.Lock()
+	e.listPad = n
+	e.mu.Unlock()
+}
+
 // OOM emits an OOM event for container id on the event stream.
 func (e *Engine) OOM(id string) { e.oom <- id }
 
@@ -111,12 +127,16 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("OK"))
 	case path == "/containers/json":
 		e.mu.Lock()
-		var list []container.Summary
+		list := []container.Summary{}
 		for _, c := range e.containers {
-			list = append(list, container.Summary{ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Image, State: c.State, Labels: c.Labels})
+			list = append(list, container.Summary{ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Image, State: c.State, Labels: c.Labels, Created: c.Created})
 		}
+		pad := e.listPad
 		e.mu.Unlock()
-		writeJSON(w, list)
+		if pad > 0 { // one more container, whose command is the padding
+			list = append(list, container.Summary{ID: "padding", Names: []string{"/padding"}, State: "exited", Command: padMark})
+		}
+		writePadded(w, list, pad)
 	case len(parts) == 3 && parts[0] == "containers" && parts[2] == "json":
 		c := e.find(parts[1])
 		if c == nil {
@@ -124,8 +144,18 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		e.mu.Lock()
-		info := container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: c.ID, Name: "/" + c.Name, RestartCount: c.RestartCount}}
+		state := &container.State{Status: container.ContainerState(c.State), Running: c.State == "running", ExitCode: c.ExitCode,
+			StartedAt: c.StartedAt.Format(time.RFC3339Nano), FinishedAt: time.Time{}.Format(time.RFC3339Nano)}
+		if c.Health != "" {
+			state.Health = &container.Health{Status: c.Health}
+		}
+		info := container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: c.ID, Name: "/" + c.Name, RestartCount: c.RestartCount, State: state}}
+		fail := c.InspectFail
 		e.mu.Unlock()
+		if fail {
+			http.Error(w, `{"message":"inspect failed"}`, http.StatusInternalServerError)
+			return
+		}
 		writeJSON(w, info)
 	case len(parts) == 3 && parts[0] == "containers" && parts[2] == "stats":
 		c := e.find(parts[1])
@@ -134,7 +164,7 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		e.mu.Lock()
-		delay, fail, gone, stats := c.StatsDelay, c.StatsFail, c.StatsGone, c.Stats
+		delay, fail, gone, stats, pad := c.StatsDelay, c.StatsFail, c.StatsGone, c.Stats, c.StatsPadding
 		e.mu.Unlock()
 		if gone {
 			http.Error(w, `{"message":"No such container: `+c.ID+`"}`, http.StatusNotFound)
@@ -149,7 +179,10 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, `{"message":"stats failed"}`, http.StatusInternalServerError)
 			return
 		}
-		writeJSON(w, stats)
+		if pad > 0 {
+			stats.Name = padMark
+		}
+		writePadded(w, stats, pad)
 	case path == "/events":
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
@@ -183,4 +216,35 @@ func (e *Engine) find(idOrName string) *Container {
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
+}
+
+// padMark is the string value that writePadded replaces with padding.
+const padMark = "\x00pad\x00"
+
+// writePadded writes v as JSON with the string padMark in it stretched to
+// about pad bytes of spaces: still valid JSON, streamed in chunks and never
+// held whole, so a huge body costs the server no memory.
+func writePadded(w http.ResponseWriter, v any, pad int64) {
+	if pad <= 0 {
+		writeJSON(w, v)
+		return
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	mark, _ := json.Marshal(padMark)
+	head, tail, _ := bytes.Cut(raw, mark[1:len(mark)-1])
+	w.Header().Set("Content-Type", "application/json")
+	if _, err := w.Write(head); err != nil {
+		return
+	}
+	chunk := bytes.Repeat([]byte(" "), 64<<10)
+	for left := pad; left > 0; left -= int64(len(chunk)) {
+		if _, err := w.Write(chunk[:min(left, int64(len(chunk)))]); err != nil {
+			return // the client stopped reading
+		}
+	}
+	w.Write(tail)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,9 @@ type Config struct {
 	IdleTimeout time.Duration    // an ingest connection silent this long is closed
 	Clock       func() time.Time // nil: time.Now; tests set a fixed clock
 	Log         *slog.Logger     // nil: discard
+	// OnClose, if set, is called as each connection closes, with its
+	// stream and Peer.Conn (energy per encode takes its final reading then).
+	OnClose func(stream string, conn uint64)
 }
 
 // DefaultConfig is what the exporter starts with.
@@ -31,6 +35,7 @@ var DefaultConfig = Config{MaxStreams: 1024, Silence: 30 * time.Second, Retentio
 var (
 	ErrStreamName     = errors.New("invalid stream name: use 1-64 characters of [A-Za-z0-9_.-]")
 	ErrTooManyStreams = errors.New("too many concurrent streams")
+	ErrStreamBusy     = errors.New("stream busy: another connection is feeding it")
 )
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
@@ -46,6 +51,7 @@ type Hub struct {
 
 	mu      sync.RWMutex
 	streams map[string]*stream
+	serial  atomic.Uint64 // of connections
 
 	lines    [numLineResults]atomic.Uint64
 	rejected [numRejects]atomic.Uint64
@@ -59,6 +65,13 @@ type stream struct {
 	ended    bool      // progress=end seen since the last connection opened
 	lastSeen time.Time // last block received
 	closedAt time.Time // when it stopped being live (end or last connection closed)
+	peer     Peer      // of the latest connection
+	encode   uint64    // serial of the connection that started the current encode
+
+	started    time.Time   // when the current encode began
+	quantizers []Quantizer // of the current encode, at most MaxOutputs
+	lag        realtimeLag
+	logs       [NumLevels]uint64 // over the stream's life, across encodes: a counter never goes back
 }
 
 // NewHub returns an empty hub.
@@ -89,8 +102,8 @@ const PruneInterval = time.Second
 
 // Follow feeds r to stream name until r ends or ctx ends. It closes r when
 // ctx ends, so a read blocked on a pipe does not outlive the exporter.
-func (h *Hub) Follow(ctx context.Context, r io.ReadCloser, name string) error {
-	conn, err := h.Open(name)
+func (h *Hub) Follow(ctx context.Context, r io.ReadCloser, name string, peer Peer) error {
+	conn, err := h.OpenFrom(name, peer)
 	if err != nil {
 		return err
 	}
@@ -106,7 +119,10 @@ func (h *Hub) Follow(ctx context.Context, r io.ReadCloser, name string) error {
 
 // Open starts a connection feeding stream name. A stream that had no open
 // connection starts afresh: a new encode under a reused name.
-func (h *Hub) Open(name string) (*Conn, error) {
+func (h *Hub) Open(name string) (*Conn, error) { return h.OpenFrom(name, Peer{}) }
+
+// OpenFrom is Open for a connection from peer.
+func (h *Hub) OpenFrom(name string, peer Peer) (*Conn, error) {
 	if !validName.MatchString(name) {
 		return nil, ErrStreamName
 	}
@@ -122,14 +138,27 @@ func (h *Hub) Open(name string) (*Conn, error) {
 		h.streams[name] = s
 	}
 	s.mu.Lock()
-	if s.conns == 0 {
-		s.values, s.known, s.ended = [NumFields]float64{}, 0, false
-		s.lastSeen, s.closedAt = now, time.Time{}
+	busy := s.conns > 0
+	s.mu.Unlock()
+	if busy {
+		return nil, ErrStreamBusy // two encodes under one name would interleave their readings
 	}
+	peer.Conn = h.serial.Add(1)
+	s.mu.Lock()
+	s.startEncode(now)
+	s.encode = peer.Conn
 	s.conns++
+	s.peer = peer
 	s.mu.Unlock()
 	h.Changed()
-	return &Conn{hub: h, s: s}, nil
+	return &Conn{hub: h, s: s, name: name, id: peer.Conn}, nil
+}
+
+// startEncode forgets the previous encode's readings. Called with s.mu held.
+func (s *stream) startEncode(now time.Time) {
+	s.values, s.known, s.ended = [NumFields]float64{}, 0, false
+	s.quantizers, s.lag = s.quantizers[:0], realtimeLag{}
+	s.started, s.lastSeen, s.closedAt = now, now, time.Time{}
 }
 
 // evictOldestFinished makes room by forgetting the finished stream that
@@ -141,9 +170,9 @@ func (h *Hub) evictOldestFinished() bool {
 	)
 	for name, s := range h.streams {
 		s.mu.Lock()
-		live, closed := s.live(), s.closedAt
+		finished, closed := s.finished(), s.closedAt
 		s.mu.Unlock()
-		if !live && (oldest == "" || closed.Before(at)) {
+		if finished && (oldest == "" || closed.Before(at)) {
 			oldest, at = name, closed
 		}
 	}
@@ -157,19 +186,27 @@ func (h *Hub) evictOldestFinished() bool {
 // live reports whether a connection is open and ffmpeg has not said it ended.
 func (s *stream) live() bool { return s.conns > 0 && !s.ended }
 
+// finished reports whether no connection feeds the stream: only then may
+// it go, as a connection still open may send more (a new encode after
+// progress=end, say).
+func (s *stream) finished() bool { return s.conns == 0 }
+
 // Conn is one ingest connection (an HTTP body or stdin) feeding a stream.
 type Conn struct {
 	hub    *Hub
 	s      *stream
 	parser Parser
+	logs   logLevels
 	closed bool
+	name   string
+	id     uint64 // Peer.Conn
 }
 
 // Consume reads r line by line until it ends, applying each block as it
 // arrives. It returns nil at a clean end of input.
 func (c *Conn) Consume(r io.Reader) error {
 	lr := NewLineReader(r, MaxLineBytes)
-	defer func() { c.hub.lines[LinesOversized].Add(uint64(lr.Oversized)) }()
+	lr.OnOversized = func() { c.hub.lines[LinesOversized].Add(1); c.hub.Changed() } // at once: the line may never end
 	for {
 		line, err := lr.Next()
 		if err != nil {
@@ -186,22 +223,41 @@ func (c *Conn) Consume(r io.Reader) error {
 func (c *Conn) Line(line []byte) {
 	u, done, kind := c.parser.Line(line)
 	c.hub.lines[lineResult(kind)].Add(1)
+	c.hub.Changed() // the line counters are served too
 	if done {
-		c.apply(u)
+		c.apply(&u)
+	} else if kind == Ignored {
+		if lvl, n := c.logs.Line(line); n > 0 {
+			c.s.mu.Lock()
+			c.s.logs[lvl] += uint64(n)
+			c.s.mu.Unlock()
+			c.hub.Changed()
+		}
 	}
 }
 
-func (c *Conn) apply(u Update) {
+func (c *Conn) apply(u *Update) {
 	now := c.hub.now()
 	s := c.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ended {
+		// ffmpeg ends once: a block after progress=end is the next encode
+		// on this connection (a shell loop piped into one curl, say).
+		s.startEncode(now)
+	}
 	for f := range NumFields {
 		if u.Set&(1<<f) != 0 {
 			s.values[f] = u.Values[f]
 		}
 	}
 	s.known = (s.known | u.Set) &^ u.Cleared
+	for _, q := range u.Quantizers[:u.NumQuantizers] {
+		s.setQuantizer(q)
+	}
+	if u.Set&(1<<OutTime) != 0 {
+		s.lag.report(now, u.Values[OutTime])
+	}
 	s.lastSeen = now
 	if u.End && !s.ended {
 		s.ended = true
@@ -219,12 +275,15 @@ func (c *Conn) Close() {
 	now := c.hub.now()
 	s := c.s
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.conns--
 	if s.conns == 0 && !s.ended {
 		s.closedAt = now
 	}
+	s.mu.Unlock()
 	c.hub.Changed()
+	if c.hub.cfg.OnClose != nil {
+		c.hub.cfg.OnClose(c.name, c.id)
+	}
 }
 
 // StreamSnapshot is one stream's readings at a moment.
@@ -234,6 +293,14 @@ type StreamSnapshot struct {
 	Known    uint16 // bit f set: Values[f] is a reading
 	Active   bool
 	LastSeen time.Time
+	Peer     Peer   // of the latest connection
+	Encode   uint64 // serial of the connection that started the current encode
+
+	Started    time.Time         // when the current encode began
+	Quantizers []Quantizer       // each output's latest q, in the order ffmpeg first named them
+	Lag        float64           // realtime lag in seconds, when HasLag
+	HasLag     bool              // the encode has reported a media time
+	Logs       [NumLevels]uint64 // log messages by level over the stream's life
 }
 
 // Has reports whether field f holds a reading.
@@ -253,15 +320,19 @@ const (
 	LinesParsed    LineResult = iota // part of a progress block or a status line
 	LinesIgnored                     // log lines, unknown keys, garbage
 	LinesOversized                   // longer than MaxLineBytes, dropped
+	LinesRejected                    // a value that cannot be real (see Limits), dropped
 	numLineResults
 )
 
 // LineResults names each LineResult, in order, for the metric attribute.
-var LineResults = [numLineResults]string{"parsed", "ignored", "oversized"}
+var LineResults = [numLineResults]string{"parsed", "ignored", "oversized", "rejected"}
 
 func lineResult(k LineKind) LineResult {
-	if k == Ignored {
+	switch k {
+	case Ignored:
 		return LinesIgnored
+	case Rejected:
+		return LinesRejected
 	}
 	return LinesParsed
 }
@@ -286,6 +357,14 @@ func (h *Hub) Snapshot() Snapshot {
 			Known:    s.known,
 			Active:   s.live() && now.Sub(s.lastSeen) < h.cfg.Silence,
 			LastSeen: s.lastSeen,
+			Peer:     s.peer,
+			Encode:   s.encode,
+
+			Started:    s.started,
+			Quantizers: slices.Clone(s.quantizers),
+			Lag:        s.lag.seconds,
+			HasLag:     s.lag.known,
+			Logs:       s.logs,
 		})
 		s.mu.Unlock()
 	}
@@ -303,9 +382,9 @@ func (h *Hub) Prune() (full bool) {
 	live := 0
 	for name, s := range h.streams {
 		s.mu.Lock()
-		expired := !s.live() && now.Sub(s.closedAt) >= h.cfg.Retention
-		if s.live() {
-			live++
+		expired := s.finished() && now.Sub(s.closedAt) >= h.cfg.Retention
+		if !s.finished() {
+			live++ // fed by a connection: no slot to take
 		}
 		s.mu.Unlock()
 		if expired {
@@ -314,4 +393,35 @@ func (h *Hub) Prune() (full bool) {
 		}
 	}
 	return live >= h.cfg.MaxStreams
+}
+
+// setQuantizer records an output's q. Called with s.mu held.
+func (s *stream) setQuantizer(q Quantizer) {
+	for i := range s.quantizers {
+		if s.quantizers[i].Output == q.Output {
+			s.quantizers[i].Q = q.Q
+			return
+		}
+	}
+	if len(s.quantizers) < MaxOutputs { // the parser names no more per encode
+		s.quantizers = append(s.quantizers, q)
+	}
+}
+
+// realtimeLag is how far an encode has fallen behind realtime: the wall
+// time since its first report of a media time, less the media time encoded
+// since. A live encode that keeps up holds it near 0; one falling behind
+// grows it; a file encoded faster than realtime drives it below 0.
+type realtimeLag struct {
+	known   bool
+	wall    time.Time // of the first report with a media time
+	media   float64   // its media time
+	seconds float64   // as of the latest report
+}
+
+func (l *realtimeLag) report(now time.Time, media float64) {
+	if !l.known {
+		*l = realtimeLag{known: true, wall: now, media: media}
+	}
+	l.seconds = now.Sub(l.wall).Seconds() - (media - l.media)
 }

@@ -18,11 +18,12 @@ const (
 	RejectUnauthorized               // missing or wrong bearer token
 	RejectStreamName                 // invalid stream name
 	RejectTooMany                    // stream limit reached
+	RejectBusy                       // another connection feeds the stream
 	numRejects
 )
 
 // Rejects names each Reject, in order, for the metric attribute.
-var Rejects = [numRejects]string{"method", "unauthorized", "stream_name", "too_many_streams"}
+var Rejects = [numRejects]string{"method", "unauthorized", "stream_name", "too_many_streams", "stream_busy"}
 
 // Ingest is the HTTP handler for POST /ingest, /ingest/{stream} and
 // /ingest?stream=NAME. It reads the body line by line as it arrives, so the
@@ -45,13 +46,16 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.reject(w, RejectUnauthorized, http.StatusUnauthorized, "missing or wrong bearer token")
 		return
 	}
-	conn, err := in.Hub.Open(streamName(r))
+	conn, err := in.Hub.OpenFrom(streamName(r), peerOf(r))
 	switch {
 	case errors.Is(err, ErrStreamName):
 		in.reject(w, RejectStreamName, http.StatusBadRequest, err.Error())
 		return
 	case errors.Is(err, ErrTooManyStreams):
 		in.reject(w, RejectTooMany, http.StatusTooManyRequests, err.Error())
+		return
+	case errors.Is(err, ErrStreamBusy):
+		in.reject(w, RejectBusy, http.StatusConflict, err.Error())
 		return
 	}
 	defer conn.Close()
@@ -95,6 +99,7 @@ func (in *Ingest) authorized(r *http.Request) bool {
 // ends the drain and the connection with it.
 func (in *Ingest) reject(w http.ResponseWriter, why Reject, code int, msg string) {
 	in.Hub.rejected[why].Add(1)
+	in.Hub.Changed() // the refusal counters are served too
 	w.Header().Set("Connection", "close")
 	http.Error(w, msg, code)
 	rc := http.NewResponseController(w)

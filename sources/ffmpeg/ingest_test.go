@@ -239,6 +239,7 @@ func TestRejectionAnsweredWhileBodyOpen(t *testing.T) {
 		{"PUT", "/ingest/job?token=t0ken", 405},
 		{"POST", "/ingest/bad%20name?token=t0ken", 400},
 		{"POST", "/ingest/second?token=t0ken", 429},
+		{"POST", "/ingest/busy?token=t0ken", 409},
 	} {
 		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 		if err != nil {
@@ -262,5 +263,48 @@ func TestRejectionAnsweredWhileBodyOpen(t *testing.T) {
 			t.Errorf("%s %s: connection not closed after the refusal: %v", tc.method, tc.target, err)
 		}
 		conn.Close()
+	}
+}
+
+// TestSecondClientRefused: while one client feeds a stream, a second one
+// posting to the same name gets 409 and is counted; its readings never
+// mix with the first's, and its progress=end does not end the first. Once
+// the first closes, the name is free for a new encode.
+func TestSecondClientRefused(t *testing.T) {
+	hub, srv := newIngestServer(t, DefaultConfig, "")
+	pr, pw := io.Pipe()
+	done := make(chan int)
+	go func() {
+		resp, err := http.Post(srv.URL+"/ingest/job", "text/plain", pr)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	io.WriteString(pw, "frame=1000\nprogress=continue\n")
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "job"); return s.Values[Frames] == 1000 })
+
+	if code := post(t, srv.URL+"/ingest/job", "frame=10\nprogress=end\n"); code != http.StatusConflict {
+		t.Errorf("second client: %d, want 409", code)
+	}
+	io.WriteString(pw, "frame=1025\nprogress=continue\n")
+	waitFor(t, func() bool { s, _ := streamByName(t, hub, "job"); return s.Values[Frames] == 1025 })
+	if s, _ := streamByName(t, hub, "job"); !s.Active {
+		t.Error("the refused client's progress=end ended the first client's stream")
+	}
+	if n := hub.Snapshot().Rejected[RejectBusy]; n != 1 {
+		t.Errorf("stream_busy %d, want 1", n)
+	}
+	pw.Close()
+	if code := <-done; code != http.StatusNoContent {
+		t.Errorf("first client ended with %d", code)
+	}
+	if code := post(t, srv.URL+"/ingest/job", "frame=10\nprogress=end\n"); code != http.StatusNoContent {
+		t.Errorf("after the first closed: %d, want 204", code)
+	}
+	if s, _ := streamByName(t, hub, "job"); s.Values[Frames] != 10 {
+		t.Errorf("new encode: frames %v, want 10", s.Values[Frames])
 	}
 }

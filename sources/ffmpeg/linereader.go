@@ -16,13 +16,14 @@ const initialLineBuffer = 2 << 10
 // LineReader splits a stream on '\n' and '\r' (ffmpeg redraws its status line
 // with '\r') as the bytes arrive, without waiting for the end of the body.
 type LineReader struct {
-	r          io.Reader
-	max        int
-	buf        []byte
-	start, end int
-	discarding bool // inside a line longer than max
-	err        error
-	Oversized  int // lines dropped for being longer than max
+	r           io.Reader
+	max         int
+	buf         []byte
+	start, end  int
+	discarding  bool // inside a line longer than max
+	err         error
+	Oversized   int    // lines dropped for being longer than max
+	OnOversized func() // if set, called as each such line is found, before its end arrives
 }
 
 // NewLineReader reads lines of at most max bytes from r.
@@ -73,6 +74,9 @@ func (l *LineReader) fill() {
 		// The line is already too long: drop what we have and skip to its end.
 		if !l.discarding {
 			l.Oversized++
+			if l.OnOversized != nil {
+				l.OnOversized()
+			}
 		}
 		l.discarding = true
 		l.start, l.end = 0, 0

@@ -8,6 +8,7 @@ package ffmpeg
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 )
 
@@ -27,14 +28,46 @@ const (
 	NumFields
 )
 
+// Limits are the largest readings that can be real. A value above its
+// limit, negative or not finite is refused: the line counts as rejected and
+// the field keeps the value it had. Each is far beyond any encode (a remux
+// runs thousands of times realtime; a PiB of output; 31 years of media).
+var Limits = [NumFields]float64{
+	Frames:     1e12,
+	FPS:        1e6,
+	Bitrate:    1e9, // kbit/s: 1 Pbit/s
+	Speed:      1e6,
+	OutTime:    1e9, // seconds
+	Size:       1 << 50,
+	Dropped:    1e12,
+	Duplicated: 1e12,
+}
+
+// MaxQuantizer is the largest quantizer that can be real: ffmpeg's scale
+// ends near 278 (FF_LAMBDA_MAX / FF_QP2LAMBDA).
+const MaxQuantizer = 1000
+
+// MaxOutputs is how many output streams of one encode keep a quantizer
+// reading: each is a series, so one stream holds a bounded number of them.
+// The key of a further output counts as an ignored line.
+const MaxOutputs = 16
+
+// Quantizer is the q of one output stream of an encode.
+type Quantizer struct {
+	Output string // the output stream as ffmpeg numbers it, FILE:INDEX ("0:0", "1:0")
+	Q      float64
+}
+
 // Update is what one block (a progress block or a status line) says.
 // Set marks the fields it gives a value; Cleared marks fields it reports as
 // N/A, which makes them unknown again.
 type Update struct {
-	Values  [NumFields]float64
-	Set     uint16
-	Cleared uint16
-	End     bool // progress=end: ffmpeg finished this output
+	Values        [NumFields]float64
+	Set           uint16
+	Cleared       uint16
+	End           bool // progress=end: ffmpeg finished this output
+	NumQuantizers int
+	Quantizers    [MaxOutputs]Quantizer // the first NumQuantizers hold readings
 }
 
 func (u *Update) set(f Field, v float64) {
@@ -48,6 +81,17 @@ func (u *Update) clear(f Field) {
 	u.Cleared |= 1 << f
 }
 
+func (u *Update) setQuantizer(output string, q float64) {
+	for i := range u.Quantizers[:u.NumQuantizers] {
+		if u.Quantizers[i].Output == output {
+			u.Quantizers[i].Q = q
+			return
+		}
+	}
+	u.Quantizers[u.NumQuantizers] = Quantizer{output, q}
+	u.NumQuantizers++
+}
+
 // LineKind says how the parser read a line.
 type LineKind uint8
 
@@ -55,17 +99,22 @@ const (
 	Ignored  LineKind = iota // a log line, garbage, or an unknown key
 	Progress                 // a -progress key=value line
 	Status                   // a stderr status line
+	Rejected                 // a progress or status line with a value that cannot be real, dropped
 )
 
 // Parser reads one connection's lines. It is not safe for concurrent use.
 type Parser struct {
-	block Update // the -progress block being read
+	block   Update   // the -progress block being read
+	outputs []string // output streams named so far by this encode, at most MaxOutputs
 }
 
 // Line reads one line, without its terminator. When the line completes a
 // block, it returns that block and done=true.
 func (p *Parser) Line(line []byte) (u Update, done bool, kind LineKind) {
 	line = bytes.TrimSpace(line)
+	if _, rest, ok := cutLevel(line); ok {
+		line = rest // -loglevel level+info prints "[info] frame=..."
+	}
 	key, value, ok := bytes.Cut(line, []byte{'='})
 	if !ok || !isKey(key) {
 		return u, false, Ignored
@@ -77,8 +126,11 @@ func (p *Parser) Line(line []byte) (u Update, done bool, kind LineKind) {
 		if !statusKeys[string(key)] {
 			return u, false, Ignored
 		}
-		if !parseStatus(&u, line) {
+		switch parseStatus(&u, line) {
+		case unknownKey:
 			return Update{}, false, Ignored
+		case refused:
+			return u, true, Rejected
 		}
 		return u, true, Status
 	}
@@ -86,10 +138,16 @@ func (p *Parser) Line(line []byte) (u Update, done bool, kind LineKind) {
 		u = p.block
 		u.End = string(value) == "end"
 		p.block = Update{}
+		if u.End {
+			p.outputs = nil // what follows is another encode
+		}
 		return u, true, Progress
 	}
-	if !apply(&p.block, key, value) {
+	switch p.apply(&p.block, key, value) {
+	case unknownKey:
 		return u, false, Ignored
+	case refused:
+		return u, false, Rejected
 	}
 	return u, false, Progress
 }
@@ -109,10 +167,20 @@ func isKey(b []byte) bool {
 	return true
 }
 
-// parseStatus reads "frame=  240 fps= 30 q=28.0 size=    1024kB time=... speed=1.01x".
-// It reports whether at least one known field was read.
-func parseStatus(u *Update, line []byte) bool {
-	known := false
+// result is what reading one key=value did.
+type result uint8
+
+const (
+	unknownKey result = iota
+	read              // a reading, or N/A
+	refused           // a value that cannot be real
+)
+
+// parseStatus reads "frame=  240 fps= 30 q=28.0 size=    1024kB time=... speed=1.01x":
+// unknownKey when no known key is in it, refused when a value was refused
+// (the other values are read all the same).
+func parseStatus(u *Update, line []byte) result {
+	res := unknownKey
 	for len(line) > 0 {
 		eq := bytes.IndexByte(line, '=')
 		if eq <= 0 {
@@ -124,17 +192,25 @@ func parseStatus(u *Update, line []byte) bool {
 		if end < 0 {
 			end = len(rest)
 		}
-		if apply(u, key, rest[:end]) {
-			known = true
+		if r := apply(u, key, rest[:end]); r > res {
+			res = r
 		}
 		line = rest[end:]
 	}
-	return known
+	return res
 }
 
-// apply reads one key's value into u and reports whether the key is known.
-// A known key with an unreadable value (N/A, garbage) clears the field.
-func apply(u *Update, key, value []byte) bool {
+// apply reads one -progress key, including each output's quantizer.
+func (p *Parser) apply(u *Update, key, value []byte) result {
+	if output, ok := quantizerKey(key); ok {
+		return p.quantizer(u, output, value)
+	}
+	return apply(u, key, value)
+}
+
+// apply reads one key's value into u. A known key with an unreadable value
+// (N/A, garbage) clears the field; one that cannot be real leaves it as it is.
+func apply(u *Update, key, value []byte) result {
 	var (
 		f  Field
 		v  float64
@@ -173,24 +249,90 @@ func apply(u *Update, key, value []byte) bool {
 		f = Duplicated
 		v, ok = number(value, "")
 	default:
+		return unknownKey
+	}
+	switch {
+	case !ok, f == OutTime && v < 0 && v >= -Limits[OutTime]: // ffmpeg's time before the first packet
+		u.clear(f)
+	case !(v >= 0 && v <= Limits[f]): // also NaN and ±Inf
+		return refused
+	default:
+		u.set(f, v)
+	}
+	return read
+}
+
+// quantizer reads an output's q. -1 is ffmpeg's "no quality in this
+// report" (the last report of libx264, say): the reading stays as it was.
+func (p *Parser) quantizer(u *Update, output, value []byte) result {
+	name, ok := p.output(output)
+	if !ok {
+		return unknownKey
+	}
+	q, ok := number(value, "")
+	switch {
+	case !ok || q == -1:
+	case !(q >= 0 && q <= MaxQuantizer):
+		return refused
+	default:
+		u.setQuantizer(name, q)
+	}
+	return read
+}
+
+// output returns the name of output FILE_INDEX ("0_0" gives "0:0"), made
+// once per encode; ok is false past MaxOutputs.
+func (p *Parser) output(id []byte) (string, bool) {
+	file, index, _ := bytes.Cut(id, []byte{'_'})
+	for _, name := range p.outputs {
+		if len(name) == len(id) && name[:len(file)] == string(file) && name[len(file)+1:] == string(index) {
+			return name, true
+		}
+	}
+	if len(p.outputs) == MaxOutputs {
+		return "", false
+	}
+	name := string(file) + ":" + string(index)
+	p.outputs = append(p.outputs, name)
+	return name, true
+}
+
+// quantizerKey reads stream_FILE_INDEX_q, as ffmpeg prints it (%d_%d: no
+// leading zeros), and returns FILE_INDEX.
+func quantizerKey(key []byte) ([]byte, bool) {
+	id, ok := bytes.CutPrefix(key, []byte("stream_"))
+	if !ok {
+		return nil, false
+	}
+	if id, ok = bytes.CutSuffix(id, []byte("_q")); !ok {
+		return nil, false
+	}
+	file, index, ok := bytes.Cut(id, []byte{'_'})
+	return id, ok && decimal(file) && decimal(index)
+}
+
+// decimal reports whether b is a small number as %d prints it.
+func decimal(b []byte) bool {
+	if len(b) == 0 || len(b) > 5 || (b[0] == '0' && len(b) > 1) {
 		return false
 	}
-	if ok && v >= 0 {
-		u.set(f, v)
-	} else {
-		u.clear(f)
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
 	}
 	return true
 }
 
 // number parses a decimal with an optional unit suffix, such as "1048.6kbits/s".
+// A number too large for a float64 reads as ±Inf, for the limits to refuse.
 func number(b []byte, suffix string) (float64, bool) {
 	b = bytes.TrimSuffix(bytes.TrimSpace(b), []byte(suffix))
 	if len(b) == 0 || len(b) > 32 || !looksNumeric(b) {
 		return 0, false
 	}
 	v, err := strconv.ParseFloat(string(b), 64)
-	return v, err == nil
+	return v, err == nil || math.IsInf(v, 0)
 }
 
 // looksNumeric rejects N/A, inf, nan and hex before strconv sees them.

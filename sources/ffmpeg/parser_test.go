@@ -1,6 +1,9 @@
 package ffmpeg
 
 import (
+	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -148,7 +151,8 @@ func TestIgnoredLines(t *testing.T) {
 	var p Parser
 	for _, line := range []string{
 		"", "garbage", "=", "==", "key with space=1", "\x00\xff=\x01", "[h264 @ 0x1] frame=1 fps=2",
-		"x264 options: cabac=1 ref=3", "stream_0_0_q=28.0", "foo=bar", strings.Repeat("a", 100) + "=1",
+		"x264 options: cabac=1 ref=3", "foo=bar", strings.Repeat("a", 100) + "=1",
+		"stream_00_0_q=1", "stream_0_q=1", "stream_0_0_0_q=1", "stream_x_0_q=1", "stream_123456_0_q=1",
 		"fps=1 q=2", // several pairs, but not a status line's first key
 	} {
 		if _, done, kind := p.Line([]byte(line)); done || kind != Ignored {
@@ -172,12 +176,15 @@ func TestIgnoredLines(t *testing.T) {
 }
 
 // FuzzParser: any bytes, split any way, neither panic nor produce a
-// negative, infinite or NaN reading.
+// reading that cannot be real (negative, infinite, NaN, past its limit),
+// in a block or in the snapshot of a stream fed the same bytes.
 func FuzzParser(f *testing.F) {
 	f.Add([]byte(progressBlock))
 	f.Add([]byte("frame=  240 fps= 30 q=28.0 size=    1024kB time=00:00:08.00 bitrate=1048.6kbits/s dup=0 drop=2 speed=1.01x\r"))
 	f.Add([]byte("out_time=-00:00:00.040000\nprogress=end\n"))
 	f.Add([]byte("size=N/A time=99999999:00:00.00 bitrate=N/A speed=N/A\r\x00\xff"))
+	f.Add([]byte("frame=1 size=1e308kB time=1e300:00:00 speed=1e999x\rfps=1e308\nstream_0_0_q=1e400\nstream_1_0_q=-1.0\nprogress=continue\n"))
+	f.Add([]byte("[h264 @ 0x55] [error] error while decoding MB 1 2\n    Last message repeated 3 times\n[info] frame=1 fps=2 q=3.0 size=1kB time=00:00:01.00 bitrate=1kbits/s speed=1x\r"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		lr := NewLineReader(strings.NewReader(string(data)), 64)
 		var p Parser
@@ -194,14 +201,129 @@ func FuzzParser(f *testing.F) {
 				continue
 			}
 			for f := range NumFields {
-				v := u.Values[f]
-				if u.Set&(1<<f) != 0 && (v < 0 || v != v || v > 1e300) {
-					t.Fatalf("field %d = %v from %q", f, v, data)
+				if u.Set&(1<<f) != 0 && !possible(u.Values[f], Limits[f]) {
+					t.Fatalf("field %d = %v from %q", f, u.Values[f], data)
+				}
+			}
+			for _, q := range u.Quantizers[:u.NumQuantizers] {
+				if !possible(q.Q, MaxQuantizer) {
+					t.Fatalf("quantizer %+v from %q", q, data)
 				}
 			}
 			if u.Set&u.Cleared != 0 {
 				t.Fatalf("fields both set and cleared: %b %b", u.Set, u.Cleared)
 			}
 		}
+
+		h, _ := newTestHub(8)
+		c := open(t, h, "fuzz")
+		c.Consume(strings.NewReader(string(data)))
+		s, _ := streamByName(t, h, "fuzz")
+		for f := range NumFields {
+			if s.Has(f) && !possible(s.Values[f], Limits[f]) {
+				t.Fatalf("snapshot field %d = %v from %q", f, s.Values[f], data)
+			}
+		}
+		if len(s.Quantizers) > MaxOutputs {
+			t.Fatalf("%d quantizers, past MaxOutputs", len(s.Quantizers))
+		}
+		for _, q := range s.Quantizers {
+			if !possible(q.Q, MaxQuantizer) {
+				t.Fatalf("snapshot quantizer %+v from %q", q, data)
+			}
+		}
+		if math.IsInf(s.Lag, 0) || math.IsNaN(s.Lag) {
+			t.Fatalf("snapshot lag %v from %q", s.Lag, data)
+		}
 	})
+}
+
+// possible reports whether v can be a reading: finite, 0 or more, at most max.
+func possible(v, max float64) bool { return v >= 0 && v <= max }
+
+// TestValuesThatCannotBeReal: a value that cannot be real is refused, the
+// line counted as rejected, and the field neither set nor cleared, so the
+// stream keeps its reading; the limits themselves are accepted.
+func TestValuesThatCannotBeReal(t *testing.T) {
+	for _, line := range []string{
+		"size=1e308kB time=00:00:01.00 speed=1x", // the issue's: +Inf bytes
+		"frame=1 fps=1e308 time=00:00:01.00",
+		"frame=1 time=1e300:00:00 speed=1x",
+		"fps=1e308", "fps=1000001", "speed=1000001x", "bitrate=1000000001kbits/s", "total_size=1125899906842625",
+		"out_time=1e300:00:00", "out_time=277778:00:00", "out_time_us=1000000001000000", "out_time_us=1e400",
+		"frame=1000000000001", "frame=1e999", "drop_frames=-1", "dup_frames=1e13", "fps=-5",
+		"stream_0_0_q=1001", "stream_0_0_q=-5", "stream_0_0_q=1e400",
+	} {
+		var p Parser
+		u, _, kind := p.Line([]byte(line))
+		if !strings.Contains(line, " ") {
+			u, _, _ = p.Line([]byte("progress=continue"))
+		}
+		if kind != Rejected {
+			t.Errorf("%q: kind %v, want Rejected", line, kind)
+		}
+		for _, f := range []Field{FPS, Bitrate, Size, Dropped, Duplicated} {
+			if (u.Set|u.Cleared)&(1<<f) != 0 {
+				t.Errorf("%q: touched field %d (set %b cleared %b)", line, f, u.Set, u.Cleared)
+			}
+		}
+		if strings.HasPrefix(line, "frame=1 ") && u.Set&(1<<Frames) == 0 {
+			t.Errorf("%q: the line's good values were dropped with the bad one", line)
+		}
+		if u.NumQuantizers != 0 {
+			t.Errorf("%q: quantizer %+v", line, u.Quantizers[0])
+		}
+	}
+	limits := "frame=1000000000000\nfps=1000000\nbitrate=1000000000kbits/s\ntotal_size=1125899906842624\n" +
+		"out_time_us=1000000000000000\ndup_frames=1000000000000\ndrop_frames=1000000000000\nspeed=1000000x\nstream_0_0_q=1000\nprogress=continue\n"
+	u := feed(t, limits)[0]
+	for f := range NumFields {
+		want(t, u, f, Limits[f])
+	}
+	if u.NumQuantizers != 1 || u.Quantizers[0].Q != MaxQuantizer {
+		t.Errorf("quantizer at its limit: %+v", u.Quantizers[:u.NumQuantizers])
+	}
+}
+
+// TestQuantizers: each output's stream_FILE_INDEX_q, named FILE:INDEX; -1
+// (no quality in this report) is no reading; at most MaxOutputs outputs.
+func TestQuantizers(t *testing.T) {
+	blocks := feed(t, "frame=1\nstream_0_0_q=0.0\nstream_1_0_q=4.7\nstream_0_0_q=28.0\nprogress=continue\n"+
+		"frame=50\nstream_0_0_q=-1.0\nstream_1_0_q=2.0\nprogress=end\n")
+	quantizers := func(u Update) []Quantizer { return u.Quantizers[:u.NumQuantizers] }
+	if got := quantizers(blocks[0]); !slices.Equal(got, []Quantizer{{"0:0", 28}, {"1:0", 4.7}}) {
+		t.Errorf("first block: %+v", got)
+	}
+	if got := quantizers(blocks[1]); !slices.Equal(got, []Quantizer{{"1:0", 2}}) {
+		t.Errorf("last block: %+v, want 1:0 only (0:0 said -1)", got)
+	}
+
+	var p Parser
+	for i := range MaxOutputs {
+		if _, _, kind := p.Line(fmt.Appendf(nil, "stream_%d_%d_q=%d", i/2, i%2+1, i)); kind != Progress {
+			t.Errorf("output %d: kind %v, want Progress", i+1, kind)
+		}
+	}
+	if _, _, kind := p.Line([]byte("stream_99_0_q=1")); kind != Ignored {
+		t.Errorf("output past MaxOutputs: kind %v, want Ignored", kind)
+	}
+	if u, _, _ := p.Line([]byte("progress=end")); u.NumQuantizers != MaxOutputs || u.Quantizers[MaxOutputs-1].Output != "7:2" {
+		t.Errorf("%d quantizers, last %+v", u.NumQuantizers, u.Quantizers[MaxOutputs-1])
+	}
+	// After progress=end the next encode names its own outputs.
+	p.Line([]byte("stream_9_9_q=3"))
+	if u, _, _ := p.Line([]byte("progress=continue")); u.NumQuantizers != 1 || u.Quantizers[0] != (Quantizer{"9:9", 3}) {
+		t.Errorf("next encode: %+v", u.Quantizers[:u.NumQuantizers])
+	}
+}
+
+// TestStatusLineWithLevel: -loglevel level+info marks the status line
+// "[info] "; it is read all the same.
+func TestStatusLineWithLevel(t *testing.T) {
+	blocks := feed(t, "[info] frame=   25 fps=0.0 q=-1.0 Lsize=N/A time=00:00:00.92 bitrate=N/A speed=34.3x    \r")
+	if len(blocks) != 1 {
+		t.Fatalf("%d blocks, want 1", len(blocks))
+	}
+	want(t, blocks[0], Frames, 25)
+	want(t, blocks[0], Speed, 34.3)
 }

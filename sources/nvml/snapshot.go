@@ -15,32 +15,32 @@ type Field uint8
 
 // The readings; each is left out for a GPU that does not support it.
 const (
-	PowerWatts            Field = iota // power draw
-	TemperatureCelsius                 // GPU core temperature
-	UtilizationPercent                 // GPU (SM) busy time
-	MemoryUsedBytes                    // framebuffer used
-	MemoryTotalBytes                   // framebuffer size
-	EncoderPercent                     // NVENC utilisation
-	DecoderPercent                     // NVDEC utilisation
-	EncoderSessions                    // NVENC sessions open
-	EncoderFPS                         // average fps over NVENC sessions
-	EncoderLatencySeconds              // average NVENC latency
-	EnergyJoules                       // total energy since the driver loaded
-	PowerLimitWatts                    // enforced power limit
-	SMClockHertz                       // SM clock
-	MemoryClockHertz                   // memory clock
-	GraphicsClockHertz                 // graphics clock
-	FanPercent                         // fan speed, of its maximum
-	PerformanceState                   // P-state: 0 (P0, fastest) to 15
-	PCIeTxBytesPerSecond               // PCIe throughput sent by the GPU
-	PCIeRxBytesPerSecond               // PCIe throughput received by the GPU
-	PCIeReplays                        // PCIe replays since the driver loaded
-	ECCCorrected                       // volatile (since the driver loaded) corrected ECC errors
-	ECCUncorrected                     // volatile uncorrected ECC errors
-	RemappedRowsCorrectable            // rows remapped for correctable errors
-	RemappedRowsUncorrectable          // rows remapped for uncorrectable errors
-	RemappedRowsPending                // 1 if a remapping waits for a GPU reset
-	RemappedRowsFailed                 // 1 if a remapping has failed
+	PowerWatts                Field = iota // power draw
+	TemperatureCelsius                     // GPU core temperature
+	UtilizationPercent                     // GPU (SM) busy time
+	MemoryUsedBytes                        // framebuffer used
+	MemoryTotalBytes                       // framebuffer size
+	EncoderPercent                         // NVENC utilisation
+	DecoderPercent                         // NVDEC utilisation
+	EncoderSessions                        // NVENC sessions open
+	EncoderFPS                             // average fps over NVENC sessions
+	EncoderLatencySeconds                  // average NVENC latency
+	EnergyJoules                           // total energy since the driver loaded
+	PowerLimitWatts                        // enforced power limit
+	SMClockHertz                           // SM clock
+	MemoryClockHertz                       // memory clock
+	GraphicsClockHertz                     // graphics clock
+	FanPercent                             // fan speed, of its maximum
+	PerformanceState                       // P-state: 0 (P0, fastest) to 15
+	PCIeTxBytesPerSecond                   // PCIe throughput sent by the GPU
+	PCIeRxBytesPerSecond                   // PCIe throughput received by the GPU
+	PCIeReplays                            // PCIe replays since the driver loaded
+	ECCCorrected                           // volatile (since the driver loaded) corrected ECC errors
+	ECCUncorrected                         // volatile uncorrected ECC errors
+	RemappedRowsCorrectable                // rows remapped for correctable errors
+	RemappedRowsUncorrectable              // rows remapped for uncorrectable errors
+	RemappedRowsPending                    // 1 if a remapping waits for a GPU reset
+	RemappedRowsFailed                     // 1 if a remapping has failed
 	// Time the clocks were held down by each performance policy since the
 	// driver loaded, in seconds; see ThrottleTimes.
 	ThrottlePowerSeconds

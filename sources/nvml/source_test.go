@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,6 +206,12 @@ func TestXIDEvents(t *testing.T) {
 	if x := src.Snapshot().GPUs[0].XIDs; len(x) != 0 {
 		t.Errorf("gpu 0 got another GPU's XIDs: %v", x)
 	}
+	if last := src.Snapshot().GPUs[3].LastXID; last.IsZero() || time.Since(last) > 5*time.Second {
+		t.Errorf("gpu 3 latest XID at %v, want just now", last)
+	}
+	if last := src.Snapshot().GPUs[0].LastXID; !last.IsZero() {
+		t.Errorf("gpu 0 has a latest XID (%v) without any", last)
+	}
 }
 
 func TestHungDriverBounded(t *testing.T) {
@@ -299,5 +306,294 @@ func TestNoShutdownWhileInsideLibrary(t *testing.T) {
 	}
 	if !inside.Load() && src.initialized {
 		t.Error("NVML left loaded although the call returned within CloseTimeout")
+	}
+}
+
+// TestParityReadings: PCIe, ECC, row remapping, violation time, per-process
+// utilisation, encoder sessions and process names as the mock gives them.
+func TestParityReadings(t *testing.T) {
+	m := gpumock.New(2)
+	src, _ := newSource(t, m)
+	src.Sample(context.Background())
+	if err := src.Health(); err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range src.Snapshot().GPUs {
+		f := float64(i)
+		want := map[Field]float64{
+			PCIeTxBytesPerSecond: (100 + f) * 1024, PCIeRxBytesPerSecond: (200 + f) * 1024, PCIeReplays: 3 + f,
+			ECCCorrected: 7 + f, ECCUncorrected: f,
+			RemappedRowsCorrectable: 1, RemappedRowsUncorrectable: 0, RemappedRowsPending: 0, RemappedRowsFailed: 0,
+			ThrottlePowerSeconds: 0.5, ThrottleThermalSeconds: 1, ThrottleAppClocksSeconds: 5.5, ThrottleBaseClocksSeconds: 6,
+		}
+		for field, v := range want {
+			if !g.Has(field) || g.Values[field] != v {
+				t.Errorf("gpu %d field %d = %v (has %v), want %v", i, field, g.Values[field], g.Has(field), v)
+			}
+		}
+		pid := uint32(1000 + i)
+		if u := g.ProcessUtilization; len(u) != 1 || u[0].PID != pid || u[0].SMPercent != 30+f || u[0].EncoderPercent != 20+f ||
+			u[0].DecoderPercent != 5+f || time.Since(u[0].Timestamp) > time.Minute {
+			t.Errorf("gpu %d process utilisation %+v", i, u)
+		}
+		wantSessions := []EncoderSession{
+			{SessionID: 1, PID: pid, Codec: "h264", Width: 1920, Height: 1080, AverageFPS: 60, AverageLatency: 1500 * time.Microsecond},
+			{SessionID: 2, PID: pid, Codec: "hevc", Width: 1920, Height: 1080, AverageFPS: 60, AverageLatency: 1500 * time.Microsecond},
+		}
+		if !slices.Equal(g.EncoderSessions, wantSessions) {
+			t.Errorf("gpu %d encoder sessions %+v", i, g.EncoderSessions)
+		}
+		if !slices.Equal(g.ProcessNames, []ProcessName{{pid, "ffmpeg"}}) || g.ProcessesLeftOut != 0 || g.MIG {
+			t.Errorf("gpu %d names %v, left out %d, MIG %v", i, g.ProcessNames, g.ProcessesLeftOut, g.MIG)
+		}
+	}
+}
+
+// TestECCAndRemappedRowsUnsupported: a card without ECC or row remapping
+// (consumer cards, ECC off) leaves those readings out, silently.
+func TestECCAndRemappedRowsUnsupported(t *testing.T) {
+	m := gpumock.New(2)
+	d := mockDevice(m, 1)
+	d.GetTotalEccErrorsFunc = func(gonvml.MemoryErrorType, gonvml.EccCounterType) (uint64, gonvml.Return) {
+		return 0, gonvml.ERROR_NOT_SUPPORTED
+	}
+	d.GetRemappedRowsFunc = func() (int, int, bool, bool, gonvml.Return) { return 0, 0, false, false, gonvml.ERROR_NOT_SUPPORTED }
+	d.GetPcieReplayCounterFunc = func() (int, gonvml.Return) { return 0, gonvml.ERROR_NOT_SUPPORTED }
+	src, logs := newSource(t, m)
+	src.Sample(context.Background())
+	if err := src.Health(); err != nil {
+		t.Fatalf("unsupported readings made an error: %v", err)
+	}
+	g := src.Snapshot().GPUs[1]
+	for _, f := range []Field{ECCCorrected, ECCUncorrected, RemappedRowsCorrectable, RemappedRowsUncorrectable,
+		RemappedRowsPending, RemappedRowsFailed, PCIeReplays} {
+		if g.Has(f) {
+			t.Errorf("unsupported field %d reported as %v", f, g.Values[f])
+		}
+	}
+	if g.Errors != 0 || g.Err != nil || !g.Has(PCIeTxBytesPerSecond) {
+		t.Errorf("gpu 1: errors %d, err %v", g.Errors, g.Err)
+	}
+	if !src.Snapshot().GPUs[0].Has(ECCUncorrected) {
+		t.Error("gpu 0 lost a reading gpu 1 lacks")
+	}
+	if strings.Contains(logs.String(), "not fully readable") {
+		t.Errorf("unsupported readings logged as a failure:\n%s", logs)
+	}
+}
+
+// TestViolationTimeBetweenSamples: a power throttle that begins and ends
+// between two samples is invisible in the throttle reasons, which only say
+// what is active at the sample, but its time adds up in the violation
+// counter, sample after sample.
+func TestViolationTimeBetweenSamples(t *testing.T) {
+	m := gpumock.New(1)
+	d := mockDevice(m, 0)
+	d.GetCurrentClocksEventReasonsFunc = func() (uint64, gonvml.Return) { return 0, gonvml.SUCCESS } // never caught active
+	var throttled atomic.Uint64                                                                      // ns the driver has counted
+	d.GetViolationStatusFunc = func(p gonvml.PerfPolicyType) (gonvml.ViolationTime, gonvml.Return) {
+		if p != gonvml.PERF_POLICY_POWER {
+			return gonvml.ViolationTime{}, gonvml.SUCCESS
+		}
+		return gonvml.ViolationTime{ViolationTime: throttled.Load()}, gonvml.SUCCESS
+	}
+	src, _ := newSource(t, m)
+	var got []float64
+	for _, burst := range []uint64{0, 300_000_000, 0, 50_000_000} { // throttles between samples
+		throttled.Add(burst)
+		src.Sample(context.Background())
+		g := src.Snapshot().GPUs[0]
+		if !g.HasThrottle || g.Throttle != 0 {
+			t.Fatalf("throttle reasons %x, want none active at any sample", g.Throttle)
+		}
+		got = append(got, g.Values[ThrottlePowerSeconds])
+	}
+	if want := []float64{0, 0.3, 0.3, 0.35}; !slices.Equal(got, want) {
+		t.Errorf("power throttle seconds over four samples %v, want %v", got, want)
+	}
+}
+
+// TestProcessUtilizationSinceLastSeen: each collection asks NVML only for
+// samples newer than the newest it has read, so each covers the window
+// since the previous collection; no new sample (NOT_FOUND: no process used
+// the GPU) leaves no entries and is no error.
+func TestProcessUtilizationSinceLastSeen(t *testing.T) {
+	m := gpumock.New(1)
+	var asked []uint64
+	next := []struct {
+		samples []gonvml.ProcessUtilizationSample
+		ret     gonvml.Return
+	}{
+		{[]gonvml.ProcessUtilizationSample{{Pid: 7, TimeStamp: 1_000, SmUtil: 40}, {Pid: 8, TimeStamp: 1_500, EncUtil: 90}}, gonvml.SUCCESS},
+		{nil, gonvml.ERROR_NOT_FOUND},
+		// NVML should give one sample per process; should it give more, the newest counts.
+		{[]gonvml.ProcessUtilizationSample{{Pid: 7, TimeStamp: 2_500, SmUtil: 10}, {Pid: 7, TimeStamp: 2_000, SmUtil: 99}}, gonvml.SUCCESS},
+	}
+	mockDevice(m, 0).GetProcessUtilizationFunc = func(lastSeen uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+		asked = append(asked, lastSeen)
+		r := next[0]
+		next = next[1:]
+		return r.samples, r.ret
+	}
+	src, _ := newSource(t, m)
+	var got [][]ProcessUtilization
+	for range 3 {
+		src.Sample(context.Background())
+		if err := src.Health(); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, src.Snapshot().GPUs[0].ProcessUtilization)
+	}
+	if want := []uint64{0, 1_500, 1_500}; !slices.Equal(asked, want) {
+		t.Errorf("asked for samples after %v, want %v", asked, want)
+	}
+	want := [][]ProcessUtilization{
+		{{PID: 7, SMPercent: 40, Timestamp: time.UnixMicro(1_000)}, {PID: 8, EncoderPercent: 90, Timestamp: time.UnixMicro(1_500)}},
+		nil,
+		{{PID: 7, SMPercent: 10, Timestamp: time.UnixMicro(2_500)}},
+	}
+	for i := range want {
+		if !slices.EqualFunc(got[i], want[i], func(a, b ProcessUtilization) bool { return a == b }) {
+			t.Errorf("collection %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// TestProcessesCapped: a GPU with more processes than MaxProcesses keeps
+// the largest users in each list, says how many it left out, and names
+// only what it kept.
+func TestProcessesCapped(t *testing.T) {
+	const n = MaxProcesses + 44
+	m := gpumock.New(1)
+	d := mockDevice(m, 0)
+	d.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		out := make([]gonvml.ProcessInfo, n)
+		for i := range out {
+			out[i] = gonvml.ProcessInfo{Pid: uint32(10_000 + i), UsedGpuMemory: uint64(i) << 20} // the later, the larger
+		}
+		return out, gonvml.SUCCESS
+	}
+	d.GetProcessUtilizationFunc = func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+		out := make([]gonvml.ProcessUtilizationSample, n-4)
+		for i := range out {
+			out[i] = gonvml.ProcessUtilizationSample{Pid: uint32(10_000 + i), TimeStamp: 1, SmUtil: uint32(n - i)} // the earlier, the busier
+		}
+		return out, gonvml.SUCCESS
+	}
+	d.GetEncoderSessionsFunc = func() ([]gonvml.EncoderSessionInfo, gonvml.Return) {
+		return make([]gonvml.EncoderSessionInfo, n+10), gonvml.SUCCESS
+	}
+	var named atomic.Int64
+	m.SystemGetProcessNameFunc = func(pid int) (string, gonvml.Return) { named.Add(1); return "ffmpeg", gonvml.SUCCESS }
+	src, _ := newSource(t, m)
+	src.Sample(context.Background())
+	g := src.Snapshot().GPUs[0]
+	if len(g.Processes) != MaxProcesses || len(g.ProcessUtilization) != MaxProcesses || len(g.EncoderSessions) != MaxProcesses {
+		t.Fatalf("kept %d processes, %d utilisation samples, %d sessions; want %d each",
+			len(g.Processes), len(g.ProcessUtilization), len(g.EncoderSessions), MaxProcesses)
+	}
+	if g.ProcessesLeftOut != 54 {
+		t.Errorf("left out %d, want 54 (the longest list: sessions)", g.ProcessesLeftOut)
+	}
+	for _, p := range g.Processes {
+		if p.PID < 10_000+n-MaxProcesses {
+			t.Errorf("kept pid %d though larger users were left out", p.PID)
+		}
+	}
+	for _, p := range g.ProcessUtilization {
+		if p.PID >= 10_000+MaxProcesses {
+			t.Errorf("kept utilisation of pid %d though busier processes were left out", p.PID)
+		}
+	}
+	// Memory keeps pids 10044..10299, utilisation 10000..10255: 300 distinct.
+	if len(g.ProcessNames) != 300 || named.Load() != 300 {
+		t.Errorf("%d names from %d lookups, want the 300 kept processes", len(g.ProcessNames), named.Load())
+	}
+}
+
+// TestMIGMode: a GPU in MIG mode reports what NVML gives for it, leaves the
+// rest out without an error, and says so in the snapshot's notes.
+func TestMIGMode(t *testing.T) {
+	m := gpumock.New(2)
+	d := mockDevice(m, 0)
+	if ret, _ := d.SetMigMode(gonvml.DEVICE_MIG_ENABLE); ret != gonvml.SUCCESS {
+		t.Fatal(ret)
+	}
+	// What NVML does not give for a GPU in MIG mode.
+	d.GetUtilizationRatesFunc = func() (gonvml.Utilization, gonvml.Return) { return gonvml.Utilization{}, gonvml.ERROR_NOT_SUPPORTED }
+	d.GetEncoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) { return 0, 0, gonvml.ERROR_NOT_SUPPORTED }
+	d.GetEncoderStatsFunc = func() (int, uint32, uint32, gonvml.Return) { return 0, 0, 0, gonvml.ERROR_NOT_SUPPORTED }
+	d.GetEncoderSessionsFunc = func() ([]gonvml.EncoderSessionInfo, gonvml.Return) { return nil, gonvml.ERROR_NOT_SUPPORTED }
+	d.GetProcessUtilizationFunc = func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+		return nil, gonvml.ERROR_NOT_SUPPORTED
+	}
+	src, _ := newSource(t, m)
+	src.Sample(context.Background())
+	if err := src.Health(); err != nil {
+		t.Fatalf("MIG mode made an error: %v", err)
+	}
+	snap := src.Snapshot()
+	g := snap.GPUs[0]
+	if !g.MIG || snap.GPUs[1].MIG {
+		t.Fatalf("MIG %v, %v; want gpu 0 only", g.MIG, snap.GPUs[1].MIG)
+	}
+	for _, f := range []Field{UtilizationPercent, EncoderPercent, EncoderSessions, EncoderFPS} {
+		if g.Has(f) {
+			t.Errorf("field %d invented for a MIG GPU: %v", f, g.Values[f])
+		}
+	}
+	if g.ProcessUtilization != nil || g.EncoderSessions != nil {
+		t.Errorf("per-process readings invented: %v %v", g.ProcessUtilization, g.EncoderSessions)
+	}
+	if !g.Has(PowerWatts) || !g.Has(MemoryUsedBytes) || !g.Has(ECCCorrected) || len(g.Processes) != 1 {
+		t.Errorf("readings NVML gives were lost: %+v", g)
+	}
+	notes := snap.Notes()
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "gpu 0 is in MIG mode") {
+		t.Fatalf("notes %q, want one for gpu 0", notes)
+	}
+	for _, call := range []string{"GetUtilizationRates", "GetEncoderStats", "GetEncoderSessions", "GetProcessUtilization"} {
+		if !strings.Contains(notes[0], call) {
+			t.Errorf("note %q does not name %s", notes[0], call)
+		}
+	}
+	if g1 := snap.GPUs[1]; !g1.Has(UtilizationPercent) || len(g1.ProcessUtilization) != 1 {
+		t.Errorf("gpu 1, not in MIG mode, disturbed: %+v", g1)
+	}
+}
+
+// TestProcessNames: a process that exits before it is named is left out
+// silently; a name lookup that fails otherwise costs one error per sample,
+// not one per process.
+func TestProcessNames(t *testing.T) {
+	m := gpumock.New(1)
+	d := mockDevice(m, 0)
+	d.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+		return []gonvml.ProcessInfo{{Pid: 1}, {Pid: 2}, {Pid: 3}}, gonvml.SUCCESS
+	}
+	broken := &gpumock.Toggle{}
+	m.SystemGetProcessNameFunc = func(pid int) (string, gonvml.Return) {
+		switch {
+		case broken.On():
+			return "", gonvml.ERROR_UNKNOWN
+		case pid == 2:
+			return "", gonvml.ERROR_NOT_FOUND // exited
+		}
+		return "ffmpeg", gonvml.SUCCESS
+	}
+	src, _ := newSource(t, m)
+	src.Sample(context.Background())
+	g := src.Snapshot().GPUs[0]
+	if err := src.Health(); err != nil || !slices.Equal(g.ProcessNames, []ProcessName{{1, "ffmpeg"}, {3, "ffmpeg"}, {1000, "ffmpeg"}}) {
+		t.Errorf("names %v, health %v; want pid 2 left out silently", g.ProcessNames, err)
+	}
+	broken.Set(true)
+	src.Sample(context.Background())
+	g = src.Snapshot().GPUs[0]
+	if err := src.Health(); err == nil || !strings.Contains(err.Error(), "SystemGetProcessName: ERROR_UNKNOWN") || g.Errors != 1 {
+		t.Errorf("health %v, errors %d; want the failure once", err, g.Errors)
+	}
+	if len(g.ProcessNames) != 0 || len(g.Processes) != 3 {
+		t.Errorf("names %v, processes %v", g.ProcessNames, g.Processes)
 	}
 }

@@ -13,11 +13,21 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
-// MaxPlausibleWatts bounds the sampling interval: at this power no zone's
-// counter may wrap twice between two samples, so no wrap is missed.
+// MaxPlausibleWatts is more than any one zone draws. It bounds the sampling
+// interval, so that no counter can wrap twice between two samples, and every
+// reading: a change larger than this power could count in the time since
+// the previous reading is no energy but a faulty counter.
 const MaxPlausibleWatts = 1000
 
-const MinInterval = time.Millisecond
+// MinInterval is the shortest sampling interval, whatever is configured.
+// Every zone's range allows it (minRange), so it never costs a wrap.
+const MinInterval = 50 * time.Millisecond
+
+// clockSlack is how far the time measured between two readings may fall
+// short of the time the counter counted in: the counter updates about every
+// millisecond, and the clock is read just after energy_uj, not at the same
+// instant.
+const clockSlack = 10 * time.Millisecond
 
 // Config is what the source needs.
 type Config struct {
@@ -35,7 +45,7 @@ type Reading struct {
 	PowerWatts     float64 // mean power over the latest sampling window
 	HasPower       bool    // false until two samples exist
 	MaxRangeJoules float64
-	Implausible    uint64
+	Implausible    uint64 // readings not counted: above the range, or a change beyond MaxPlausibleWatts
 }
 
 // Snapshot is what the latest sample saw.
@@ -59,12 +69,15 @@ type Source struct {
 
 // state is a zone's counter between samples.
 type state struct {
-	read  bool   // a reading has been taken
-	raw   uint64 // last energy_uj
-	total uint64 // µJ since the kernel's counter started, wrap-corrected
-	at    time.Time
-	watts float64
-	power bool
+	read        bool   // total is known: a plausible reading has been taken
+	based       bool   // raw is a reading the next one can be measured from
+	raw         uint64 // last energy_uj
+	total       uint64 // µJ since the kernel's counter started, wrap-corrected
+	at          time.Time
+	watts       float64
+	power       bool
+	implausible uint64
+	doubt       error // the first of the latest implausible readings; nil since a plausible one
 }
 
 // New returns a source that has sampled once.
@@ -93,7 +106,7 @@ func intervalFor(iv time.Duration, zones []zone) time.Duration {
 		wrap := time.Duration(float64(z.MaxRange) / MaxPlausibleWatts * float64(time.Microsecond))
 		iv = min(iv, wrap/2)
 	}
-	return max(iv, time.Millisecond)
+	return max(iv, MinInterval)
 }
 
 // Run samples until ctx ends (New took the first sample).
@@ -122,14 +135,19 @@ func (s *Source) Sample() {
 
 	snap := &Snapshot{Discovered: len(s.zones)}
 	for i, z := range s.zones {
-		raw, err := readUint(s.cfg.FS, path.Join(z.Dir, "energy_uj"))
+		file := path.Join(z.Dir, "energy_uj")
+		raw, err := readUint(s.cfg.FS, file)
+		st := &s.states[i]
 		if err != nil {
 			errs = append(errs, err)
 		} else {
 			snap.Available = true
-			s.states[i].advance(raw, z.MaxRange, s.cfg.Clock())
+			st.advance(file, raw, z.MaxRange, s.cfg.Clock())
 		}
-		if st := s.states[i]; st.read {
+		if st.doubt != nil {
+			errs = append(errs, st.doubt)
+		}
+		if st.read {
 			snap.Zones = append(snap.Zones, Reading{
 				Package:        z.Package,
 				Zone:           z.Zone,
@@ -137,6 +155,7 @@ func (s *Source) Sample() {
 				PowerWatts:     st.watts,
 				HasPower:       st.power && err == nil,
 				MaxRangeJoules: float64(z.MaxRange) / 1e6,
+				Implausible:    st.implausible,
 			})
 		}
 	}
@@ -170,24 +189,61 @@ func (s *Source) discover() []error {
 	return failed
 }
 
-// advance takes a new raw reading. A counter that fell has wrapped at
-// maxRange: the energy since the last reading is (max − previous + current).
-func (st *state) advance(raw, maxRange uint64, now time.Time) {
-	if !st.read {
-		*st = state{read: true, raw: raw, total: raw, at: now}
-		return
-	}
+// advance takes a new raw reading of file. A counter that fell has wrapped
+// at maxRange: the energy since the last reading is (max − previous +
+// current). A reading above maxRange, or a change more than
+// MaxPlausibleWatts could count since the last reading, is implausible: it
+// is counted as such, named on health until a plausible one follows, and
+// adds nothing. The next change is measured from it, unless it was above
+// the range.
+func (st *state) advance(file string, raw, maxRange uint64, now time.Time) {
+	dt := now.Sub(st.at)
 	var delta uint64
-	if raw >= st.raw {
+	var doubt error
+	switch {
+	case raw > maxRange:
+		doubt = fmt.Errorf("%s: implausible reading, not counted: %d µJ is above max_energy_range_uj %d µJ", file, raw, maxRange)
+	case !st.based || st.raw > maxRange:
+		// The first reading, the first after one above the range, or the
+		// range shrank at rediscovery: nothing to measure from.
+	case raw >= st.raw:
 		delta = raw - st.raw
-	} else {
+	default:
 		delta = maxRange - st.raw + raw
 	}
-	st.total += delta
-	if dt := now.Sub(st.at).Seconds(); dt > 0 {
-		st.watts, st.power = float64(delta)/1e6/dt, true
+	if bound := plausible(dt); st.based && doubt == nil && delta > bound {
+		verb, asWrap := "rose", ""
+		if raw < st.raw {
+			verb, asWrap = "fell", fmt.Sprintf("as a wrap at max_energy_range_uj %d µJ that is ", maxRange)
+		}
+		doubt = fmt.Errorf("%s: implausible reading, not counted: %s from %d to %d µJ in %v; %s%d µJ, more than %d W could count in that time (%d µJ)",
+			file, verb, st.raw, raw, dt.Round(time.Millisecond), asWrap, delta, MaxPlausibleWatts, bound)
 	}
+
+	if doubt != nil {
+		st.implausible++
+		if st.doubt == nil {
+			st.doubt = doubt // the first of a run: health and the log keep to it
+		}
+		st.based, st.power = raw <= maxRange, false
+		st.raw, st.at = raw, now
+		return
+	}
+	if !st.read {
+		st.read, st.total = true, raw
+	}
+	st.power = st.based && dt > 0
+	if st.power {
+		st.watts = float64(delta) / 1e6 / dt.Seconds()
+	}
+	st.total += delta
+	st.based, st.doubt = true, nil
 	st.raw, st.at = raw, now
+}
+
+// plausible is the most energy, in µJ, a zone can count in dt.
+func plausible(dt time.Duration) uint64 {
+	return uint64(MaxPlausibleWatts * max(dt+clockSlack, 0).Seconds() * 1e6)
 }
 
 // explain adds, once, what to do about a permission error.

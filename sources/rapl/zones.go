@@ -6,12 +6,16 @@
 package rapl
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // powercapDir is where the kernel lists every powercap zone, nested ones
@@ -77,10 +81,12 @@ func readZone(fsys fs.FS, name string) (zone, error) {
 	if err != nil {
 		return zone{}, err
 	}
-	if maxRange == 0 {
-		return zone{}, fmt.Errorf("%s/max_energy_range_uj is 0", dir)
+	if maxRange < minRange {
+		return zone{}, fmt.Errorf("%s/max_energy_range_uj is %d µJ: no real zone wraps below %d µJ, "+
+			"and sampling fast enough to catch its wraps (%v at %d W) would spin the CPU", dir, maxRange, uint64(minRange), MinInterval, MaxPlausibleWatts)
 	}
 	z := zone{Dir: dir, MaxRange: maxRange}
+	from := path.Join(dir, "name") // where the package label comes from
 	switch {
 	case strings.HasPrefix(kind, "package-"):
 		z.Zone, z.Package = "package", strings.TrimPrefix(kind, "package-")
@@ -91,18 +97,30 @@ func readZone(fsys fs.FS, name string) (zone, error) {
 		// intel-rapl:0:1's parent is intel-rapl:0.
 		z.Zone = sanitize(kind)
 		if parent := name[:strings.LastIndexByte(name, ':')]; strings.Count(name, ":") == 2 {
-			pkind, err := readString(fsys, path.Join(powercapDir, parent, "name"))
+			from = path.Join(powercapDir, parent, "name")
+			pkind, err := readString(fsys, from)
 			if err != nil {
 				return zone{}, err
 			}
 			z.Package = strings.TrimPrefix(pkind, "package-")
 		} else {
 			// A top-level zone that is not a package: index it by its own number.
-			z.Package = name[strings.LastIndexByte(name, ':')+1:]
+			z.Package, from = name[strings.LastIndexByte(name, ':')+1:], dir
 		}
+	}
+	// The Prometheus bridge drops, at every scrape, a family with a label
+	// value that is not UTF-8; refusing the zone here costs only that zone.
+	if !utf8.ValidString(z.Package) {
+		return zone{}, fmt.Errorf("%s: the package name %q is not valid UTF-8, so it cannot be a label value", from, clip(z.Package))
 	}
 	return z, nil
 }
+
+// minRange is the smallest max_energy_range_uj taken for real. A counter
+// must not wrap twice within MinInterval at MaxPlausibleWatts, and real
+// zones wrap far above it: at 65 kJ (AMD) or 262 kJ (Intel), a 32-bit
+// counter of 15.3 or 61 µJ units.
+const minRange = 2 * MaxPlausibleWatts * uint64(MinInterval/time.Microsecond)
 
 // sanitize keeps a zone name a tidy label value.
 func sanitize(s string) string {
@@ -117,10 +135,23 @@ func sanitize(s string) string {
 	}, s)
 }
 
+// maxValue is the most a sysfs attribute holds: one page.
+const maxValue = 4096
+
+// readString reads a sysfs value, refusing one larger than sysfs can hold
+// rather than reading it whole.
 func readString(fsys fs.FS, name string) (string, error) {
-	b, err := fs.ReadFile(fsys, name)
+	f, err := fsys.Open(name)
 	if err != nil {
 		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxValue+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxValue {
+		return "", fmt.Errorf("%s: over %d bytes, more than a sysfs value can be", name, maxValue)
 	}
 	return strings.TrimSpace(string(b)), nil
 }
@@ -132,7 +163,16 @@ func readUint(fsys fs.FS, name string) (uint64, error) {
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", name, err)
+		// strconv's error quotes the whole value; the start of it says enough.
+		return 0, fmt.Errorf("%s: %q is not a number of µJ: %w", name, clip(s), errors.Unwrap(err))
 	}
 	return v, nil
+}
+
+// clip shortens a value quoted in an error, which health and the log carry.
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "..."
+	}
+	return s
 }

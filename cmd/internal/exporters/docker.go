@@ -18,15 +18,19 @@ import (
 // Docker is container resources through the Docker Engine API (the client
 // reads DOCKER_HOST and the rest of its environment).
 func Docker() Source {
-	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16}
+	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16, MaxContainers: 1000, Procfs: "/proc"}
 	cfg := defaults
 	var labels, includeName, excludeName, includeImage, excludeImage string
+	maxResponse := int64(docker.DefaultMaxResponseBytes)
 	return Source{
 		Group: instruments.DockerExporter, DefaultPort: 9501, GuidePort: 9501, PortEnv: "DOCKER_STATS_PORT",
 		Flags: func(fs *flag.FlagSet) {
 			fs.DurationVar(&cfg.Interval, "docker.interval", defaults.Interval, "collection interval")
 			fs.DurationVar(&cfg.Timeout, "docker.timeout", defaults.Timeout, "timeout of each Engine API call")
-			fs.IntVar(&cfg.Concurrency, "docker.concurrency", defaults.Concurrency, "stats calls in flight at once")
+			fs.IntVar(&cfg.Concurrency, "docker.concurrency", defaults.Concurrency, "containers collected at once (an inspect, and stats when running)")
+			fs.IntVar(&cfg.MaxContainers, "docker.max-containers", defaults.MaxContainers, "containers served at most; those past it are left out, counted in docker_containers_skipped and named on /health")
+			fs.Int64Var(&maxResponse, "docker.max-response-bytes", maxResponse, "largest Engine API response read (the container list, one stats or inspect body, one event)")
+			fs.StringVar(&cfg.Procfs, "path.procfs", defaults.Procfs, "procfs mount point, for the container engine's own CPU use")
 			fs.StringVar(&labels, "docker.labels", "", "comma-separated container labels to add to every series as container_label_<name> (an allowlist: never all labels)")
 			fs.StringVar(&includeName, "docker.include-name", "", "only containers whose name matches this regexp")
 			fs.StringVar(&excludeName, "docker.exclude-name", "", "skip containers whose name matches this regexp")
@@ -35,6 +39,12 @@ func Docker() Source {
 		},
 		Open: func(log *slog.Logger) (Built, error) {
 			c := cfg // Open builds from the flags; it never changes them
+			if c.MaxContainers < 1 {
+				return Built{}, fmt.Errorf("--docker.max-containers %d: must be at least 1", c.MaxContainers)
+			}
+			if maxResponse < 1 {
+				return Built{}, fmt.Errorf("--docker.max-response-bytes %d: must be at least 1", maxResponse)
+			}
 			var err error
 			for _, f := range []struct {
 				flag, expr string
@@ -57,12 +67,13 @@ func Docker() Source {
 					c.Labels = append(c.Labels, l)
 				}
 			}
-			if c.Client, err = client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
+			if c.Client, err = docker.NewClient(maxResponse, client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
 				return Built{}, fmt.Errorf("docker client (DOCKER_HOST and friends): %w", err)
 			}
 			c.Log = log
 			src := docker.New(c)
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterDocker(p.Meter, src) }}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterDocker(p.Meter, src) },
+				SeriesLimit: instruments.DockerSeriesLimit(c.MaxContainers)}, nil
 		},
 	}
 }

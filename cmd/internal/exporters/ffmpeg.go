@@ -12,6 +12,7 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 )
 
 // FFmpeg is FFmpeg progress, ingested over HTTP or from standard input.
@@ -43,8 +44,8 @@ func FFmpeg() Source {
 			hub := ffmpeg.NewHub(c)
 			register := func(p *pipeline.Pipeline) error {
 				ingest := &ffmpeg.Ingest{Hub: hub, Token: token, Log: log}
-				p.Handle("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest)
-				p.Handle("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest)
+				p.HandleStream("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest, token)
+				p.HandleStream("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest, token)
 				return instruments.RegisterFFmpeg(p.Meter, hub)
 			}
 			if !stdin {
@@ -71,7 +72,9 @@ func (s *stdinSource) Run(ctx context.Context) {
 	go func() { s.Hub.Run(ctx); close(pruned) }()
 	defer func() { cancel(); <-pruned }()
 
-	err := s.Follow(ctx, openStdin(), s.name)
+	var peer ffmpeg.Peer // the writer of our standard input's pipe, when it is one
+	peer.Pipe, _ = procfs.PipeInode(os.Stdin)
+	err := s.Follow(ctx, openStdin(), s.name, peer)
 	if ctx.Err() != nil {
 		return
 	}

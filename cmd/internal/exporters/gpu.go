@@ -10,6 +10,10 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 )
 
+// maxGPUs is the most GPUs one host has (DGX-2, HGX-2): the GPU count is
+// not known until NVML loads, the series limit is needed before.
+const maxGPUs = 16
+
 // GPU is NVIDIA GPUs through NVML.
 func GPU() Source {
 	cfg := nvml.Config{Interval: time.Second, Timeout: 5 * time.Second, RetryInterval: 30 * time.Second}
@@ -24,7 +28,15 @@ func GPU() Source {
 			c := cfg
 			c.Log = log
 			src := nvml.New(c)
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterGPU(p.Meter, src) }}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return RegisterGPU(p, src) },
+				SeriesLimit: instruments.GPUSeriesLimit(maxGPUs)}, nil
 		},
 	}
+}
+
+// RegisterGPU adds src's instruments to p, and to p's /health what src
+// does not cover (GPUs in MIG mode).
+func RegisterGPU(p *pipeline.Pipeline, src *nvml.Source) error {
+	p.AddHealthNotes(instruments.GPUExporter.Source, func() []string { return src.Snapshot().Notes() })
+	return instruments.RegisterGPU(p.Meter, src)
 }

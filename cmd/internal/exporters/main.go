@@ -91,6 +91,6 @@ func (s Source) Run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	return Serving{Service: s.Binary, InstanceID: pipeline.InstanceID(addr), WebConfig: opts.WebConfig(), Log: log}.
+	return Serving{Service: s.Binary, InstanceID: pipeline.InstanceID(addr), Web: opts.Web(), Log: log}.
 		Serve(ctx, []Port{{s, addr}})
 }

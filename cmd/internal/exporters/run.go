@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
-
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
@@ -25,7 +23,7 @@ type Port struct {
 type Serving struct {
 	Service    string // the default service.name: the binary
 	InstanceID string // service.instance.id, stable across restarts
-	WebConfig  string // --web.config.file; empty for plain HTTP
+	Web        pipeline.Web // --web.config.file and the connection bounds
 	Log        *slog.Logger
 }
 
@@ -47,9 +45,10 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 	if len(ports) == 0 {
 		return errors.New("no source to serve")
 	}
-	if err := web.Validate(s.WebConfig); err != nil {
-		return fmt.Errorf("--web.config.file %s: %w", s.WebConfig, err)
+	if err := s.Web.Validate(); err != nil {
+		return err
 	}
+	pipeline.SetErrorLog(s.Log)
 	built := make([]Built, len(ports))
 	for i, p := range ports {
 		var err error
@@ -112,7 +111,7 @@ func (s Serving) servePort(ctx context.Context, shared *pipeline.Shared, port Po
 			log.Warn("port still cannot listen; retrying", "address", port.Addr, "err", err, "next_try_in", min(2*wait, listenRetry[1]))
 		}
 	}
-	p, err := shared.Pipeline(port.Source.Binary)
+	p, err := shared.Pipeline(port.Source.Binary, b.SeriesLimit)
 	if err == nil {
 		err = attach(p, name, b)
 	}
@@ -130,14 +129,16 @@ func (s Serving) servePort(ctx context.Context, shared *pipeline.Shared, port Po
 	defer endPort()
 	ran := make(chan struct{})
 	go func() { b.Run(portCtx); close(ran); endPort() }()
-	err = p.Serve(portCtx, ln, s.WebConfig)
+	err = p.Serve(portCtx, ln, s.Web)
 	endPort()
 	<-ran
 	return err
 }
 
 // attach registers a built source on p: its instruments and endpoints, its
-// self-metrics and its health, all under its one name.
+// self-metrics and its health, all under its one name. Everything /metrics
+// shows then comes from the source's snapshots, so p may keep its render
+// while the source's generation stays put.
 func attach(p *pipeline.Pipeline, name string, b Built) error {
 	if err := b.Register(p); err != nil {
 		return err
@@ -146,6 +147,7 @@ func attach(p *pipeline.Pipeline, name string, b Built) error {
 		return err
 	}
 	p.AddHealth(name, b.Health)
+	p.Watch(b.Source)
 	return nil
 }
 

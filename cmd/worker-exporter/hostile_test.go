@@ -1,0 +1,376 @@
+package main
+
+// worker-exporter against a hostile client, as issue 15 found it: a second
+// process holding connections open under a 1,024-descriptor limit, with
+// and without TLS and basic auth; and real ffmpeg posting progress to a
+// worker behind TLS and basic auth, then SIGTERM (the context's end) with
+// the encode still running.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+)
+
+// hostilePlanEnv, when set, makes the test binary the hostile client
+// instead of running the tests (see hostileClient).
+const hostilePlanEnv = "WORKER_EXPORTER_HOSTILE_PLAN"
+
+func TestMain(m *testing.M) {
+	if plan := os.Getenv(hostilePlanEnv); plan != "" {
+		os.Exit(hostileClient(plan, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// attack is what the hostile client does to one port: Conns connections,
+// each sending Request (over TLS when set) and then holding on.
+type attack struct {
+	Addr    string
+	TLS     bool
+	Conns   int
+	Request string
+}
+
+// hostileClient carries out the attacks in plan (JSON), prints "held N"
+// once its connections are open, then "closed N" once the server has
+// closed every one of them (or after a minute, with what it has seen).
+func hostileClient(plan string, out io.Writer) int {
+	var attacks []attack
+	if err := json.Unmarshal([]byte(plan), &attacks); err != nil {
+		fmt.Fprintln(out, "bad plan:", err)
+		return 2
+	}
+	var held []net.Conn
+	for _, a := range attacks {
+		for range a.Conns {
+			c, err := net.DialTimeout("tcp", a.Addr, 5*time.Second)
+			if err != nil {
+				continue
+			}
+			if a.TLS {
+				tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+				tc.SetDeadline(time.Now().Add(5 * time.Second))
+				if tc.Handshake() != nil {
+					c.Close() // closed by the server to make room: it counts as held and closed
+					held = append(held, c)
+					continue
+				}
+				tc.SetDeadline(time.Time{})
+				c = tc
+			}
+			c.Write([]byte(a.Request))
+			held = append(held, c)
+		}
+	}
+	fmt.Fprintf(out, "held %d\n", len(held))
+	deadline := time.Now().Add(time.Minute)
+	closed := 0
+	for _, c := range held {
+		c.SetReadDeadline(deadline)
+		var ne net.Error
+		if _, err := io.Copy(io.Discard, c); !(errors.As(err, &ne) && ne.Timeout()) {
+			closed++
+		}
+	}
+	fmt.Fprintf(out, "closed %d\n", closed)
+	return 0
+}
+
+// startHostile runs the hostile client as a second process; lines yields
+// what it prints.
+func startHostile(t *testing.T, attacks []attack) (lines <-chan string) {
+	t.Helper()
+	plan, _ := json.Marshal(attacks)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), hostilePlanEnv+"="+string(plan))
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ch := make(chan string, 4)
+	go func() {
+		for s := bufio.NewScanner(stdout); s.Scan(); {
+			ch <- s.Text()
+		}
+		close(ch)
+	}()
+	return ch
+}
+
+// expectLine waits for the hostile client's next line, which starts with prefix, and returns its number.
+func expectLine(t *testing.T, lines <-chan string, prefix string, within time.Duration) int {
+	t.Helper()
+	select {
+	case line, ok := <-lines:
+		var n int
+		if !ok || !strings.HasPrefix(line, prefix) {
+			t.Fatalf("hostile client said %q (ended: %v), want %q", line, !ok, prefix)
+		}
+		fmt.Sscanf(strings.TrimPrefix(line, prefix), "%d", &n)
+		return n
+	case <-time.After(within):
+		t.Fatalf("hostile client did not say %q within %v", prefix, within)
+	}
+	return 0
+}
+
+// lowerFDLimit sets this process's descriptor limit to n (as a unit or
+// container with LimitNOFILE=n would) until the test ends.
+func lowerFDLimit(t *testing.T, n uint64) {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	lowered := syscall.Rlimit{Cur: n, Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lowered); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// TestHostileConnections: under a 1,024-descriptor limit, another process
+// holding 1,500 connections open on each of two ports (idle after a GET;
+// or, with TLS and basic auth, refused with 401: a GET without
+// credentials, a chunked ingest POST with a wrong token) neither keeps a
+// scrape out for 2 s nor the RAPL source from reading sysfs, the worker
+// holds no more descriptors than its defaults allow (--web.max-connections
+// per port), and every hostile connection is closed within the idle timeout.
+func TestHostileConnections(t *testing.T) {
+	const perPort = 1500
+	for _, secured := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls_and_basic_auth=%v", secured), func(t *testing.T) {
+			sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket)
+			args := []string{"--path.sysfs", sysfs, "--rapl.interval", "100ms", "--gpu.port", "0", "--docker.port", "0",
+				"--web.idle-timeout", "2s", "--ingest.token", "t0ken"}
+			client, scheme := &http.Client{Timeout: 2 * time.Second}, "http"
+			if secured {
+				cfg, c := webConfig(t)
+				args = append(args, "--web.config.file", cfg)
+				client, scheme = c, "https"
+				client.Timeout = 2 * time.Second
+			}
+			w := startWorker(t, args...)
+			scrape := func(source string) time.Duration {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodGet, scheme+"://127.0.0.1:"+w.ports[source]+"/metrics", nil)
+				req.SetBasicAuth("alice", "s3cret")
+				start := time.Now()
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatalf("%s scrape under attack: %v", source, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("%s scrape under attack: %d", source, resp.StatusCode)
+				}
+				return time.Since(start)
+			}
+			exportertest.WaitFor(t, 10*time.Second, func() bool {
+				_, err := net.Dial("tcp", "127.0.0.1:"+w.ports["ffmpeg"])
+				return err == nil
+			})
+			scrape("cpu")
+			scrape("ffmpeg")
+			client.CloseIdleConnections()
+
+			lowerFDLimit(t, 1024)
+			base, rss0 := openFDs(t), rss()
+			get := "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+			post := "POST /ingest/x?token=wrong HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nframe=42\n\r\n"
+			lines := startHostile(t, []attack{
+				{Addr: "127.0.0.1:" + w.ports["cpu"], TLS: secured, Conns: perPort, Request: get},
+				{Addr: "127.0.0.1:" + w.ports["ffmpeg"], TLS: secured, Conns: perPort, Request: post},
+			})
+			held := expectLine(t, lines, "held ", 3*time.Minute)
+			cpuTook, ffmpegTook := scrape("cpu"), scrape("ffmpeg")
+			fds := openFDs(t)
+			t.Logf("%d hostile connections from another process: scrapes answered in %v (cpu) and %v (ffmpeg); descriptors %d (%d before); RSS %+.1f MiB (meaningless under -race: %v)",
+				held, cpuTook, ffmpegTook, fds, base, float64(int64(rss())-int64(rss0))/(1<<20), raceEnabled)
+			if fds > base+2*128+16 {
+				t.Errorf("%d descriptors open under attack (%d before); the default --web.max-connections of 128 per port allows %d", fds, base, base+2*128+16)
+			}
+			code, body := getWith(t, client, scheme+"://127.0.0.1:"+w.ports["cpu"]+"/health")
+			if code != http.StatusOK {
+				t.Errorf("cpu health under attack: %d %s", code, body)
+			}
+			if closed := expectLine(t, lines, "closed ", 2*time.Minute); closed != held {
+				t.Errorf("the worker closed %d of the %d hostile connections within a minute (idle timeout 2 s)", closed, held)
+			}
+			if strings.Contains(w.logs.String(), "too many open files") {
+				t.Errorf("the worker ran out of descriptors:\n%s", grepLines(w.logs.String(), "too many open files", 5))
+			}
+		})
+	}
+}
+
+func getWith(t *testing.T, client *http.Client, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.SetBasicAuth("alice", "s3cret")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestFFmpegBehindBasicAuth: with TLS and basic auth on every port, real
+// ffmpeg posts -progress to /ingest with the ingest token in the URL (it
+// cannot send basic auth), scrapes still need basic auth, and a wrong token
+// gets 401. Then the worker stops (SIGTERM) in the middle of a live
+// encode: the ingest connection is closed, the last OTLP export carries the
+// stream, and the worker is gone well within the 5 s bound.
+func TestFFmpegBehindBasicAuth(t *testing.T) {
+	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
+	recv, endpoint := otlptest.StartGRPC(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000") // only the last export, at shutdown
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "")
+	cfg, client := webConfig(t)
+	w := startWorker(t, "--web.config.file", cfg, "--ingest.token", "t0ken", "--cpu.port", "0", "--gpu.port", "0", "--docker.port", "0")
+	base := "https://127.0.0.1:" + w.ports["ffmpeg"]
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		_, err := net.Dial("tcp", "127.0.0.1:"+w.ports["ffmpeg"])
+		return err == nil
+	})
+
+	// ffmpeg 5.1's -progress opens its URL without options, so it cannot
+	// be given -ca_file; its TLS does not verify the server (tls_verify=0).
+	encode := func(ctx context.Context, stream string, input ...string) *exec.Cmd {
+		args := append([]string{"-hide_banner", "-loglevel", "error", "-nostats"}, input...)
+		args = append(args, "-f", "lavfi", "-i", "testsrc=size=64x64:rate=25", "-f", "null", "-", "-progress", base+"/ingest/"+stream+"?token=t0ken")
+		cmd := exec.CommandContext(ctx, ffmpeg, args...)
+		cmd.Stderr = os.Stderr
+		return cmd
+	}
+	if err := encode(context.Background(), "job1", "-t", "2").Run(); err != nil {
+		t.Fatalf("ffmpeg: %v", err)
+	}
+	_, body := getWith(t, client, base+"/metrics")
+	if !strings.Contains(body, `ffmpeg_total_frames{stream="job1"} 50`) {
+		t.Fatalf("ffmpeg's progress did not arrive:\n%s", grepLines(body, "ffmpeg_total_frames", 5))
+	}
+	for _, tc := range []struct {
+		path  string
+		basic bool
+		want  int
+	}{
+		{"/ingest/job2?token=wrong", false, http.StatusUnauthorized},
+		{"/ingest/job2", true, http.StatusUnauthorized}, // the token is the ingest's credential
+		{"/ingest/job2?token=t0ken", false, http.StatusNoContent},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, base+tc.path, strings.NewReader("frame=1\n"))
+		if tc.basic {
+			req.SetBasicAuth("alice", "s3cret")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("POST %s (basic auth %v): %d, want %d", tc.path, tc.basic, resp.StatusCode, tc.want)
+		}
+	}
+	if resp, err := client.Get(base + "/metrics?token=t0ken"); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics with the ingest token and no basic auth: %v %v, want 401", resp, err)
+	}
+
+	// A live encode (realtime, for a minute), then SIGTERM.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	live := encode(ctx, "live", "-re", "-t", "60")
+	if err := live.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		_, body := getWith(t, client, base+"/metrics")
+		return strings.Contains(body, `ffmpeg_total_frames{stream="live"}`)
+	})
+	start := time.Now()
+	w.stop()
+	var err error
+	select {
+	case err = <-w.done:
+		w.done <- err // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker did not stop within 10 s")
+	}
+	took := time.Since(start)
+	t.Logf("worker stopped %v after SIGTERM with a live ffmpeg ingest; %d OTLP exports", took, recv.Exports())
+	if err != nil {
+		t.Errorf("worker ended with %v", err)
+	}
+	if took >= 5*time.Second {
+		t.Errorf("the worker took %v to stop: the whole shutdown bound", took)
+	}
+	if recv.Points()[`ffmpeg_total_frames{stream="live"}`] == 0 {
+		t.Errorf("the last export did not carry the live stream: %d exports", recv.Exports())
+	}
+	if strings.Contains(w.logs.String(), "last OTLP export did not complete") {
+		t.Errorf("the last export failed:\n%s", grepLines(w.logs.String(), "OTLP", 5))
+	}
+}
+
+// TestBasicAuthWithoutIngestToken: basic auth on and no --ingest.token
+// keeps /ingest behind basic auth (never open) and says loudly that ffmpeg
+// cannot post to it.
+func TestBasicAuthWithoutIngestToken(t *testing.T) {
+	cfg, client := webConfig(t)
+	w := startWorker(t, "--web.config.file", cfg, "--cpu.port", "0", "--gpu.port", "0", "--docker.port", "0")
+	base := "https://127.0.0.1:" + w.ports["ffmpeg"]
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(w.logs.String(), "msg=serving") })
+	if !strings.Contains(w.logs.String(), "level=WARN") || !strings.Contains(w.logs.String(), "--ingest.token") {
+		t.Errorf("no warning that ffmpeg cannot post:\n%s", w.logs.String())
+	}
+	for _, basic := range []bool{false, true} {
+		req, _ := http.NewRequest(http.MethodPost, base+"/ingest/job", strings.NewReader("frame=1\n"))
+		if basic {
+			req.SetBasicAuth("alice", "s3cret")
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: http.StatusUnauthorized, true: http.StatusNoContent}[basic]; resp.StatusCode != want {
+			t.Errorf("POST /ingest (basic auth %v): %d, want %d", basic, resp.StatusCode, want)
+		}
+	}
+}

@@ -1,0 +1,96 @@
+package instruments
+
+import (
+	"strconv"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
+)
+
+// Energy per encode, served on the ffmpeg port. Every per-stream series is
+// left out until the stream is linked to a process.
+var (
+	StreamCPU = Metric{Name: "ffmpeg_stream_cpu_seconds_total", Unit: "s", Kind: Counter, Attributes: stream,
+		Help: "CPU time (user + system) of the processes linked to the stream's current encode, each since it started."}
+	StreamEnergy = Metric{Name: "ffmpeg_stream_energy_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"stream", "device"},
+		Help: "Energy attributed to the stream's current encode: cpu from RAPL (package and dram) by CPU time, gpu from NVML by engine use; idle power is not attributed."}
+	StreamProcess = Metric{Name: "ffmpeg_stream_process_info", Kind: Gauge, Attributes: []string{"stream", "pid", "command"},
+		Help: "Process the stream is linked to now; always 1."}
+	StreamJoulesPerFrame = Metric{Name: "ffmpeg_stream_energy_per_frame_joules", Unit: "J", Kind: Gauge, Attributes: stream,
+		Help: "Energy attributed to the stream's current encode over the frames it has encoded."}
+	StreamGPUSeconds = Metric{Name: "ffmpeg_stream_gpu_seconds_total", Unit: "s", Kind: Counter, Attributes: []string{"stream", "engine"},
+		Help: "GPU engine time (sm, encoder, decoder) of the stream's processes, summed over GPUs."}
+	StreamEncoderSessions = Metric{Name: "ffmpeg_stream_gpu_encoder_sessions", Kind: Gauge, Attributes: stream,
+		Help: "NVENC sessions the stream's processes hold open; 0 for an encode expected on NVENC means it runs on the CPU."}
+	StreamUnlinked = Metric{Name: "ffmpeg_stream_unlinked", Kind: Gauge, Attributes: []string{"stream", "reason"},
+		Help: "A live stream linked to no process, and why: remote, not_found, permission, no_process, exited, bad_pid or no_peer; always 1."}
+	LinkFailures = Metric{Name: "ffmpeg_stream_link_failures_total", Kind: Counter, Attributes: []string{"reason"},
+		Help: "Ingest connections that could not be linked to a process, by reason (each connection once per reason)."}
+	EnergyAvailable = Metric{Name: "ffmpeg_energy_available", Kind: Gauge, Attributes: []string{"device"},
+		Help: "Whether the device's energy could be read in the latest window (1) or not (0): cpu is RAPL, gpu is NVML."}
+)
+
+// energyTable reads each metric from the snapshot or from each linked stream.
+var energyTable = table[energy.Snapshot, energy.Stream]{
+	readings: []Reading[energy.Snapshot, energy.Stream]{
+		{Metric: StreamCPU, Each: func(s *energy.Stream, e *Emit) { e.Value(s.CPUSeconds) }},
+		{Metric: StreamEnergy, Each: func(s *energy.Stream, e *Emit) {
+			for d, known := range s.HasEnergy {
+				if known {
+					e.With(s.Energy[d], attribute.String("device", energy.Devices[d]))
+				}
+			}
+		}},
+		{Metric: StreamProcess, Each: func(s *energy.Stream, e *Emit) {
+			for _, p := range s.Processes {
+				e.With(1, attribute.String("pid", strconv.Itoa(p.PID)), attribute.String("command", p.Command))
+			}
+		}},
+		{Metric: StreamJoulesPerFrame, Each: func(s *energy.Stream, e *Emit) {
+			if s.HasJoulesPerFrame {
+				e.Value(s.JoulesPerFrame)
+			}
+		}},
+		{Metric: StreamGPUSeconds, Each: func(s *energy.Stream, e *Emit) {
+			if s.GPU {
+				for k, v := range s.GPUSeconds {
+					e.With(v, attribute.String("engine", energy.Engines[k]))
+				}
+			}
+		}},
+		{Metric: StreamEncoderSessions, Each: func(s *energy.Stream, e *Emit) {
+			if s.GPU {
+				e.Value(float64(s.EncoderSessions))
+			}
+		}},
+		{Metric: StreamUnlinked, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, u := range s.Unlinked {
+				e.With(1, attribute.String("stream", u.Name), attribute.String("reason", energy.Reasons[u.Reason]))
+			}
+		}},
+		{Metric: LinkFailures, Once: func(s *energy.Snapshot, e *Emit) {
+			for r, n := range s.Failures {
+				e.With(float64(n), attribute.String("reason", energy.Reasons[r]))
+			}
+		}},
+		{Metric: EnergyAvailable, Once: func(s *energy.Snapshot, e *Emit) {
+			for d, ok := range s.Available {
+				e.With(boolFloat(ok), attribute.String("device", energy.Devices[d]))
+			}
+		}},
+	},
+	items: func(s *energy.Snapshot) []energy.Stream { return s.Streams },
+	attrs: func(s *energy.Stream, kvs []attribute.KeyValue) []attribute.KeyValue {
+		return append(kvs, attribute.String("stream", s.Name))
+	},
+}
+
+// Energy is the catalogue of energy per encode, part of the ffmpeg-exporter's.
+var Energy = energyTable.metrics()
+
+// RegisterEnergy registers the energy-per-encode instruments over src's snapshot.
+func RegisterEnergy(m metric.Meter, src interface{ Snapshot() *energy.Snapshot }) error {
+	return energyTable.register(m, src.Snapshot)
+}

@@ -1,0 +1,370 @@
+package pipeline
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Versioned is what a cached /metrics watches: a source whose generation
+// rises whenever what it serves may have changed (every sampling.Source).
+type Versioned interface{ Generation() uint64 }
+
+// Expiring is a Versioned source whose served values also change with the
+// clock alone, without a generation bump: the ffmpeg hub reports a stream
+// inactive once it has been silent for too long. ChangesIn is how long from
+// now until the first such change; ok is false when none is coming.
+type Expiring interface {
+	Versioned
+	ChangesIn() (d time.Duration, ok bool)
+}
+
+// Watch declares that what this pipeline's instruments read comes from
+// src's snapshots, so that /metrics may keep a render for as long as the
+// generations of every watched source stay put (and, for an Expiring
+// source, until its next change by the clock). A pipeline that watches
+// nothing renders every scrape afresh.
+func (p *Pipeline) Watch(src Versioned) { p.metrics.watch(src) }
+
+// metricsCache serves GET /metrics. The Prometheus bridge is the one source
+// of truth; its rendered output is kept per negotiated variant (exposition
+// format, gzip or not) and served as is until a watched generation moves.
+// A scrape between changes writes cached bytes and computes nothing;
+// scrapes arriving during a render share it instead of rendering again.
+type metricsCache struct {
+	gatherer prometheus.Gatherer
+	filtered http.Handler // promhttp itself, for the rare scrape filtered by name[]: never cached
+	log      *slog.Logger
+
+	sources atomic.Pointer[[]Versioned] // copy on write; nil: nothing watched
+
+	mu       sync.RWMutex
+	variants map[variantKey]*variant
+	accepts  map[acceptKey]*variant // negotiation results by request headers, bounded
+}
+
+// The negotiation memo keeps at most maxAccepts distinct header pairs of at
+// most maxAcceptBytes: scrapers send the same few headers every time, and a
+// client sending others costs a negotiation, not memory.
+const (
+	maxAccepts     = 32
+	maxAcceptBytes = 512
+)
+
+type variantKey struct {
+	format expfmt.Format
+	gzip   bool
+}
+
+type acceptKey struct{ accept, encoding string }
+
+func newMetricsCache(registry *prometheus.Registry, log *slog.Logger) *metricsCache {
+	return &metricsCache{
+		gatherer: registry,
+		filtered: promhttp.HandlerFor(registry, promhttp.HandlerOpts{
+			ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
+			ErrorHandling: promhttp.ContinueOnError,
+		}),
+		log:      log,
+		variants: map[variantKey]*variant{},
+		accepts:  map[acceptKey]*variant{},
+	}
+}
+
+func (c *metricsCache) watch(src Versioned) {
+	c.mu.Lock() // serialises writers of sources
+	defer c.mu.Unlock()
+	var srcs []Versioned
+	if old := c.sources.Load(); old != nil {
+		srcs = append(srcs, *old...)
+	}
+	srcs = append(srcs, src)
+	c.sources.Store(&srcs)
+}
+
+func (c *metricsCache) watched() []Versioned {
+	if s := c.sources.Load(); s != nil {
+		return *s
+	}
+	return nil
+}
+
+func (c *metricsCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.RawQuery != "" && r.URL.Query().Has("name[]") {
+		c.filtered.ServeHTTP(w, r)
+		return
+	}
+	v := c.variantFor(r.Header)
+	v.get(c).write(w, v)
+}
+
+// variantFor negotiates as promhttp does: expfmt.Negotiate on Accept, and
+// gzip when Accept-Encoding takes it.
+func (c *metricsCache) variantFor(h http.Header) *variant {
+	k := acceptKey{h.Get("Accept"), strings.Join(h.Values("Accept-Encoding"), ",")}
+	c.mu.RLock()
+	v, ok := c.accepts[k]
+	c.mu.RUnlock()
+	if ok {
+		return v
+	}
+	vk := variantKey{expfmt.Negotiate(h), acceptsGzip(k.encoding)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v = c.variants[vk]; v == nil {
+		v = newVariant(vk)
+		c.variants[vk] = v
+	}
+	if len(c.accepts) < maxAccepts && len(k.accept)+len(k.encoding) <= maxAcceptBytes {
+		c.accepts[acceptKey{strings.Clone(k.accept), strings.Clone(k.encoding)}] = v
+	}
+	return v
+}
+
+// acceptsGzip reads an Accept-Encoding value (RFC 9110): gzip when the
+// client takes it (gzip, x-gzip or *, weighted above 0) at least as gladly
+// as an uncompressed body it names (identity or *).
+func acceptsGzip(header string) bool {
+	qGzip, qIdentity, qAny := -1.0, -1.0, -1.0
+	for part := range strings.SplitSeq(header, ",") {
+		coding, params, _ := strings.Cut(part, ";")
+		q := 1.0
+		if v, ok := strings.CutPrefix(strings.TrimSpace(params), "q="); ok {
+			var err error
+			if q, err = strconv.ParseFloat(strings.TrimSpace(v), 64); err != nil || q < 0 || q > 1 {
+				continue // a malformed weight: the entry means nothing
+			}
+		}
+		switch coding = strings.TrimSpace(coding); {
+		case strings.EqualFold(coding, "gzip"), strings.EqualFold(coding, "x-gzip"):
+			qGzip = max(qGzip, q)
+		case strings.EqualFold(coding, "identity"):
+			qIdentity = max(qIdentity, q)
+		case coding == "*":
+			qAny = max(qAny, q)
+		}
+	}
+	if qGzip < 0 {
+		qGzip = qAny
+	}
+	if qIdentity < 0 {
+		qIdentity = qAny
+	}
+	return qGzip > 0 && qGzip >= qIdentity
+}
+
+// variant is one negotiated form of /metrics: its latest render and the
+// render in flight.
+type variant struct {
+	key         variantKey
+	contentType []string // header values, shared by every response: never appended to in place (len == cap)
+
+	latest atomic.Pointer[render] // the newest finished render without error
+
+	mu       sync.Mutex
+	started  uint64  // renders started so far; a render's id is its number
+	inflight *render // at most one at a time
+}
+
+func newVariant(k variantKey) *variant {
+	return &variant{key: k, contentType: []string{string(k.format)}}
+}
+
+var (
+	varyValues = []string{"Accept", "Accept-Encoding"}
+	gzipValues = []string{"gzip"}
+)
+
+// render is one rendering of a variant: the body for the generations read
+// before gathering.
+type render struct {
+	id     uint64
+	gens   []uint64  // the watched generations, read before gathering
+	until  time.Time // zero: good until a generation moves; else no longer than this either
+	done   chan struct{}
+	body   []byte
+	length []string // Content-Length header values
+	err    error    // nothing could be gathered: answered 500, never kept
+}
+
+// fresh reports whether r still shows what a render now would.
+func (r *render) fresh(srcs []Versioned) bool {
+	if len(srcs) == 0 || len(r.gens) != len(srcs) {
+		return false
+	}
+	for i, s := range srcs {
+		if s.Generation() != r.gens[i] {
+			return false
+		}
+	}
+	return r.until.IsZero() || time.Now().Before(r.until)
+}
+
+// get returns a render at least as new as this call: the latest one when
+// nothing has changed since it was made, else one that started after this
+// call arrived (its own, or one it joins), so every scrape that follows a
+// publish shows it, and concurrent scrapes render once.
+func (v *variant) get(c *metricsCache) *render {
+	srcs := c.watched()
+	if r := v.latest.Load(); r != nil && r.fresh(srcs) {
+		return r
+	}
+	v.mu.Lock()
+	arrival := v.started // renders with a higher id began after this call did
+	for {
+		if r := v.latest.Load(); r != nil && (r.id > arrival || r.fresh(srcs)) {
+			v.mu.Unlock()
+			return r
+		}
+		if r := v.inflight; r != nil {
+			v.mu.Unlock()
+			if testWaiting != nil {
+				testWaiting()
+			}
+			<-r.done
+			if r.id > arrival {
+				return r
+			}
+			v.mu.Lock()
+			continue
+		}
+		v.started++
+		r := &render{id: v.started, done: make(chan struct{})}
+		v.inflight = r
+		v.mu.Unlock()
+		c.render(v, r, srcs)
+		return r
+	}
+}
+
+// testWaiting, when set by a test, is called as a scrape waits for a
+// render in flight.
+var testWaiting func()
+
+var errRenderFailed = errors.New("rendering /metrics failed")
+
+// render gathers from the bridge and encodes the variant, then publishes
+// the result to the variant and to the scrapes waiting on it.
+func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
+	defer func() {
+		if r.body == nil && r.err == nil {
+			r.err = errRenderFailed // a panic below; net/http recovers it for this scrape
+		}
+		v.mu.Lock()
+		v.inflight = nil
+		if r.err == nil {
+			v.latest.Store(r)
+		}
+		v.mu.Unlock()
+		close(r.done)
+	}()
+
+	// Generations and the next change by the clock are read before
+	// gathering: a change during the render then moves a generation past
+	// r.gens (or comes after r.until), and the next scrape renders again.
+	r.gens = make([]uint64, len(srcs))
+	start := time.Now()
+	for i, s := range srcs {
+		r.gens[i] = s.Generation()
+		if e, ok := s.(Expiring); ok {
+			if d, ok := e.ChangesIn(); ok && (r.until.IsZero() || start.Add(d).Before(r.until)) {
+				r.until = start.Add(d)
+			}
+		}
+	}
+	mfs, err := c.gatherer.Gather()
+	if err != nil {
+		c.log.Error("error gathering metrics", "err", err)
+		if len(mfs) == 0 {
+			r.err = err
+			return
+		}
+	}
+
+	var buf bytes.Buffer
+	if prev := v.latest.Load(); prev != nil {
+		buf.Grow(len(prev.body) + len(prev.body)/8) // series come and go: a little headroom saves a copy
+	}
+	out := writerTo(&buf, v.key.gzip)
+	// The bridge's translation strategy has escaped every name already
+	// (see Shared.Pipeline), so the encoder's own escaping pass, which
+	// copies every family to find nothing to escape, is skipped.
+	enc := expfmt.NewEncoder(out, v.key.format.WithEscapingScheme(model.NoEscaping))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			c.log.Error("error encoding metric family", "family", mf.GetName(), "err", err)
+		}
+	}
+	if closer, ok := enc.(expfmt.Closer); ok {
+		if err := closer.Close(); err != nil {
+			c.log.Error("error closing the exposition", "err", err)
+		}
+	}
+	if err := out.Close(); err != nil {
+		r.err = err
+		return
+	}
+	r.body = buf.Bytes()
+	r.length = []string{strconv.Itoa(len(r.body))}
+}
+
+func (r *render) write(w http.ResponseWriter, v *variant) {
+	if r.err != nil {
+		http.Error(w, "An error has occurred while serving metrics:\n\n"+r.err.Error(), http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h["Content-Type"] = v.contentType
+	h["Vary"] = varyValues
+	if v.key.gzip {
+		h["Content-Encoding"] = gzipValues
+	}
+	h["Content-Length"] = r.length
+	_, _ = w.Write(r.body) // a scraper that went away is not an error of ours
+}
+
+// gzipWriters are reused between renders; BestSpeed, because a scrape
+// body is small and rendered again at every change.
+var gzipWriters = sync.Pool{New: func() any {
+	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+	return w
+}}
+
+type writeCloser interface {
+	Write(p []byte) (int, error)
+	Close() error
+}
+
+// writerTo writes to buf, compressed when gz; Close finishes the stream.
+func writerTo(buf *bytes.Buffer, gz bool) writeCloser {
+	if !gz {
+		return nopCloser{buf}
+	}
+	w := gzipWriters.Get().(*gzip.Writer)
+	w.Reset(buf)
+	return &pooledGzip{w}
+}
+
+type nopCloser struct{ *bytes.Buffer }
+
+func (nopCloser) Close() error { return nil }
+
+type pooledGzip struct{ *gzip.Writer }
+
+func (p *pooledGzip) Close() error {
+	err := p.Writer.Close()
+	gzipWriters.Put(p.Writer)
+	return err
+}

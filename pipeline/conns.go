@@ -1,0 +1,168 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// conns is a listener that keeps at most max connections open besides
+// streams (ingest POSTs, which their endpoint bounds: ffmpeg's
+// --ingest.max-streams). At the limit, a new connection closes the oldest
+// one: first among those without a request in a handler (idle keep-alives,
+// connections that never sent a whole request), else among those with one
+// (a client that does not read its answer). A limit that made Accept wait
+// would shut the next scrape out along with the attacker; this one costs
+// the attacker its oldest connection instead.
+type conns struct {
+	net.Listener
+	max int // 0: no limit
+	log *slog.Logger
+
+	mu       sync.Mutex
+	open     map[*conn]struct{}
+	evicted  int       // since the last warning
+	warnedAt time.Time // warnings come at most once a minute
+}
+
+// conn is one accepted connection; its fields are guarded by conns.mu.
+type conn struct {
+	net.Conn
+	in *conns
+
+	serving   int       // requests in a handler
+	streaming int       // of which on streaming endpoints
+	since     time.Time // when it last had no request in a handler
+}
+
+func newConns(ln net.Listener, max int, log *slog.Logger) *conns {
+	return &conns{Listener: ln, max: max, log: log, open: make(map[*conn]struct{})}
+}
+
+func (l *conns) Accept() (net.Conn, error) {
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		c := &conn{Conn: nc, in: l, since: time.Now()}
+		l.mu.Lock()
+		victim := l.victim()
+		if victim != nil {
+			delete(l.open, victim)
+			l.warn()
+		}
+		l.open[c] = struct{}{}
+		l.mu.Unlock()
+		if victim != nil {
+			victim.Conn.Close()
+		}
+		return c, nil
+	}
+}
+
+// victim is the connection to close for a new one: nil below the limit.
+func (l *conns) victim() *conn {
+	if l.max <= 0 {
+		return nil
+	}
+	var n int
+	var idle, busy *conn // the oldest of each
+	for c := range l.open {
+		switch {
+		case c.streaming > 0:
+			continue
+		case c.serving == 0 && (idle == nil || c.since.Before(idle.since)):
+			idle = c
+		case c.serving > 0 && (busy == nil || c.since.Before(busy.since)):
+			busy = c
+		}
+		n++
+	}
+	switch {
+	case n < l.max:
+		return nil
+	case idle != nil:
+		return idle
+	}
+	return busy
+}
+
+// warn says, at most once a minute, that the limit is closing connections.
+func (l *conns) warn() {
+	l.evicted++
+	if time.Since(l.warnedAt) < time.Minute {
+		return
+	}
+	l.warnedAt = time.Now()
+	l.log.Warn("connection limit reached: closing the oldest connections (a client holding connections open?)",
+		"address", l.Addr().String(), "max_connections", l.max, "closed", l.evicted)
+	l.evicted = 0
+}
+
+func (c *conn) Close() error {
+	c.in.mu.Lock()
+	delete(c.in.open, c)
+	c.in.mu.Unlock()
+	return c.Conn.Close()
+}
+
+type connKey struct{}
+
+// withConn is the http.Server's ConnContext: it lets serving find the
+// connection a request came on.
+func (l *conns) withConn(ctx context.Context, nc net.Conn) context.Context {
+	if t, ok := nc.(*tls.Conn); ok {
+		nc = t.NetConn()
+	}
+	if c, ok := nc.(*conn); ok {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
+}
+
+// serving marks r's connection busy until done is called: it is closed
+// to make room only after the idle ones; and when stream is set it is not
+// counted, never closed to make room, and closed first at shutdown.
+func (l *conns) serving(r *http.Request, stream bool) (done func()) {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c == nil {
+		return func() {}
+	}
+	l.mu.Lock()
+	c.serving++
+	if stream {
+		c.streaming++
+	}
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		c.serving--
+		if stream {
+			c.streaming--
+		}
+		c.since = time.Now()
+		l.mu.Unlock()
+	}
+}
+
+// closeStreams closes every connection with a request on a streaming
+// endpoint: such a request (ffmpeg -progress, for the whole encode) would
+// hold a graceful shutdown to its end.
+func (l *conns) closeStreams() {
+	l.mu.Lock()
+	var streams []*conn
+	for c := range l.open {
+		if c.streaming > 0 {
+			streams = append(streams, c)
+		}
+	}
+	l.mu.Unlock()
+	for _, c := range streams {
+		c.Conn.Close()
+	}
+}

@@ -1,0 +1,113 @@
+package pipeline
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v3"
+)
+
+// Web is how every port of a process serves HTTP: the Prometheus web
+// configuration (TLS, basic auth) and the bounds that keep a hostile client
+// from holding file descriptors and memory.
+type Web struct {
+	ConfigFile        string        // --web.config.file; empty: plain HTTP, no auth
+	MaxConnections    int           // per port; at the limit the oldest idle connection is closed; 0: no limit
+	IdleTimeout       time.Duration // a keep-alive connection idle this long is closed
+	ReadHeaderTimeout time.Duration // for a TLS handshake and a request's headers; and for its body, except on streaming endpoints
+}
+
+// defaultWeb keeps four ports (worker-exporter) within half of a 1,024
+// file-descriptor limit, and their idle connections within a few MB.
+var defaultWeb = Web{MaxConnections: 128, IdleTimeout: 2 * time.Minute, ReadHeaderTimeout: 10 * time.Second}
+
+// RegisterWeb registers --web.config.file and the connection bounds on fs.
+func RegisterWeb(fs *flag.FlagSet) *Web {
+	w := defaultWeb
+	fs.StringVar(&w.ConfigFile, "web.config.file", "", "Prometheus web configuration file enabling TLS and basic auth (https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md)")
+	fs.IntVar(&w.MaxConnections, "web.max-connections", w.MaxConnections, "connections held open per port; beyond it the oldest idle one is closed (0: no limit)")
+	fs.DurationVar(&w.IdleTimeout, "web.idle-timeout", w.IdleTimeout, "close a keep-alive connection idle this long")
+	fs.DurationVar(&w.ReadHeaderTimeout, "web.read-header-timeout", w.ReadHeaderTimeout, "time a client has for the TLS handshake and a request's headers (and its body, except on /ingest)")
+	return &w
+}
+
+// Validate says what in w cannot work: a web configuration that does not
+// load, or a bound that is not positive.
+func (w Web) Validate() error {
+	if err := web.Validate(w.ConfigFile); err != nil {
+		return fmt.Errorf("--web.config.file %s: %w", w.ConfigFile, err)
+	}
+	switch {
+	case w.MaxConnections < 0:
+		return fmt.Errorf("--web.max-connections %d: use 0 (no limit) or more", w.MaxConnections)
+	case w.IdleTimeout <= 0:
+		return fmt.Errorf("--web.idle-timeout %s: must be positive", w.IdleTimeout)
+	case w.ReadHeaderTimeout <= 0:
+		return fmt.Errorf("--web.read-header-timeout %s: must be positive", w.ReadHeaderTimeout)
+	}
+	return nil
+}
+
+// configFile is the web configuration, read again when the file changes:
+// as with exporter-toolkit, users, headers and TLS settings change without
+// a restart.
+type configFile struct {
+	path string
+
+	mu    sync.Mutex
+	stamp fileStamp
+	cfg   *web.Config
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// load returns the configuration as the file now says, or the error that
+// keeps it from loading.
+func (f *configFile) load() (*web.Config, error) {
+	info, err := os.Stat(f.path)
+	if err != nil {
+		return nil, err
+	}
+	stamp := fileStamp{info.ModTime(), info.Size()}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cfg != nil && stamp == f.stamp {
+		return f.cfg, nil
+	}
+	if err := web.Validate(f.path); err != nil {
+		return nil, err
+	}
+	cfg, err := parseWebConfig(f.path)
+	if err != nil {
+		return nil, err
+	}
+	f.cfg, f.stamp = cfg, stamp
+	return cfg, nil
+}
+
+// parseWebConfig reads path with exporter-toolkit's defaults, as its own
+// (unexported) reader does; web.Validate has checked it strictly.
+func parseWebConfig(path string) (*web.Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &web.Config{
+		TLSConfig:  web.TLSConfig{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13},
+		HTTPConfig: web.HTTPConfig{HTTP2: true},
+	}
+	if err := yaml.Unmarshal(data, c); err != nil {
+		return nil, err
+	}
+	c.TLSConfig.SetDirectory(filepath.Dir(path))
+	return c, nil
+}

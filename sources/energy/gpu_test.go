@@ -1,0 +1,161 @@
+//go:build cgo
+
+package energy
+
+// No GPU here: NVML is go-nvml's mock (internal/gpumock) behind the real
+// nvml.Source; the processes it names are real ones, linked by ?pid=.
+
+import (
+	"math"
+	"net/netip"
+	"os/exec"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
+)
+
+// gpu is one mock GPU whose energy counter and per-process readings the
+// test sets.
+type gpu struct {
+	millijoules atomic.Uint64
+	mu          sync.Mutex
+	util        map[uint32][3]uint32 // pid → sm, encoder, decoder percent
+	sessions    []gonvml.EncoderSessionInfo
+	encoder     uint32 // the GPU's own encoder utilisation
+}
+
+func newGPU(t *testing.T) (*gpu, *nvml.Source) {
+	t.Helper()
+	g := &gpu{util: map[uint32][3]uint32{}}
+	g.millijoules.Store(5_000_000)
+	m := gpumock.New(1)
+	d := m.Devices[0].(*server.Device)
+	d.GetTotalEnergyConsumptionFunc = func() (uint64, gonvml.Return) { return g.millijoules.Load(), gonvml.SUCCESS }
+	d.GetProcessUtilizationFunc = func(last uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		now := uint64(time.Now().UnixMicro())
+		var out []gonvml.ProcessUtilizationSample
+		for pid, u := range g.util {
+			out = append(out, gonvml.ProcessUtilizationSample{Pid: pid, TimeStamp: now, SmUtil: u[0], EncUtil: u[1], DecUtil: u[2]})
+		}
+		return out, gonvml.SUCCESS
+	}
+	d.GetEncoderSessionsFunc = func() ([]gonvml.EncoderSessionInfo, gonvml.Return) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.sessions, gonvml.SUCCESS
+	}
+	d.GetEncoderUtilizationFunc = func() (uint32, uint32, gonvml.Return) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.encoder, 167000, gonvml.SUCCESS
+	}
+	src := nvml.New(nvml.Config{Lib: m, Interval: time.Second, Timeout: 5 * time.Second, RetryInterval: time.Second})
+	return g, src
+}
+
+func (g *gpu) set(util map[uint32][3]uint32, encoder uint32, sessions ...gonvml.EncoderSessionInfo) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.util, g.encoder, g.sessions = util, encoder, sessions
+}
+
+func session(pid, w, h, fps uint32) gonvml.EncoderSessionInfo {
+	return gonvml.EncoderSessionInfo{Pid: pid, HResolution: w, VResolution: h, AverageFps: fps}
+}
+
+// TestGPUAttribution: each GPU's energy goes to the processes using it by
+// their engine use, scaled by how busy its busiest engine was (idle power
+// stays with the GPU); a process of no stream keeps its share; a stream
+// expected on NVENC with no session reads zero GPU energy and zero
+// sessions while its CPU time grows.
+func TestGPUAttribution(t *testing.T) {
+	g, nv := newGPU(t)
+	r := newRig(t, nv)
+	pids := map[string]int{}
+	for _, name := range []string{"a", "b", "c"} {
+		script := "sleep 60"
+		if name == "c" {
+			script = busy // encodes on the CPU: NVENC was asked for and did not open
+		}
+		cmd := exec.Command("bash", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		pids[name] = cmd.Process.Pid
+		r.open(name, ffmpeg.Peer{Local: netip.MustParseAddrPort("127.0.0.1:9506"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"), PID: cmd.Process.Pid})
+	}
+	a, b := uint32(pids["a"]), uint32(pids["b"])
+	const other = 1 // a process of no stream
+	g.set(map[uint32][3]uint32{a: {10, 60, 0}, b: {0, 20, 10}, other: {20, 0, 0}}, 80,
+		session(a, 1920, 1080, 60), session(a, 1280, 720, 60), session(b, 1280, 720, 30))
+
+	r.window() // links, and reads the counter once
+	const perWindow = 100.0
+	for range 3 {
+		g.millijoules.Add(perWindow * 1000)
+		r.waitCPU(pids["c"], 0.05)
+		r.window()
+	}
+	snap := r.src.Snapshot()
+	// Busiest engine: the encoder at 80 %; weights 70, 30 and 20 of 120.
+	want := map[string]float64{"a": 3 * perWindow * 0.8 * 70 / 120, "b": 3 * perWindow * 0.8 * 30 / 120, "c": 0}
+	sessions := map[string]int{"a": 2, "b": 1, "c": 0}
+	var sum float64
+	for name, w := range want {
+		st, ok := stream(snap, name)
+		if !ok || !st.GPU || !st.HasEnergy[GPU] {
+			t.Fatalf("%s: %+v, want GPU readings", name, st)
+		}
+		sum += st.Energy[GPU]
+		if math.Abs(st.Energy[GPU]-w) > 1e-6 {
+			t.Errorf("%s: %.3f J of GPU energy, want %.3f", name, st.Energy[GPU], w)
+		}
+		if st.EncoderSessions != sessions[name] {
+			t.Errorf("%s: %d NVENC sessions, want %d", name, st.EncoderSessions, sessions[name])
+		}
+	}
+	if sum > 3*perWindow {
+		t.Errorf("streams got %v J of the GPU's %v", sum, 3*perWindow)
+	}
+	st, _ := stream(snap, "a")
+	if ratio := st.GPUSeconds[Encoder] / st.GPUSeconds[SM]; math.Abs(ratio-6) > 1e-9 || st.GPUSeconds[Decoder] != 0 {
+		t.Errorf("a: engine seconds %v, want encoder 6× sm and no decoder", st.GPUSeconds)
+	}
+	c, _ := stream(snap, "c")
+	if c.CPUSeconds < 0.15 || c.Energy[CPU] <= 0 || c.Energy[GPU] != 0 || c.EncoderSessions != 0 {
+		t.Errorf("c (no NVENC session): %+v, want CPU time and energy, no GPU energy or session", c)
+	}
+	if !snap.Available[GPU] {
+		t.Error("GPU energy not available")
+	}
+
+	// Without per-process encoder figures, the GPU's encoder utilisation
+	// (50 %) is shared among the sessions by the pixels each encodes.
+	g.set(map[uint32][3]uint32{}, 50, session(a, 1920, 1080, 30), session(b, 1280, 720, 30))
+	before := map[string]float64{}
+	snap = r.window()
+	for _, name := range []string{"a", "b"} {
+		st, _ := stream(snap, name)
+		before[name] = st.Energy[GPU]
+	}
+	g.millijoules.Add(perWindow * 1000)
+	snap = r.window()
+	pa, pb := 1920.0*1080, 1280.0*720
+	for name, share := range map[string]float64{"a": pa / (pa + pb), "b": pb / (pa + pb)} {
+		st, _ := stream(snap, name)
+		if got, w := st.Energy[GPU]-before[name], perWindow*0.5*share; math.Abs(got-w) > 1e-6 {
+			t.Errorf("%s: %.3f J from its sessions, want %.3f", name, got, w)
+		}
+	}
+}

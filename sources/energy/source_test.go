@@ -1,0 +1,476 @@
+package energy
+
+// Real processes, real sockets and pipes, this machine's real /proc; RAPL
+// is a fixture tree (these machines have none) whose counters the test
+// advances at a known power.
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
+)
+
+// The fixture's powers: energy is attributed from package and dram only;
+// core is inside package and psys covers the whole platform, so counting
+// either would count energy twice.
+var watts = map[string]float64{
+	"intel-rapl:0":      60, // package-0
+	"intel-rapl-mmio:0": 60, // the same package seen again through MMIO
+	"intel-rapl:0:0":    40, // core
+	"intel-rapl:0:2":    15, // dram
+	"intel-rapl:1":      150,
+}
+
+const countedWatts = 75 // package + dram
+
+// rig is a hub, an energy source over it and the RAPL fixture it reads.
+type rig struct {
+	t     *testing.T
+	hub   *ffmpeg.Hub
+	src   *Source
+	meter *raplfixture.Meter
+	proc  *procfs.FS
+}
+
+func newRig(t *testing.T, gpus GPUs) *rig {
+	t.Helper()
+	root := raplfixture.Build(t, t.TempDir(), raplfixture.Laptop)
+	proc, err := procfs.New("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, proc: proc, meter: raplfixture.NewMeter(t, root, raplfixture.Laptop, watts)}
+	cfg := ffmpeg.DefaultConfig
+	cfg.OnClose = func(stream string, conn uint64) { r.src.Closed(stream, conn) }
+	r.hub = ffmpeg.NewHub(cfg)
+	var gpu GPUs
+	if gpus != nil {
+		gpu = gpus
+	}
+	r.src = New(Config{
+		Proc: proc, Streams: r.hub, GPUs: gpu, Interval: time.Second, Retry: time.Hour,
+		RAPL: rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second}),
+	})
+	return r
+}
+
+// window advances the fixture by what it drew since the last window, then
+// runs a window.
+func (r *rig) window() *Snapshot {
+	r.meter.Advance()
+	r.src.Sample(context.Background())
+	if err := r.src.Health(); err != nil {
+		r.t.Fatalf("health: %v", err)
+	}
+	return r.src.Snapshot()
+}
+
+func (r *rig) counted() float64 {
+	return r.meter.Added("intel-rapl:0") + r.meter.Added("intel-rapl:0:2")
+}
+
+func stream(s *Snapshot, name string) (Stream, bool) {
+	for _, st := range s.Streams {
+		if st.Name == name {
+			return st, true
+		}
+	}
+	return Stream{}, false
+}
+
+func unlinked(s *Snapshot, name string) (Reason, bool) {
+	for _, u := range s.Unlinked {
+		if u.Name == name {
+			return u.Reason, true
+		}
+	}
+	return 0, false
+}
+
+// child runs script in bash, with fd 3 connected to a listener of the
+// test's, and returns it and the server's end of the connection. A script
+// that exits closes the connection, unless a process it started holds it.
+func child(t *testing.T, script string) (*exec.Cmd, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; %s", ln.Addr().(*net.TCPAddr).Port, script))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(); cmd.Process.Kill(); cmd.Wait() })
+	return cmd, conn
+}
+
+// peer is the hub's record of the server's end of conn, with ?pid=pid.
+func peer(conn net.Conn, pid int) ffmpeg.Peer {
+	return ffmpeg.Peer{
+		Local:  conn.LocalAddr().(*net.TCPAddr).AddrPort(),
+		Remote: conn.RemoteAddr().(*net.TCPAddr).AddrPort(),
+		PID:    pid,
+	}
+}
+
+func (r *rig) open(name string, p ffmpeg.Peer) *ffmpeg.Conn {
+	r.t.Helper()
+	c, err := r.hub.OpenFrom(name, p)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	c.Line([]byte("frame=1"))
+	c.Line([]byte("progress=continue"))
+	return c
+}
+
+func (r *rig) cpu(pid int) float64 {
+	r.t.Helper()
+	st, err := r.proc.Stat(pid)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st.CPUSeconds
+}
+
+// waitCPU waits until process pid has used d more seconds of CPU.
+func (r *rig) waitCPU(pid int, d float64) {
+	r.t.Helper()
+	from := r.cpu(pid)
+	deadline := time.Now().Add(time.Minute)
+	for r.cpu(pid) < from+d {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("pid %d did not use %v s of CPU within a minute", pid, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const busy = "while :; do :; done"
+
+// TestAttributesByCPUTime: two processes of different CPU cost, each
+// linked to its stream with no ?pid by the other end of its loopback
+// connection, get the package and dram energy in proportion to their CPU
+// time over the machine's; the sum never exceeds what the zones counted.
+func TestAttributesByCPUTime(t *testing.T) {
+	r := newRig(t, nil)
+	heavy, hc := child(t, busy)
+	// A fraction of the time busy, the rest waiting on its connection (no
+	// fork: a child's CPU time would be its own, not bash's).
+	light, lc := child(t, "while :; do for i in {1..1000}; do :; done; read -r -t 0.03 -u 3; done")
+	r.open("heavy", peer(hc, 0))
+	r.open("light", peer(lc, 0))
+
+	snap := r.window() // links, and starts the first window
+	for name, pid := range map[string]int{"heavy": heavy.Process.Pid, "light": light.Process.Pid} {
+		st, ok := stream(snap, name)
+		if !ok || len(st.Processes) != 1 || st.Processes[0].PID != pid || st.Processes[0].Command != "bash" {
+			t.Fatalf("%s linked to %+v, want bash pid %d", name, st.Processes, pid)
+		}
+	}
+	machine0, _ := r.proc.CPU()
+	start, counted0 := snap, r.counted()
+	begin := time.Now()
+	for range 5 {
+		r.waitCPU(heavy.Process.Pid, 0.25)
+		snap = r.window()
+		total := 0.0
+		for _, st := range snap.Streams {
+			total += st.Energy[CPU]
+		}
+		if counted := r.counted() - counted0; total > counted+1e-9 {
+			t.Fatalf("streams got %v J, the zones counted %v J since the first window", total, counted)
+		}
+	}
+	machine1, _ := r.proc.CPU()
+	elapsed := time.Since(begin).Seconds()
+
+	// Each window's share is CPU time over the machine's, of energy
+	// counted at countedWatts: so a CPU second is worth countedWatts over
+	// the machine's CPU seconds per second (its CPU count), whatever the
+	// windows' lengths.
+	perCPUSecond := countedWatts * elapsed / (machine1.TotalSeconds - machine0.TotalSeconds)
+	for _, name := range []string{"heavy", "light"} {
+		a, _ := stream(start, name)
+		b, _ := stream(snap, name)
+		used := b.CPUSeconds - a.CPUSeconds
+		if !b.HasEnergy[CPU] || b.HasEnergy[GPU] {
+			t.Errorf("%s: energy known %v, want CPU only (no GPU source)", name, b.HasEnergy)
+		}
+		if want := used * perCPUSecond; math.Abs(b.Energy[CPU]-want) > 0.15*want {
+			t.Errorf("%s: %.3f J for %.3f CPU s, want %.3f J (%.1f J per CPU second)", name, b.Energy[CPU], used, want, perCPUSecond)
+		}
+		if b.HasJoulesPerFrame != true || b.JoulesPerFrame != b.Energy[CPU] {
+			t.Errorf("%s: %v J per frame (1 frame), want %v", name, b.JoulesPerFrame, b.Energy[CPU])
+		}
+	}
+	h, _ := stream(snap, "heavy")
+	l, _ := stream(snap, "light")
+	if h.CPUSeconds < 2*l.CPUSeconds || h.Energy[CPU] < 2*l.Energy[CPU] {
+		t.Errorf("heavy %.2f s %.2f J, light %.2f s %.2f J: want clearly different costs", h.CPUSeconds, h.Energy[CPU], l.CPUSeconds, l.Energy[CPU])
+	}
+	if !snap.Available[CPU] || snap.Available[GPU] {
+		t.Errorf("available %v", snap.Available)
+	}
+}
+
+// TestCloseTakesFinalReading: once the connection closes, what the
+// process does next is not the encode's.
+func TestCloseTakesFinalReading(t *testing.T) {
+	r := newRig(t, nil)
+	cmd, conn := child(t, busy)
+	c := r.open("job", peer(conn, 0))
+	r.window()
+	r.waitCPU(cmd.Process.Pid, 0.1)
+	c.Close() // the hub calls Closed
+	at := r.cpu(cmd.Process.Pid)
+	old, _ := stream(r.window(), "job")
+	r.waitCPU(cmd.Process.Pid, 0.2)
+	snap := r.window()
+	st, ok := stream(snap, "job")
+	if st.Energy != old.Energy {
+		t.Errorf("energy went from %v to %v after the close", old.Energy, st.Energy)
+	}
+	if !ok || len(st.Processes) != 0 {
+		t.Fatalf("after close: %+v, want served unlinked", st)
+	}
+	if st.CPUSeconds > at+0.011 {
+		t.Errorf("CPU %.2f s after the close at %.2f s: the process's later work counted", st.CPUSeconds, at)
+	}
+	if _, ok := unlinked(snap, "job"); ok {
+		t.Error("a closed stream listed as failing to link")
+	}
+
+	// A new encode under the name starts from zero.
+	cmd2, conn2 := child(t, "read -r -u 3")
+	r.open("job", peer(conn2, 0))
+	snap = r.window()
+	st, _ = stream(snap, "job")
+	if len(st.Processes) != 1 || st.Processes[0].PID != cmd2.Process.Pid || st.CPUSeconds >= at || st.Energy[CPU] >= old.Energy[CPU]/2 {
+		t.Errorf("new encode: %+v, want only the new process and nothing of the old", st)
+	}
+}
+
+// TestPIDLink: ?pid=N links without looking at sockets, and a PID reused
+// by another program never inherits the stream.
+func TestPIDLink(t *testing.T) {
+	requireRoot(t, "forcing a PID to be reused writes /proc/sys/kernel/ns_last_pid")
+	r := newRig(t, nil)
+	first := exec.Command("sleep", "60")
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := first.Process.Pid
+	// The connection is the test's own: with ?pid= the socket is not looked at.
+	_, conn := child(t, "read -r -u 3")
+	r.open("job", peer(conn, pid))
+	snap := r.window()
+	st, _ := stream(snap, "job")
+	if len(st.Processes) != 1 || st.Processes[0].PID != pid || st.Processes[0].Command != "sleep" {
+		t.Fatalf("linked to %+v, want sleep (pid %d)", st.Processes, pid)
+	}
+	before := st.CPUSeconds
+
+	// Start times count in 10 ms ticks: a PID reused within the tick its
+	// first owner started in cannot be told apart (nor can it happen
+	// without forcing it, as here: the kernel hands out every other PID
+	// first). So the first process lives past its start tick.
+	for up, _ := r.proc.UptimeSeconds(); up < float64(st.Processes[0].Start+2)/procfs.UserHZ; up, _ = r.proc.UptimeSeconds() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	first.Process.Kill()
+	first.Wait()
+	second := reusePID(t, pid, "while :; do :; done")
+	r.waitCPU(second.Process.Pid, 0.2)
+	r.window() // sees the first one gone
+	snap = r.window()
+	st, _ = stream(snap, "job")
+	if len(st.Processes) != 0 || st.CPUSeconds != before {
+		t.Errorf("after pid %d was reused: linked to %+v with %.2f s of CPU (had %.2f s)", pid, st.Processes, st.CPUSeconds, before)
+	}
+	if why, ok := unlinked(snap, "job"); !ok || why != Exited {
+		t.Errorf("unlinked %v %v, want exited", why, ok)
+	}
+	if snap.Failures[Exited] != 1 {
+		t.Errorf("failures %v", snap.Failures)
+	}
+
+	// A new connection naming the PID now means the new process.
+	_, conn2 := child(t, "read -r -u 3")
+	r.open("job2", peer(conn2, pid))
+	snap = r.window()
+	if st, _ := stream(snap, "job2"); len(st.Processes) != 1 || st.Processes[0].PID != pid || st.Processes[0].Command != "bash" {
+		t.Errorf("job2 linked to %+v", st.Processes)
+	}
+}
+
+// reusePID starts bash running script under PID pid, which must be free.
+func reusePID(t *testing.T, pid int, script string) *exec.Cmd {
+	t.Helper()
+	for range 50 { // other processes on the machine may take the PID first
+		if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("bash", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if cmd.Process.Pid == pid {
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			return cmd
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	t.Fatalf("could not get pid %d again", pid)
+	return nil
+}
+
+func requireRoot(t *testing.T, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("needs root in CI: %s", why)
+	}
+	t.Skipf("needs root: %s", why)
+}
+
+// TestStdinPipe: for --stdin, the stream is linked to the process writing
+// into the pipe, not to the reader.
+func TestStdinPipe(t *testing.T) {
+	r := newRig(t, nil)
+	cmd := exec.Command("sleep", "60")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ino, ok := procfs.PipeInode(out.(*os.File))
+	if !ok {
+		t.Fatal("no pipe")
+	}
+	r.open("stdin", ffmpeg.Peer{Pipe: ino})
+	st, _ := stream(r.window(), "stdin")
+	if len(st.Processes) != 1 || st.Processes[0].PID != cmd.Process.Pid {
+		t.Errorf("linked to %+v, want the writer %d", st.Processes, cmd.Process.Pid)
+	}
+}
+
+// TestProcessExitsFirst: the linked process exits while another still
+// holds the connection open. The link is checked again and moves to the
+// holder; a stream linked by ?pid= stays unlinked, as exited.
+func TestProcessExitsFirst(t *testing.T) {
+	r := newRig(t, nil)
+	// bash starts sleep (which inherits the connection, fd 3) and exits.
+	parent, conn := child(t, "read -r <&3; sleep 60 & echo $! >&3; wait_for_nothing=1")
+	pidParent := parent.Process.Pid
+	r.open("auto", peer(conn, 0))
+	r.open("bypid", peer(conn, pidParent))
+	snap := r.window()
+	for _, name := range []string{"auto", "bypid"} {
+		if st, _ := stream(snap, name); len(st.Processes) != 1 || st.Processes[0].PID != pidParent {
+			t.Fatalf("%s linked to %+v, want bash %d", name, st.Processes, pidParent)
+		}
+	}
+	conn.Write([]byte("go\n"))
+	line := make([]byte, 32)
+	n, err := conn.Read(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleeper, err := strconv.Atoi(string(line[:n-1]))
+	if err != nil {
+		t.Fatalf("child said %q", line[:n])
+	}
+	t.Cleanup(func() {
+		if p, err := os.FindProcess(sleeper); err == nil {
+			p.Kill()
+		}
+	})
+	parent.Wait() // bash exits; sleep keeps the connection
+
+	r.window() // sees bash gone
+	snap = r.window()
+	if st, _ := stream(snap, "auto"); len(st.Processes) != 1 || st.Processes[0].PID != sleeper || st.Processes[0].Command != "sleep" {
+		t.Errorf("auto: linked to %+v, want the sleep %d now holding the connection", st.Processes, sleeper)
+	}
+	if st, _ := stream(snap, "bypid"); len(st.Processes) != 0 {
+		t.Errorf("bypid: linked to %+v, want none", st.Processes)
+	}
+	if why, ok := unlinked(snap, "bypid"); !ok || why != Exited {
+		t.Errorf("bypid unlinked %v %v, want exited", why, ok)
+	}
+}
+
+// TestNeverLinked: a connection from another host is never linked, even
+// with ?pid= (that PID is another machine's); neither is a bad ?pid= or a
+// connection whose peer is unknown. Each says why, and the streams keep
+// working.
+func TestNeverLinked(t *testing.T) {
+	r := newRig(t, nil)
+	remote := ffmpeg.Peer{Local: netip.MustParseAddrPort("10.0.0.5:9506"), Remote: netip.MustParseAddrPort("10.0.0.7:40000"), PID: os.Getpid()}
+	r.open("remote", remote)
+	_, conn := child(t, "read -r -u 3")
+	bad := peer(conn, 0)
+	bad.PID = -1
+	r.open("badpid", bad)
+	r.open("nopeer", ffmpeg.Peer{})
+	gone := peer(conn, 0)
+	gone.PID = 1 << 30 // above any pid_max
+	r.open("nopid", gone)
+	snap := r.window()
+	for name, want := range map[string]Reason{"remote": Remote, "badpid": BadPID, "nopeer": NoPeer, "nopid": NoProcess} {
+		if _, ok := stream(snap, name); ok {
+			t.Errorf("%s served as linked", name)
+		}
+		if why, ok := unlinked(snap, name); !ok || why != want {
+			t.Errorf("%s: %v %v, want %s", name, Reasons[why], ok, Reasons[want])
+		}
+		if snap.Failures[want] != 1 {
+			t.Errorf("%s counted %d times", Reasons[want], snap.Failures[want])
+		}
+	}
+	// Retrying does not count the same failure again.
+	snap = r.window()
+	if snap.Failures[Remote] != 1 {
+		t.Errorf("failures after a second window: %v", snap.Failures)
+	}
+	if len(r.hub.Snapshot().Streams) != 4 {
+		t.Error("streams lost")
+	}
+}
+
+// TestNotFound: a loopback connection whose client end no process holds
+// any more (it closed) is not found.
+func TestNotFound(t *testing.T) {
+	r := newRig(t, nil)
+	cmd, conn := child(t, "exit 0")
+	cmd.Wait()
+	r.open("gone", peer(conn, 0))
+	snap := r.window()
+	if why, ok := unlinked(snap, "gone"); !ok || why != NotFound {
+		t.Errorf("%v %v, want not_found", Reasons[why], ok)
+	}
+}
