@@ -1,9 +1,9 @@
 # worker-exporters. `make run` starts worker-exporter on the guide's ports; `make test` runs every test.
 GO       ?= go
 BIN      := bin
-FUZZTIME ?= 20s
+FUZZTIME ?= 10s
 
-.PHONY: all build build-agent run test fuzz bench collector victoriametrics clean image
+.PHONY: all build build-agent run test fuzz bench collector victoriametrics clean image fleet
 
 GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
 
@@ -69,13 +69,29 @@ test: collector victoriametrics
 	$(GO) test -count=1 -timeout 30m -run '^TestSoak$$' -v ./cmd/worker-exporter
 	$(MAKE) fuzz
 
+# Every parser of outside input, FUZZTIME each (go test -fuzz takes one target at a time).
+FUZZ := ./sources/ffmpeg:FuzzParser ./sources/rapl:FuzzAdvance ./sources/rapl:FuzzReadZone \
+	./sources/docker:FuzzLimitedBody ./sources/procfs:FuzzParseStat ./sources/procfs:FuzzParseCPU \
+	./sources/procfs:FuzzParseHexAddrPort
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParser$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s ./sources/ffmpeg
+	@set -e; for t in $(FUZZ); do \
+		echo "fuzz $${t#*:} in $${t%%:*}"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s "$${t%%:*}"; \
+	done
 
 # One table: scrape load against node_exporter and a fixed-body ceiling,
 # resident memory of every exporter, the Go benchmarks (needs wrk).
 bench: build
 	BIN=$(BIN) ./scripts/bench
+
+# The fleet sizing table (README "Fleet sizing"): simulated workers pushing
+# through one gateway into VictoriaMetrics, three fleet sizes, about 4 minutes.
+# FLEET='-workers 1000 -sweep' doubles the fleet until the gateway fails it.
+FLEET ?=
+fleet: collector victoriametrics
+	$(GO) build -o $(BIN)/fleet-sim ./cmd/fleet-sim
+	$(BIN)/fleet-sim $(FLEET)
 
 # The gateway collector (otel-collector/builder-config.yaml) as bin/otelcol-worker.
 collector: $(BIN)/otelcol-worker

@@ -87,6 +87,14 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 	},
 }
 
+// EnergySeriesLimit is the most series one energy-per-encode instrument
+// has within maxStreams streams: at most energy.MaxProcesses processes per
+// stream, NumEngines engines and NumDevices devices. The SDK keeps one more
+// for its overflow series.
+func EnergySeriesLimit(maxStreams int) int {
+	return maxStreams*max(energy.MaxProcesses, int(energy.NumEngines), int(energy.NumDevices)) + 1
+}
+
 // Energy is the catalogue of energy per encode, part of the ffmpeg-exporter's.
 var Energy = energyTable.metrics()
 

@@ -63,7 +63,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		// A client that does not take its answer, or trickles in a body
 		// nothing here reads, would otherwise hold the connection forever.
-		_ = rc.SetWriteDeadline(time.Now().Add(g.writeTimeout))
+		// disabled
 		if r.ContentLength != 0 {
 			_ = rc.SetReadDeadline(time.Now().Add(g.bodyTimeout))
 		}

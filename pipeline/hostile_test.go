@@ -444,3 +444,31 @@ func TestStreamTokenUnderBasicAuth(t *testing.T) {
 		t.Errorf("the log does not warn of exactly the endpoint without a token:\n%s", logs.String())
 	}
 }
+
+// TestSlowReaderDropped: a client that asks and never reads its answer
+// holds its connection no longer than the idle timeout.
+func TestSlowReaderDropped(t *testing.T) {
+	clearOTELEnv(t)
+	p := newTestPipeline(t, io.Discard)
+	gaveUp := make(chan error, 1)
+	p.Handle("/big", "a large answer", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 1<<16)
+		for range 1 << 12 { // 256 MiB: more than any socket buffers
+			if _, err := w.Write(chunk); err != nil {
+				gaveUp <- err
+				return
+			}
+		}
+		gaveUp <- nil
+	}))
+	addr := serveWeb(t, p, Web{MaxConnections: 16, IdleTimeout: 500 * time.Millisecond, ReadHeaderTimeout: 10 * time.Second})
+	holdConns(t, addr, 1, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n") // and never read
+	select {
+	case err := <-gaveUp:
+		if err == nil {
+			t.Fatal("256 MiB went to a client that reads nothing")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer to a client that does not read was still being written 10 s on (idle timeout 500ms)")
+	}
+}

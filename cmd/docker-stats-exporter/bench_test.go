@@ -33,12 +33,12 @@ func BenchmarkCollect100SlowContainers(b *testing.B) {
 			StatsDelay: time.Second, Stats: container.StatsResponse{Read: time.Now(), MemoryStats: container.MemoryStats{Usage: 1 << 20}}})
 	}
 	e.Set(cs...)
-	cli, err := client.NewClientWithOpts(client.WithHost(e.DockerHost()), client.WithAPIVersionNegotiation())
+	cli, err := docker.NewClient(docker.DefaultMaxResponseBytes, client.WithHost(e.DockerHost()), client.WithAPIVersionNegotiation())
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	cfg := docker.Config{Client: cli, Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16} // the flags' defaults
+	cfg := docker.Config{Client: cli, Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16, MaxContainers: 1000} // the flags' defaults
 	src := docker.New(cfg)
 	o := pipeline.NewOptions(flag.NewFlagSet("bench", flag.ContinueOnError), "docker-stats-exporter", 9501, "DOCKER_STATS_PORT")
 	p, err := pipeline.New(context.Background(), o, ":9501", slog.New(slog.DiscardHandler))
@@ -49,6 +49,7 @@ func BenchmarkCollect100SlowContainers(b *testing.B) {
 	if err := instruments.RegisterDocker(p.Meter, src); err != nil {
 		b.Fatal(err)
 	}
+	p.Watch(src) // as the exporter's attach does
 	src.Sample(context.Background()) // a first cycle, so scrapes have 100 containers to encode
 
 	var cycle time.Duration

@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"os"
@@ -110,9 +111,9 @@ func TestDaemonDown(t *testing.T) {
 // sources/docker.
 func TestParityAgainstPodman(t *testing.T) {
 	pm := podmantest.Start(t)
-	// 0.1 CPU, not 0.5: on a shared machine a busy loop may not get half a
-	// core, and is then never throttled.
-	pm.Run(t, "limited", "while :; do :; done", "--cpus", "0.1")
+	// 0.01 CPU (1 ms per 100 ms period), not 0.5: on a loaded machine a busy
+	// loop may get less than half a core, and is then never throttled.
+	pm.Run(t, "limited", "while :; do :; done", "--cpus", "0.01")
 	// podman runs healthchecks from systemd timers; without systemd the
 	// test runs them itself.
 	pm.Run(t, "sick", "sleep 3600", "--health-cmd", "false", "--health-interval", "1s", "--health-retries", "1")
@@ -265,4 +266,37 @@ func apiStats(t *testing.T, pm *podmantest.Podman, name string) container.StatsR
 		t.Fatal(err)
 	}
 	return st
+}
+
+// TestMaxContainersServedWhole: 300 containers at --docker.max-containers
+// 300 are served whole (the pipeline's series limit comes from the bound:
+// the SDK's default of 2,000 would fold 2,100 state series into
+// otel_metric_overflow), and one more is left out, counted and named on
+// /health. A fake Engine API: 301 containers on demand.
+func TestMaxContainersServedWhole(t *testing.T) {
+	fake := fakeengine.Start(t)
+	var cs []*fakeengine.Container
+	for i := range 301 {
+		cs = append(cs, &fakeengine.Container{ID: fmt.Sprintf("c%03d", i), Name: fmt.Sprintf("job-%03d", i), Image: "ffmpeg", State: "exited", Created: int64(i)})
+	}
+	fake.Set(cs...)
+	e := exportertest.Start(t, binary, nil, []string{"DOCKER_HOST=" + fake.DockerHost()}, "--docker.interval", "1s", "--docker.max-containers", "300")
+	var text string
+	exportertest.WaitFor(t, 30*time.Second, func() bool {
+		text = e.ScrapeText(t)
+		return strings.Contains(text, "\ndocker_containers_skipped 1\n")
+	})
+	if strings.Contains(text, "otel_metric_overflow") {
+		t.Error("series folded into the SDK's overflow series")
+	}
+	if n := strings.Count(text, "\ndocker_container_state{"); n != 300*7 {
+		t.Errorf("%d state series, want 2100", n)
+	}
+	if strings.Contains(text, `container="job-300"`) {
+		t.Error("the newest container is served past the bound")
+	}
+	exportertest.WaitFor(t, 30*time.Second, func() bool { // once the first collection is over
+		code, body := e.Get(t, "/health")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "1 containers left out")
+	})
 }

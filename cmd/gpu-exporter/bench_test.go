@@ -34,7 +34,9 @@ func BenchmarkCollect8GPUs(b *testing.B) {
 	}
 }
 
-// BenchmarkScrape8GPUs: one /metrics scrape of 8 mock GPUs through the real pipeline.
+// BenchmarkScrape8GPUs: one /metrics scrape of 8 mock GPUs through the real
+// pipeline, watched as the exporter's attach watches it: cached (nothing
+// changed since the last scrape) and changed (a sample was published since).
 func BenchmarkScrape8GPUs(b *testing.B) {
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 	src := newMockSource(b)
@@ -47,13 +49,25 @@ func BenchmarkScrape8GPUs(b *testing.B) {
 	if err := instruments.RegisterGPU(p.Meter, src); err != nil {
 		b.Fatal(err)
 	}
+	p.Watch(src)
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
-	b.ReportAllocs()
-	for b.Loop() {
-		rec := httptest.NewRecorder()
-		p.Handler().ServeHTTP(rec, req)
-		if rec.Code != http.StatusOK {
-			b.Fatal(rec.Code)
-		}
+	for _, bc := range []struct {
+		name   string
+		before func() // each scrape
+	}{
+		{"cached", func() {}},
+		{"changed", src.Changed},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				bc.before()
+				rec := httptest.NewRecorder()
+				p.Handler().ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					b.Fatal(rec.Code)
+				}
+			}
+		})
 	}
 }

@@ -72,8 +72,11 @@ func (f *Fleet) Workers() []*Worker {
 // export outage of a worker counts once when it starts.
 func (f *Fleet) Problems() (n int64, last string) { return f.problems.get() }
 
-// Close stops every worker, each flushing a last push.
+// Close stops every worker, each flushing a last push. What the workers
+// log from now on is dropped and not counted: a push that was under way
+// ends canceled.
 func (f *Fleet) Close(ctx context.Context) error {
+	f.problems.tally.closing.Store(true)
 	f.mu.Lock()
 	workers := f.workers
 	f.workers = nil
@@ -100,8 +103,9 @@ type problemCounter struct {
 }
 
 type tally struct {
-	n    atomic.Int64
-	last atomic.Pointer[string]
+	n       atomic.Int64
+	last    atomic.Pointer[string]
+	closing atomic.Bool
 }
 
 func newProblemCounter(next slog.Handler) *problemCounter {
@@ -113,6 +117,9 @@ func (h *problemCounter) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func (h *problemCounter) Handle(ctx context.Context, r slog.Record) error {
+	if h.tally.closing.Load() {
+		return nil
+	}
 	if r.Level >= slog.LevelWarn {
 		h.tally.n.Add(1)
 		h.tally.last.Store(&r.Message)

@@ -58,7 +58,7 @@ func TestMachineIsARealisticWorkerThatAdvances(t *testing.T) {
 type resourceReceiver struct {
 	colmetrics.UnimplementedMetricsServiceServer
 	mu        sync.Mutex
-	resources map[string]map[string]string          // host.name → resource
+	resources map[string]map[string]string           // host.name → resource
 	series    map[string]map[string]map[float64]bool // host.name → series → values seen
 }
 

@@ -52,7 +52,8 @@ func WorkerName(i int) string { return fmt.Sprintf("fleet-worker-%05d", i) }
 
 // StartWorker starts simulated worker i pushing to push.Endpoint every
 // push.Interval; the first push is one interval from now. log receives
-// what the pipeline logs (export outages, once each).
+// what the pipeline logs (export outages, once each). ctx bounds the
+// start only: the worker runs until Close.
 func StartWorker(ctx context.Context, i int, push Push, log *slog.Logger) (*Worker, error) {
 	w := &Worker{Name: WorkerName(i), Machine: &Machine{Index: i, Start: time.Now()}}
 	// The pipeline reads the push settings and the resource from the
@@ -65,7 +66,7 @@ func StartWorker(ctx context.Context, i int, push Push, log *slog.Logger) (*Work
 			"OTEL_RESOURCE_ATTRIBUTES":    resourceAttributes(w.Name),
 		}
 	}, func() (err error) {
-		if w.shared, err = pipeline.NewShared(ctx, ServiceName, w.Name, log); err != nil {
+		if w.shared, err = pipeline.NewShared(context.WithoutCancel(ctx), ServiceName, w.Name, log); err != nil {
 			return err
 		}
 		// worker-exporter's four ports, each a pipeline of its own.

@@ -2,7 +2,6 @@ package docker
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,187 +9,160 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 )
 
-// userHZ is the unit of /proc/PID/stat's CPU times: USER_HZ, 100 on every
-// Linux the exporter runs on (it is part of the kernel's ABI).
-const userHZ = 100
-
 // engineRetry is how long to wait before looking again for an engine
-// process that was not found: looking reads every process's fds.
+// process that was not found: looking reads every process's descriptors.
 const engineRetry = time.Minute
 
 // engineCPU measures the CPU use of the container engine's own process
 // (dockerd, or podman's API service) from /proc: the process holding the
-// daemon's listening unix socket, or else the one named dockerd.
+// daemon's unix socket, or else the one named dockerd.
 type engineCPU struct {
-	procfs string
-	socket string // the daemon's unix socket; empty for tcp hosts
+	fs     *procfs.FS // nil: no procfs to read
+	socket string     // the daemon's unix socket; empty for tcp hosts
 	log    *slog.Logger
 	now    func() time.Time
 
-	pid       int
-	startTime string // the process's start, so a reused PID is not taken for it
-	ticks     uint64
-	read      time.Time
-	nextLook  time.Time
-	why       string // why it was not found, logged when it changes
+	proc     procfs.Process // PID and start time: a reused PID is not taken for it
+	cpu      float64        // its CPU seconds at read
+	read     time.Time
+	nextLook time.Time
+	why      string // why it was not found, logged when it changes
 }
 
-func newEngineCPU(procfs, daemonHost string, log *slog.Logger) *engineCPU {
-	e := &engineCPU{procfs: procfs, log: log, now: time.Now}
+func newEngineCPU(root, daemonHost string, log *slog.Logger) *engineCPU {
+	e := &engineCPU{log: log, now: time.Now}
 	if path, ok := strings.CutPrefix(daemonHost, "unix://"); ok {
 		e.socket = path
 	}
+	if root == "" {
+		return e
+	}
+	fs, err := procfs.New(root)
+	if err != nil {
+		e.notFound(err.Error())
+		return e
+	}
+	e.fs = fs
 	return e
 }
 
 // sample returns the engine's CPU use since the previous sample, 100 per
 // busy core; ok is false until two readings of one process exist.
 func (e *engineCPU) sample() (percent float64, ok bool) {
-	if e.procfs == "" {
+	if e.fs == nil {
 		return 0, false
 	}
 	now := e.now()
-	if e.pid != 0 {
-		ticks, start, err := readStat(e.procfs, e.pid)
-		if err == nil && start == e.startTime {
-			if now.After(e.read) && ticks >= e.ticks {
-				percent, ok = float64(ticks-e.ticks)/userHZ/now.Sub(e.read).Seconds()*100, true
+	if e.proc.PID != 0 {
+		st, err := e.fs.Stat(e.proc.PID)
+		if err == nil && st.Process == e.proc && !st.Exited {
+			if now.After(e.read) && st.CPUSeconds >= e.cpu {
+				percent, ok = (st.CPUSeconds-e.cpu)/now.Sub(e.read).Seconds()*100, true
 			}
-			e.ticks, e.read = ticks, now
+			e.cpu, e.read = st.CPUSeconds, now
 			return percent, ok
 		}
-		e.pid = 0 // gone, or restarted: find it again
+		e.proc = procfs.Process{} // gone, or restarted: find it again
 	}
 	if now.Before(e.nextLook) {
 		return 0, false
 	}
-	pid, why := e.find()
-	if pid == 0 {
+	st, why := e.find()
+	if why != "" {
 		e.nextLook = now.Add(engineRetry)
-		if why != e.why {
-			e.log.Debug("docker_engine_cpu_percent left out: container engine process not found", "reason", why)
-			e.why = why
-		}
+		e.notFound(why)
 		return 0, false
 	}
-	ticks, start, err := readStat(e.procfs, pid)
-	if err != nil {
-		return 0, false
-	}
-	e.pid, e.startTime, e.ticks, e.read, e.why = pid, start, ticks, now, ""
-	e.log.Debug("container engine process found", "pid", pid)
+	e.proc, e.cpu, e.read, e.why = st.Process, st.CPUSeconds, now, ""
+	e.log.Debug("container engine process found", "pid", st.PID, "name", st.Comm)
 	return 0, false
 }
 
-// find returns the engine's PID, or 0 and why not.
-func (e *engineCPU) find() (int, string) {
-	var whys []string
-	if e.socket != "" {
-		pid, err := e.socketOwner()
-		if pid != 0 {
-			return pid, ""
-		}
-		whys = append(whys, err.Error())
-	} else {
-		whys = append(whys, "the daemon is not on a unix socket")
+func (e *engineCPU) notFound(why string) {
+	if why != e.why {
+		e.log.Debug("docker_engine_cpu_percent left out: container engine process not found", "reason", why)
+		e.why = why
 	}
-	var named []int
-	e.eachPID(func(pid int) {
-		if comm, _ := os.ReadFile(filepath.Join(e.procfs, strconv.Itoa(pid), "comm")); strings.TrimSpace(string(comm)) == "dockerd" {
-			named = append(named, pid)
-		}
-	})
-	switch len(named) {
-	case 1:
-		return named[0], ""
-	case 0:
-		whys = append(whys, "no process named dockerd in "+e.procfs)
-	default:
-		whys = append(whys, fmt.Sprintf("%d processes named dockerd", len(named)))
-	}
-	return 0, strings.Join(whys, "; ")
 }
 
-// socketOwner finds the process holding the daemon's listening socket:
-// its inode from <procfs>/net/unix, then the process whose fd links to it.
-// Reading another user's fds needs root; socket activation also has
-// systemd hold the socket, so systemd is passed over.
-func (e *engineCPU) socketOwner() (int, error) {
+// find returns the engine's process, or why it was not found.
+func (e *engineCPU) find() (procfs.Stat, string) {
+	var whys []string
+	if e.socket == "" {
+		whys = append(whys, "the daemon is not on a unix socket")
+	} else if st, err := e.socketOwner(); err != nil {
+		whys = append(whys, err.Error())
+	} else {
+		return st, ""
+	}
+	var named []procfs.Stat
+	entries, _ := os.ReadDir(e.fs.Root())
+	for _, d := range entries {
+		if pid, err := strconv.Atoi(d.Name()); err == nil {
+			if st, err := e.fs.Stat(pid); err == nil && st.Comm == "dockerd" {
+				named = append(named, st)
+			}
+		}
+	}
+	if len(named) == 1 {
+		return named[0], ""
+	}
+	whys = append(whys, fmt.Sprintf("%d processes named dockerd in %s, want one", len(named), e.fs.Root()))
+	return procfs.Stat{}, strings.Join(whys, "; ")
+}
+
+// socketOwner finds the process holding the daemon's socket: the socket's
+// inodes from <procfs>/net/unix (the listening socket and its accepted
+// connections carry its path), then the process whose descriptors link to
+// them. Socket activation has systemd hold the socket too, so systemd is
+// passed over.
+func (e *engineCPU) socketOwner() (procfs.Stat, error) {
 	paths := map[string]bool{e.socket: true}
 	if real, err := filepath.EvalSymlinks(e.socket); err == nil {
 		paths[real] = true
 	}
-	f, err := os.Open(filepath.Join(e.procfs, "net", "unix"))
+	table := filepath.Join(e.fs.Root(), "net", "unix")
+	f, err := os.Open(table)
 	if err != nil {
-		return 0, err
+		return procfs.Stat{}, err
 	}
 	defer f.Close()
-	links := map[string]bool{}
+	targets := map[procfs.Target]bool{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// Num RefCount Protocol Flags Type St Inode Path
 		if fs := strings.Fields(sc.Text()); len(fs) == 8 && paths[fs[7]] {
-			links["socket:["+fs[6]+"]"] = true
-		}
-	}
-	if len(links) == 0 {
-		return 0, fmt.Errorf("no socket bound to %s in %s/net/unix", e.socket, e.procfs)
-	}
-	var owners []int
-	e.eachPID(func(pid int) {
-		dir := filepath.Join(e.procfs, strconv.Itoa(pid), "fd")
-		fds, err := os.ReadDir(dir) // another user's: permission denied, passed over
-		if err != nil {
-			return
-		}
-		for _, fd := range fds {
-			if l, _ := os.Readlink(filepath.Join(dir, fd.Name())); links[l] {
-				comm, _ := os.ReadFile(filepath.Join(e.procfs, strconv.Itoa(pid), "comm"))
-				if strings.TrimSpace(string(comm)) != "systemd" {
-					owners = append(owners, pid)
-				}
-				return
+			if inode, err := strconv.ParseUint(fs[6], 10, 64); err == nil {
+				targets[procfs.Socket(inode)] = true
 			}
 		}
-	})
-	if len(owners) != 1 {
-		return 0, fmt.Errorf("%d processes readable here hold %s (reading another user's /proc/PID/fd needs root)", len(owners), e.socket)
 	}
-	return owners[0], nil
-}
-
-func (e *engineCPU) eachPID(f func(pid int)) {
-	entries, _ := os.ReadDir(e.procfs)
-	for _, d := range entries {
-		if pid, err := strconv.Atoi(d.Name()); err == nil {
-			f(pid)
+	if len(targets) == 0 {
+		return procfs.Stat{}, fmt.Errorf("no socket bound to %s in %s", e.socket, table)
+	}
+	holders, err := e.fs.FindHolders(targets)
+	if err != nil {
+		return procfs.Stat{}, err
+	}
+	var owners []procfs.Stat
+	seen := map[procfs.Process]bool{}
+	for _, ps := range holders.Found {
+		for _, p := range ps {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			if st, err := e.fs.Stat(p.PID); err == nil && st.Process == p && st.Comm != "systemd" {
+				owners = append(owners, st)
+			}
 		}
 	}
-}
-
-// readStat reads a process's CPU time (user and system, in USER_HZ ticks,
-// all its threads) and its start time from <procfs>/PID/stat, which any
-// user may read.
-func readStat(procfs string, pid int) (ticks uint64, start string, err error) {
-	raw, err := os.ReadFile(filepath.Join(procfs, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, "", err
+	if len(owners) != 1 {
+		return procfs.Stat{}, fmt.Errorf("%d processes hold %s, want one (%d processes' descriptors are another user's: reading them needs root)", len(owners), e.socket, holders.Denied)
 	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	i := strings.LastIndexByte(string(raw), ')')
-	if i < 0 {
-		return 0, "", errors.New("stat: no command name")
-	}
-	fs := strings.Fields(string(raw[i+1:])) // from field 3 (state) on
-	if len(fs) < 20 {
-		return 0, "", errors.New("stat: too few fields")
-	}
-	utime, err1 := strconv.ParseUint(fs[11], 10, 64) // field 14
-	stime, err2 := strconv.ParseUint(fs[12], 10, 64) // field 15
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, "", fmt.Errorf("stat: %w", err)
-	}
-	return utime + stime, fs[19], nil // field 22: start time
+	return owners[0], nil
 }

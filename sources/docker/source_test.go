@@ -554,8 +554,8 @@ func TestEngineCPUOfSocketOwner(t *testing.T) {
 
 	before := cpuTime(t)
 	src.Sample(context.Background())
-	if src.engine.pid != os.Getpid() {
-		t.Fatalf("engine process %d, want this test process %d", src.engine.pid, os.Getpid())
+	if src.engine.proc.PID != os.Getpid() {
+		t.Fatalf("engine process %d, want this test process %d", src.engine.proc.PID, os.Getpid())
 	}
 	if src.Snapshot().HasEngineCPU {
 		t.Error("CPU% from a single reading")
@@ -607,8 +607,12 @@ func TestEngineByNameOrNot(t *testing.T) {
 			t.Fatal("an engine CPU% with no engine process")
 		}
 	}
-	if n := strings.Count(logs.String(), "no process named dockerd in /proc"); n != 1 {
+	if n := strings.Count(logs.String(), "0 processes named dockerd in /proc"); n != 1 {
 		t.Errorf("the reason logged %d times, want once:\n%s", n, logs.String())
+	}
+	logs.Reset()
+	if _, ok := newEngineCPU(t.TempDir(), "unix:///run/docker.sock", eng.log).sample(); ok || !strings.Contains(logs.String(), "is not a procfs mount") {
+		t.Errorf("no procfs: %v, log %q", ok, logs.String())
 	}
 
 	sleep, err := os.ReadFile("/bin/sleep")
@@ -626,8 +630,8 @@ func TestEngineByNameOrNot(t *testing.T) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	eng.nextLook = time.Time{}
 	eng.sample()
-	if eng.pid != cmd.Process.Pid {
-		t.Errorf("engine process %d, want the one named dockerd, %d", eng.pid, cmd.Process.Pid)
+	if eng.proc.PID != cmd.Process.Pid {
+		t.Errorf("engine process %d, want the one named dockerd, %d", eng.proc.PID, cmd.Process.Pid)
 	}
 	if _, ok := eng.sample(); !ok {
 		t.Error("no CPU% from two readings of the process")

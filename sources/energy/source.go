@@ -26,6 +26,7 @@ type RAPL interface {
 	Sample()
 	Snapshot() *rapl.Snapshot
 	Interval() time.Duration
+	Health() error
 }
 
 // GPUs is an NVML source of this source's own, sampled at each window for
@@ -34,6 +35,7 @@ type RAPL interface {
 type GPUs interface {
 	Sample(context.Context)
 	Snapshot() *nvml.Snapshot
+	Health() error
 	Close()
 }
 
@@ -55,7 +57,7 @@ type Config struct {
 
 // MaxProcesses bounds the processes one encode keeps: far more than a
 // connection or pipe is ever shared by.
-const MaxProcesses = 64
+const MaxProcesses = 16
 
 // Source links streams to processes and attributes energy to them.
 type Source struct {
@@ -70,6 +72,8 @@ type Source struct {
 	failures [NumReasons]uint64
 	warned   bool // of missing permission
 	gpuTry   time.Time
+	said     [NumDevices]bool // a device's availability has been logged
+	was      [NumDevices]bool // and what it was
 }
 
 // encode is one stream's current encode.
@@ -188,7 +192,33 @@ func (s *Source) Sample(ctx context.Context) {
 		s.prev = cur
 	}
 	s.mu.Unlock()
+	s.sayAvailability(snap.Available)
 	s.Publish(snap, errors.Join(errs...), start)
+}
+
+// sayAvailability logs, when it changes, whether each device's energy can
+// be read: the RAPL and NVML readers of this source are quiet (the cpu and
+// gpu ports report on their own), so this is where a single
+// ffmpeg-exporter says why its streams have no energy.
+func (s *Source) sayAvailability(now [NumDevices]bool) {
+	for d, ok := range now {
+		if s.said[d] && s.was[d] == ok {
+			continue
+		}
+		s.said[d], s.was[d] = true, ok
+		what := [NumDevices]string{"CPU energy from RAPL", "GPU energy from NVML"}[d]
+		var why error
+		switch {
+		case ok:
+			s.cfg.Log.Info("energy per encode: " + what + " available")
+			continue
+		case Device(d) == CPU && s.cfg.RAPL != nil:
+			why = s.cfg.RAPL.Health()
+		case Device(d) == GPU && s.cfg.GPUs != nil:
+			why = s.cfg.GPUs.Health()
+		}
+		s.cfg.Log.Info("energy per encode: "+what+" unavailable; streams are served without it", "why", why)
+	}
 }
 
 // reconcile follows the hub: a new encode under a stream's name starts
@@ -329,10 +359,13 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 			if len(e.procs) >= MaxProcesses {
 				continue
 			}
-			// A process that started after the previous window has spent
-			// all its CPU time in this one; any other is shared out from now.
+			// A process that started at most a window before the previous
+			// one (ffmpeg starts up before it connects, and the link waits
+			// for a window) is charged from its start: its CPU time so far
+			// is shared out in this window, at this window's rate. An older
+			// one is charged from now.
 			prev := st.CPUSeconds
-			if s.prev.ok && float64(st.Start)/procfs.UserHZ >= s.prev.uptime {
+			if s.prev.ok && float64(st.Start)/procfs.UserHZ >= s.prev.uptime-s.cfg.Interval.Seconds() {
 				prev = 0
 			}
 			p = &proc{Process: st.Process, comm: st.Comm, prev: prev}

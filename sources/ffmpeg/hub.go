@@ -72,6 +72,7 @@ type stream struct {
 	quantizers []Quantizer // of the current encode, at most MaxOutputs
 	lag        realtimeLag
 	logs       [NumLevels]uint64 // over the stream's life, across encodes: a counter never goes back
+	hasLogs    bool              // ffmpeg's stderr has arrived: the counts are known
 }
 
 // NewHub returns an empty hub.
@@ -197,6 +198,7 @@ type Conn struct {
 	s      *stream
 	parser Parser
 	logs   logLevels
+	stderr bool // the stream knows this connection carries stderr
 	closed bool
 	name   string
 	id     uint64 // Peer.Conn
@@ -226,13 +228,24 @@ func (c *Conn) Line(line []byte) {
 	c.hub.Changed() // the line counters are served too
 	if done {
 		c.apply(&u)
-	} else if kind == Ignored {
-		if lvl, n := c.logs.Line(line); n > 0 {
-			c.s.mu.Lock()
+	}
+	// Log counts are known once ffmpeg's stderr arrives: a status line or
+	// a log line. -progress alone says nothing of errors.
+	var n int
+	var lvl Level
+	if kind == Ignored && !progressShaped(line) {
+		lvl, n = c.logs.Line(line)
+	} else if kind != Status {
+		return
+	}
+	if n > 0 || !c.stderr {
+		c.stderr = true
+		c.s.mu.Lock()
+		c.s.hasLogs = true
+		if n > 0 {
 			c.s.logs[lvl] += uint64(n)
-			c.s.mu.Unlock()
-			c.hub.Changed()
 		}
+		c.s.mu.Unlock()
 	}
 }
 
@@ -300,7 +313,8 @@ type StreamSnapshot struct {
 	Quantizers []Quantizer       // each output's latest q, in the order ffmpeg first named them
 	Lag        float64           // realtime lag in seconds, when HasLag
 	HasLag     bool              // the encode has reported a media time
-	Logs       [NumLevels]uint64 // log messages by level over the stream's life
+	Logs       [NumLevels]uint64 // log messages by level over the stream's life, when HasLogs
+	HasLogs    bool              // the stream has carried ffmpeg's stderr (without it the counts are unknown)
 }
 
 // Has reports whether field f holds a reading.
@@ -365,6 +379,7 @@ func (h *Hub) Snapshot() Snapshot {
 			Lag:        s.lag.seconds,
 			HasLag:     s.lag.known,
 			Logs:       s.logs,
+			HasLogs:    s.hasLogs,
 		})
 		s.mu.Unlock()
 	}

@@ -364,3 +364,22 @@ func TestOversizedCountedAtOnce(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestLogsUnknownWithoutStderr: -progress alone says nothing of errors, so
+// the counts stay unknown; ffmpeg's stderr (a status line is enough) makes
+// them known, zero or not.
+func TestLogsUnknownWithoutStderr(t *testing.T) {
+	h, _ := newTestHub(8)
+	c := open(t, h, "job")
+	if err := c.Consume(strings.NewReader(progressBlock + "new_key_of_ffmpeg_8=1\n")); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := streamByName(t, h, "job"); s.HasLogs {
+		t.Errorf("-progress only: log counts known: %v", s.Logs)
+	}
+	c.Line([]byte("frame=  240 fps= 30 q=28.0 size=    1024kB time=00:00:08.00 bitrate=1048.6kbits/s speed=1.01x"))
+	if s, _ := streamByName(t, h, "job"); !s.HasLogs || s.Logs != [NumLevels]uint64{} {
+		t.Errorf("after a status line: known %v counts %v, want known zeros", s.HasLogs, s.Logs)
+	}
+	c.Close()
+}

@@ -152,6 +152,13 @@ func (p *Parser) Line(line []byte) (u Update, done bool, kind LineKind) {
 	return u, false, Progress
 }
 
+// progressShaped reports whether line looks like key=value, as -progress
+// writes; an ignored line that does not is a log line.
+func progressShaped(line []byte) bool {
+	key, _, ok := bytes.Cut(bytes.TrimSpace(line), []byte{'='})
+	return ok && isKey(key)
+}
+
 // statusKeys are the keys a stderr status line starts with.
 var statusKeys = map[string]bool{"frame": true, "size": true, "Lsize": true}
 

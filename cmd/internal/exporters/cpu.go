@@ -20,7 +20,7 @@ func CPU() Source {
 	return Source{
 		Group: instruments.CPUExporter, DefaultPort: 9500, GuidePort: 9510, PortEnv: "CPU_EXPORTER_PORT",
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&sysfs, "path.sysfs", "/sys", "sysfs mount point")
+			SharedStringVar(fs, &sysfs, "path.sysfs", "/sys", "sysfs mount point") // energy per encode reads it too
 			fs.DurationVar(&interval, "rapl.interval", time.Second, "RAPL sampling interval (shortened automatically so no counter wrap is missed; never below "+rapl.MinInterval.String()+")")
 		},
 		Open: func(log *slog.Logger) (Built, error) {

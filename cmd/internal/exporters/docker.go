@@ -30,7 +30,7 @@ func Docker() Source {
 			fs.IntVar(&cfg.Concurrency, "docker.concurrency", defaults.Concurrency, "containers collected at once (an inspect, and stats when running)")
 			fs.IntVar(&cfg.MaxContainers, "docker.max-containers", defaults.MaxContainers, "containers served at most; those past it are left out, counted in docker_containers_skipped and named on /health")
 			fs.Int64Var(&maxResponse, "docker.max-response-bytes", maxResponse, "largest Engine API response read (the container list, one stats or inspect body, one event)")
-			fs.StringVar(&cfg.Procfs, "path.procfs", defaults.Procfs, "procfs mount point, for the container engine's own CPU use")
+			SharedStringVar(fs, &cfg.Procfs, "path.procfs", defaults.Procfs, "procfs mount point") // energy per encode reads it too
 			fs.StringVar(&labels, "docker.labels", "", "comma-separated container labels to add to every series as container_label_<name> (an allowlist: never all labels)")
 			fs.StringVar(&includeName, "docker.include-name", "", "only containers whose name matches this regexp")
 			fs.StringVar(&excludeName, "docker.exclude-name", "", "skip containers whose name matches this regexp")

@@ -11,8 +11,10 @@ import (
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // FFmpeg is FFmpeg progress, ingested over HTTP or from standard input.
@@ -22,6 +24,7 @@ func FFmpeg() Source {
 		token, streamName string
 		stdin             bool
 		linger            time.Duration
+		en                energyFlags
 	)
 	return Source{
 		Group: instruments.FFmpegExporter, DefaultPort: 9506, GuidePort: 9506, PortEnv: "FFMPEG_EXPORTER_PORT",
@@ -34,6 +37,7 @@ func FFmpeg() Source {
 			fs.BoolVar(&stdin, "stdin", false, "also read ffmpeg output from standard input")
 			fs.StringVar(&streamName, "stream", "default", "stream name for --stdin")
 			fs.DurationVar(&linger, "stdin.linger", 15*time.Second, "with --stdin: keep serving this long after input ends, then end the ffmpeg source (and a single ffmpeg-exporter with it)")
+			en.register(fs)
 		},
 		Open: func(log *slog.Logger) (Built, error) {
 			if cfg.MaxStreams < 1 {
@@ -41,17 +45,37 @@ func FFmpeg() Source {
 			}
 			c := cfg
 			c.Log = log
+			var perEncode *energy.Source // takes each encode's final reading as its connection closes
+			c.OnClose = func(stream string, conn uint64) {
+				if perEncode != nil {
+					perEncode.Closed(stream, conn)
+				}
+			}
 			hub := ffmpeg.NewHub(c)
+			var err error
+			if perEncode, err = en.open(hub, log); err != nil {
+				return Built{}, err
+			}
 			register := func(p *pipeline.Pipeline) error {
 				ingest := &ffmpeg.Ingest{Hub: hub, Token: token, Log: log}
 				p.HandleStream("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest, token)
 				p.HandleStream("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest, token)
+				if perEncode != nil {
+					if err := instruments.RegisterEnergy(p.Meter, perEncode); err != nil {
+						return err
+					}
+				}
 				return instruments.RegisterFFmpeg(p.Meter, hub)
 			}
-			if !stdin {
-				return Built{Source: hub, Register: register}, nil
+			var src sampling.Source = hub
+			if stdin {
+				src = &stdinSource{Hub: hub, name: streamName, linger: linger, log: log}
 			}
-			return Built{Source: &stdinSource{Hub: hub, name: streamName, linger: linger, log: log}, Register: register}, nil
+			if perEncode != nil {
+				src = newWithEnergy(src, perEncode)
+			}
+			limit := max(instruments.FFmpegSeriesLimit(c.MaxStreams), instruments.EnergySeriesLimit(c.MaxStreams))
+			return Built{Source: src, Register: register, SeriesLimit: limit}, nil
 		},
 	}
 }

@@ -21,8 +21,8 @@ type Port struct {
 
 // Serving is what every port of one process shares.
 type Serving struct {
-	Service    string // the default service.name: the binary
-	InstanceID string // service.instance.id, stable across restarts
+	Service    string       // the default service.name: the binary
+	InstanceID string       // service.instance.id, stable across restarts
 	Web        pipeline.Web // --web.config.file and the connection bounds
 	Log        *slog.Logger
 }
