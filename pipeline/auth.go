@@ -20,11 +20,12 @@ import (
 // guard is what every request passes first: the web configuration's
 // headers, rate limit and basic auth (on a streaming endpoint with a token,
 // the token instead), then deadlines, outside the streaming endpoints, for
-// the body to come in and the answer to go out. What it turns away is answered at once and its connection
-// closed. It does what exporter-toolkit's web.Serve does for a request,
-// less the two things that made a worker unusable or fragile: basic auth on
-// every path (ffmpeg -progress cannot send it) and one cache for good and
-// bad passwords (a flood of wrong ones pushed good scrapes back to bcrypt).
+// the body to come in and the answer to go out. What it turns away is
+// answered at once and its connection closed. It does what
+// exporter-toolkit's web.Serve does for a request, less two things that
+// made a worker unusable or fragile: basic auth on every path (ffmpeg
+// -progress cannot send it) and one cache for good and bad passwords (a
+// flood of wrong ones pushed good scrapes back to bcrypt).
 type guard struct {
 	next         http.Handler
 	route        func(*http.Request) (stream bool, token string)
@@ -63,7 +64,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		// A client that does not take its answer, or trickles in a body
 		// nothing here reads, would otherwise hold the connection forever.
-		// disabled
+		_ = rc.SetWriteDeadline(time.Now().Add(g.writeTimeout))
 		if r.ContentLength != 0 {
 			_ = rc.SetReadDeadline(time.Now().Add(g.bodyTimeout))
 		}

@@ -15,7 +15,7 @@ import (
 // --ingest.max-streams). At the limit, a new connection closes the oldest
 // one: first among those without a request in a handler (idle keep-alives,
 // connections that never sent a whole request), else among those with one
-// (a client that does not read its answer). A limit that made Accept wait
+// (a client that does not read its answer, say). A limit that made Accept wait
 // would shut the next scrape out along with the attacker; this one costs
 // the attacker its oldest connection instead.
 type conns struct {
@@ -44,25 +44,23 @@ func newConns(ln net.Listener, max int, log *slog.Logger) *conns {
 }
 
 func (l *conns) Accept() (net.Conn, error) {
-	for {
-		nc, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		c := &conn{Conn: nc, in: l, since: time.Now()}
-		l.mu.Lock()
-		victim := l.victim()
-		if victim != nil {
-			delete(l.open, victim)
-			l.warn()
-		}
-		l.open[c] = struct{}{}
-		l.mu.Unlock()
-		if victim != nil {
-			victim.Conn.Close()
-		}
-		return c, nil
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
 	}
+	c := &conn{Conn: nc, in: l, since: time.Now()}
+	l.mu.Lock()
+	victim := l.victim()
+	if victim != nil {
+		delete(l.open, victim)
+		l.warn()
+	}
+	l.open[c] = struct{}{}
+	l.mu.Unlock()
+	if victim != nil {
+		victim.Conn.Close()
+	}
+	return c, nil
 }
 
 // victim is the connection to close for a new one: nil below the limit.

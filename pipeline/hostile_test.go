@@ -188,8 +188,7 @@ func TestConnectionFlood(t *testing.T) {
 			deadline := time.Now().Add(idle + 10*time.Second)
 			open := 0
 			for _, c := range held {
-				c.SetReadDeadline(deadline)
-				if _, err := io.Copy(io.Discard, c); isTimeout(err) {
+				if !closedByServer(c, deadline) {
 					open++
 				}
 			}
@@ -200,9 +199,17 @@ func TestConnectionFlood(t *testing.T) {
 	}
 }
 
-func isTimeout(err error) bool {
+// closedByServer reads c until the server closes it, or until deadline
+// (at least a moment more, for a connection it has closed already: a read
+// past its deadline would not even look).
+func closedByServer(c net.Conn, deadline time.Time) bool {
+	if soon := time.Now().Add(100 * time.Millisecond); deadline.Before(soon) {
+		deadline = soon
+	}
+	c.SetReadDeadline(deadline)
+	_, err := io.Copy(io.Discard, c)
 	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return !(errors.As(err, &ne) && ne.Timeout())
 }
 
 // TestWrongPasswordFlood: goroutines sending wrong passwords as fast as
@@ -380,10 +387,9 @@ func TestLimitSparesStreams(t *testing.T) {
 			t.Fatalf("stream %d: got %q", i, got)
 		}
 	}
-	closed, deadline := 0, time.Now().Add(time.Second) // the closed ones are closed already
+	closed := 0
 	for _, c := range stuck {
-		c.SetReadDeadline(deadline)
-		if _, err := io.Copy(io.Discard, c); !isTimeout(err) {
+		if closedByServer(c, time.Now()) { // the closed ones are closed already
 			closed++
 		}
 	}
@@ -470,5 +476,18 @@ func TestSlowReaderDropped(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the answer to a client that does not read was still being written 10 s on (idle timeout 500ms)")
+	}
+}
+
+// TestTricklingBodyCutOff: a body nothing reads (outside the streaming
+// endpoints), trickled in to hold the connection, is cut off after the
+// read-header timeout.
+func TestTricklingBodyCutOff(t *testing.T) {
+	clearOTELEnv(t)
+	p := newTestPipeline(t, io.Discard)
+	addr := serveWeb(t, p, Web{MaxConnections: 16, IdleTimeout: time.Minute, ReadHeaderTimeout: 500 * time.Millisecond})
+	c := holdConns(t, addr, 1, "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")[0] // and never the rest
+	if !closedByServer(c, time.Now().Add(10*time.Second)) {
+		t.Error("a trickling body held its connection 10 s (read-header timeout 500ms)")
 	}
 }

@@ -2,8 +2,6 @@ package pipeline
 
 import (
 	"encoding/json"
-	"errors"
-	"fmt"
 	"html/template"
 	"maps"
 	"net/http"
@@ -70,18 +68,4 @@ func (p *Pipeline) serveLanding(w http.ResponseWriter, _ *http.Request) {
 	p.mu.Unlock()
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	_ = landing.Execute(w, data)
-}
-
-// HealthErr joins the errors of the failing sources; nil when all are healthy.
-func (p *Pipeline) HealthErr() error {
-	p.mu.Lock()
-	checks := append([]check(nil), p.checks...)
-	p.mu.Unlock()
-	var errs []error
-	for _, c := range checks {
-		if err := c.health(); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -65,16 +65,16 @@ func TestRealtimeLagGrows(t *testing.T) {
 // (x264's final report says -1: no quality, so its previous q stays).
 func TestQuantizerEveryOutput(t *testing.T) {
 	e := start(t, nil, nil)
-	enc := startEncode(t, "-hide_banner", "-nostdin", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=2",
+	enc := startEncode(t, "-hide_banner", "-nostdin", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=4",
 		"-map", "0", "-c:v", "libx264", "-f", "null", "-", "-map", "0", "-c:v", "mpeg4", "-f", "null", "-",
-		"-progress", "http://"+e.Addr+"/ingest/two")
+		"-stats_period", "0.1", "-progress", "http://"+e.Addr+"/ingest/two")
 	enc.wait(t)
 	exportertest.WaitFor(t, 5*time.Second, func() bool { return e.Scrape(t)[series("ffmpeg_stream_active", "two")] == 0 })
 	s := e.Scrape(t)
 	// Each status line on stderr carries the same report's q of each output, in order.
 	want := lastQuantizers(t, enc.stderr.String())
-	if len(want) != 2 {
-		t.Fatalf("ffmpeg reported q for %d outputs, want 2:\n%s", len(want), enc.stderr.String())
+	if len(want) != 2 || want[0] <= 0 || want[1] <= 0 {
+		t.Fatalf("ffmpeg reported q %v, want a q above 0 for each of 2 outputs:\n%s", want, enc.stderr.String())
 	}
 	for i, q := range want {
 		key := labelled("ffmpeg_quantizer", "stream", "two", "output", strconv.Itoa(i)+":0")

@@ -58,9 +58,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// The upstream analysis script's queries, as it builds them: instant and
-// energy queries at the scenario's end, range queries over the scenario
-// with a 5 s step.
+// The upstream analysis script's queries, as it builds them: energy at the
+// scenario's end (instant queries over the scenario's length), power and
+// Docker CPU over the scenario (range queries, 5 s step).
 const (
 	packagePower   = `sum(rapl_power_watts{zone=~"package.*"})`
 	dramPower      = `sum(rapl_power_watts{zone=~".*dram.*"})`
@@ -112,7 +112,7 @@ func TestUpstreamQueriesAndSourceAlerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules = regexp.MustCompile(`(?m)^(\s+for: )\S+$`).ReplaceAll(rules, []byte("${1}2s"))
+	rules = regexp.MustCompile(`(?m)^(\s+for: )\S+`).ReplaceAll(rules, []byte("${1}2s"))
 	p := startPrometheus(t, prometheus, rules, map[string][]string{
 		"worker-cpu-exporter": {healthy.cpu, broken.cpu},
 		"worker-docker-stats": {healthy.docker, broken.docker},
@@ -151,7 +151,7 @@ func TestUpstreamQueriesAndSourceAlerts(t *testing.T) {
 			q = fmt.Sprintf(q, scenarioLength)
 			got := p.query(t, q, end).values(t)
 			if len(got) != 1 || math.Abs(got[0]/scenarioLength-want) > 0.25*want {
-				t.Errorf("%s at the scenario's end = %v J: %v W, the fixture draws %.0f W", q, got, mean(got)/scenarioLength, want)
+				t.Errorf("%s at the scenario's end = %v J over %d s, the fixture draws %.0f W", q, got, scenarioLength, want)
 			}
 		}
 	})
@@ -211,9 +211,16 @@ func TestUpstreamQueriesAndSourceAlerts(t *testing.T) {
 			}
 			return ""
 		})
-		// ... and, in the same evaluations, neither pending nor firing for the healthy one's.
+		// ... and, in the same evaluations, neither pending nor firing for the
+		// healthy one's. (Not its docker collection errors: a podman call
+		// that times out on a loaded machine is one, and rightly counted.)
+		healthyQuiet := map[string]string{
+			"RAPLUnavailable":                    healthy.cpu,
+			"DockerDaemonDown":                   healthy.docker,
+			"WorkerExporterCollectionErrors/cpu": healthy.cpu,
+		}
 		for _, a := range alerts {
-			if _, tested := want[a.key()]; tested && (a.Labels["instance"] == healthy.cpu || a.Labels["instance"] == healthy.docker) {
+			if instance, tested := healthyQuiet[a.key()]; tested && a.Labels["instance"] == instance {
 				t.Errorf("%s is %s for the healthy worker: %v", a.Labels["alertname"], a.State, a.Labels)
 			}
 		}
@@ -340,14 +347,6 @@ func sampleValue(t *testing.T, metric map[string]string, sample []any) float64 {
 		t.Fatalf("%v: sample %v is not a finite number", metric, sample)
 	}
 	return v
-}
-
-func mean(vs []float64) float64 {
-	sum := 0.0
-	for _, v := range vs {
-		sum += v
-	}
-	return sum / float64(len(vs))
 }
 
 // alert is one entry of /api/v1/alerts.

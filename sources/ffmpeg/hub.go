@@ -223,11 +223,11 @@ func (c *Conn) Consume(r io.Reader) error {
 
 // Line applies one line.
 func (c *Conn) Line(line []byte) {
-	u, done, kind := c.parser.Line(line)
+	u, kind := c.parser.Line(line)
 	c.hub.lines[lineResult(kind)].Add(1)
 	c.hub.Changed() // the line counters are served too
-	if done {
-		c.apply(&u)
+	if u != nil {
+		c.apply(u)
 	}
 	// Log counts are known once ffmpeg's stderr arrives: a status line or
 	// a log line. -progress alone says nothing of errors.

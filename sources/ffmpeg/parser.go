@@ -105,51 +105,52 @@ const (
 // Parser reads one connection's lines. It is not safe for concurrent use.
 type Parser struct {
 	block   Update   // the -progress block being read
+	done    Update   // the block or status line last completed
 	outputs []string // output streams named so far by this encode, at most MaxOutputs
 }
 
 // Line reads one line, without its terminator. When the line completes a
-// block, it returns that block and done=true.
-func (p *Parser) Line(line []byte) (u Update, done bool, kind LineKind) {
+// block, it returns that block, valid until the next call; otherwise nil.
+func (p *Parser) Line(line []byte) (*Update, LineKind) {
 	line = bytes.TrimSpace(line)
 	if _, rest, ok := cutLevel(line); ok {
 		line = rest // -loglevel level+info prints "[info] frame=..."
 	}
 	key, value, ok := bytes.Cut(line, []byte{'='})
 	if !ok || !isKey(key) {
-		return u, false, Ignored
+		return nil, Ignored
 	}
 	value = bytes.TrimLeft(value, " ")
 	// A status line holds several key= value pairs separated by spaces;
 	// a -progress line holds exactly one.
 	if sp := bytes.IndexByte(value, ' '); sp >= 0 && bytes.IndexByte(value[sp:], '=') >= 0 {
 		if !statusKeys[string(key)] {
-			return u, false, Ignored
+			return nil, Ignored
 		}
-		switch parseStatus(&u, line) {
+		p.done = Update{}
+		switch parseStatus(&p.done, line) {
 		case unknownKey:
-			return Update{}, false, Ignored
+			return nil, Ignored
 		case refused:
-			return u, true, Rejected
+			return &p.done, Rejected
 		}
-		return u, true, Status
+		return &p.done, Status
 	}
 	if string(key) == "progress" {
-		u = p.block
-		u.End = string(value) == "end"
-		p.block = Update{}
-		if u.End {
+		p.done, p.block = p.block, Update{}
+		p.done.End = string(value) == "end"
+		if p.done.End {
 			p.outputs = nil // what follows is another encode
 		}
-		return u, true, Progress
+		return &p.done, Progress
 	}
 	switch p.apply(&p.block, key, value) {
 	case unknownKey:
-		return u, false, Ignored
+		return nil, Ignored
 	case refused:
-		return u, false, Rejected
+		return nil, Rejected
 	}
-	return u, false, Progress
+	return nil, Progress
 }
 
 // progressShaped reports whether line looks like key=value, as -progress

@@ -19,8 +19,8 @@ func feed(t *testing.T, text string) []Update {
 		if err != nil {
 			return blocks
 		}
-		if u, done, _ := p.Line(line); done {
-			blocks = append(blocks, u)
+		if u, _ := p.Line(line); u != nil {
+			blocks = append(blocks, *u)
 		}
 	}
 }
@@ -155,20 +155,20 @@ func TestIgnoredLines(t *testing.T) {
 		"stream_00_0_q=1", "stream_0_q=1", "stream_0_0_0_q=1", "stream_x_0_q=1", "stream_123456_0_q=1",
 		"fps=1 q=2", // several pairs, but not a status line's first key
 	} {
-		if _, done, kind := p.Line([]byte(line)); done || kind != Ignored {
-			t.Errorf("%q: done=%v kind=%v, want ignored", line, done, kind)
+		if u, kind := p.Line([]byte(line)); u != nil || kind != Ignored {
+			t.Errorf("%q: done=%v kind=%v, want ignored", line, u != nil, kind)
 		}
 	}
 	// Unreadable values of known keys are read as N/A, not as zero.
-	_, _, kind := p.Line([]byte("fps=abc"))
-	u, _, _ := p.Line([]byte("progress=continue"))
+	_, kind := p.Line([]byte("fps=abc"))
+	u, _ := p.Line([]byte("progress=continue"))
 	if kind != Progress {
 		t.Errorf("fps=abc kind %v, want Progress", kind)
 	}
-	wantCleared(t, u, FPS)
+	wantCleared(t, *u, FPS)
 	for _, v := range []string{"inf", "NaN", "1e999", "0x10", "-5"} {
 		p.Line([]byte("fps=" + v))
-		u, _, _ := p.Line([]byte("progress=continue"))
+		u, _ := p.Line([]byte("progress=continue"))
 		if u.Set&(1<<FPS) != 0 {
 			t.Errorf("fps=%s read as %v", v, u.Values[FPS])
 		}
@@ -196,8 +196,8 @@ func FuzzParser(f *testing.F) {
 			if len(line) > 64 {
 				t.Fatalf("line of %d bytes passed a 64-byte limit", len(line))
 			}
-			u, done, _ := p.Line(line)
-			if !done {
+			u, _ := p.Line(line)
+			if u == nil {
 				continue
 			}
 			for f := range NumFields {
@@ -255,9 +255,9 @@ func TestValuesThatCannotBeReal(t *testing.T) {
 		"stream_0_0_q=1001", "stream_0_0_q=-5", "stream_0_0_q=1e400",
 	} {
 		var p Parser
-		u, _, kind := p.Line([]byte(line))
+		u, kind := p.Line([]byte(line))
 		if !strings.Contains(line, " ") {
-			u, _, _ = p.Line([]byte("progress=continue"))
+			u, _ = p.Line([]byte("progress=continue"))
 		}
 		if kind != Rejected {
 			t.Errorf("%q: kind %v, want Rejected", line, kind)
@@ -300,19 +300,19 @@ func TestQuantizers(t *testing.T) {
 
 	var p Parser
 	for i := range MaxOutputs {
-		if _, _, kind := p.Line(fmt.Appendf(nil, "stream_%d_%d_q=%d", i/2, i%2+1, i)); kind != Progress {
+		if _, kind := p.Line(fmt.Appendf(nil, "stream_%d_%d_q=%d", i/2, i%2+1, i)); kind != Progress {
 			t.Errorf("output %d: kind %v, want Progress", i+1, kind)
 		}
 	}
-	if _, _, kind := p.Line([]byte("stream_99_0_q=1")); kind != Ignored {
+	if _, kind := p.Line([]byte("stream_99_0_q=1")); kind != Ignored {
 		t.Errorf("output past MaxOutputs: kind %v, want Ignored", kind)
 	}
-	if u, _, _ := p.Line([]byte("progress=end")); u.NumQuantizers != MaxOutputs || u.Quantizers[MaxOutputs-1].Output != "7:2" {
+	if u, _ := p.Line([]byte("progress=end")); u.NumQuantizers != MaxOutputs || u.Quantizers[MaxOutputs-1].Output != "7:2" {
 		t.Errorf("%d quantizers, last %+v", u.NumQuantizers, u.Quantizers[MaxOutputs-1])
 	}
 	// After progress=end the next encode names its own outputs.
 	p.Line([]byte("stream_9_9_q=3"))
-	if u, _, _ := p.Line([]byte("progress=continue")); u.NumQuantizers != 1 || u.Quantizers[0] != (Quantizer{"9:9", 3}) {
+	if u, _ := p.Line([]byte("progress=continue")); u.NumQuantizers != 1 || u.Quantizers[0] != (Quantizer{"9:9", 3}) {
 		t.Errorf("next encode: %+v", u.Quantizers[:u.NumQuantizers])
 	}
 }

@@ -1,0 +1,154 @@
+package energy
+
+import (
+	"slices"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
+)
+
+// attribute shares out the energy counted since the previous window.
+func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) {
+	prev := s.prev
+	// A process linked to several streams (one ffmpeg sending two
+	// progress streams) is shared between them, so that it counts once.
+	users := map[procfs.Process]int{}
+	byPID := map[uint32]int{}
+	for _, e := range s.encodes {
+		for _, p := range e.procs {
+			if p.window {
+				users[p.Process]++
+				byPID[uint32(p.PID)]++
+			}
+		}
+	}
+
+	if machine := cur.cpu.TotalSeconds - prev.cpu.TotalSeconds; prev.ok && cur.ok && machine > 0 && cur.zones != nil {
+		joules, shares, total := delta(prev.zones, cur.zones), map[*encode]float64{}, 0.0
+		for _, e := range s.encodes {
+			var share float64
+			for _, p := range e.procs {
+				if p.window && p.cpu > p.prev {
+					share += (p.cpu - p.prev) / float64(users[p.Process]) / machine
+				}
+			}
+			if e.inWindow() {
+				shares[e] = share
+				total += share
+			}
+		}
+		// CPU times are read a moment apart from the machine's, and in
+		// ticks: never share out more than the zones counted.
+		scale := 1.0
+		if total > 1 {
+			scale = 1 / total
+		}
+		for e, share := range shares {
+			e.energy[CPU] += joules * share * scale
+			e.hasEnergy[CPU] = true
+		}
+	}
+	if gpus != nil {
+		s.attributeGPUs(prev, cur, gpus, byPID)
+	}
+	for _, e := range s.encodes {
+		for _, p := range e.procs {
+			p.prev = p.cpu
+			p.window = p.linked
+		}
+	}
+}
+
+// attributeGPUs shares out each GPU's energy: the GPU's active part (its
+// busiest engine's utilisation) goes to its processes by their use of the
+// engines; the rest, idle power, stays with the GPU, as for the CPU.
+func (s *Source) attributeGPUs(prev, cur readings, gpus *nvml.Snapshot, users map[uint32]int) {
+	dt := cur.at.Sub(prev.at).Seconds()
+	for i := range gpus.GPUs {
+		g := &gpus.GPUs[i]
+		use := engineUse(g)
+		var sum [NumEngines]float64
+		var weight float64
+		for _, u := range use {
+			for k := range u {
+				sum[k] += u[k]
+				weight += u[k]
+			}
+		}
+		before, had := prev.gpus[g.UUID]
+		after, has := cur.gpus[g.UUID]
+		joules := after - before
+		ok := had && has && joules >= 0 // a driver reload restarts the counter
+		active := min(1, slices.Max(sum[:])/100)
+		for _, e := range s.encodes {
+			if !e.inWindow() {
+				continue
+			}
+			e.gpu = true
+			if ok {
+				e.hasEnergy[GPU] = true
+			}
+			for _, p := range e.procs {
+				pid := uint32(p.PID)
+				u, used := use[pid]
+				if !p.window || !used {
+					continue
+				}
+				n := float64(users[pid])
+				var w float64
+				for k := range u {
+					w += u[k]
+					if prev.ok {
+						e.gpuSeconds[k] += u[k] / 100 * dt / n
+					}
+				}
+				if ok && weight > 0 {
+					e.energy[GPU] += joules * active * w / weight / n
+				}
+			}
+		}
+	}
+}
+
+// engineUse is each process's use of g's engines, in percent of the
+// window. Where NVML gives no per-process encoder use but the GPU's
+// encoder is busy, the encoder's utilisation is shared among the
+// processes' NVENC sessions by the pixels each encodes per second.
+func engineUse(g *nvml.GPU) map[uint32][NumEngines]float64 {
+	use := make(map[uint32][NumEngines]float64, len(g.ProcessUtilization))
+	var enc float64
+	for _, p := range g.ProcessUtilization {
+		use[p.PID] = [NumEngines]float64{p.SMPercent, p.EncoderPercent, p.DecoderPercent}
+		enc += p.EncoderPercent
+	}
+	if enc > 0 || !g.Has(nvml.EncoderPercent) || g.Values[nvml.EncoderPercent] <= 0 || len(g.EncoderSessions) == 0 {
+		return use
+	}
+	rate := func(es nvml.EncoderSession) float64 {
+		return float64(es.Width) * float64(es.Height) * max(es.AverageFPS, 1)
+	}
+	var total float64
+	for _, es := range g.EncoderSessions {
+		total += rate(es)
+	}
+	for _, es := range g.EncoderSessions {
+		u := use[es.PID]
+		if total > 0 {
+			u[Encoder] += g.Values[nvml.EncoderPercent] * rate(es) / total
+		}
+		use[es.PID] = u
+	}
+	return use
+}
+
+// delta is the energy counted between two readings of the zones, over the
+// zones both have (a zone found or lost between them counts from the next).
+func delta(prev, cur map[[2]string]float64) float64 {
+	var sum float64
+	for k, v := range cur {
+		if p, ok := prev[k]; ok && v > p {
+			sum += v - p
+		}
+	}
+	return sum
+}
