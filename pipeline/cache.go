@@ -258,8 +258,9 @@ var errRenderFailed = errors.New("rendering /metrics failed")
 // render gathers from the bridge and encodes the variant, then publishes
 // the result to the variant and to the scrapes waiting on it.
 func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
+	finished := false
 	defer func() {
-		if r.body == nil && r.err == nil {
+		if !finished {
 			r.err = errRenderFailed // a panic below; net/http recovers it for this scrape
 		}
 		v.mu.Lock()
@@ -288,7 +289,7 @@ func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
 	if err != nil {
 		c.log.Error("error gathering metrics", "err", err)
 		if len(mfs) == 0 {
-			r.err = err
+			r.err, finished = err, true
 			return
 		}
 	}
@@ -312,12 +313,10 @@ func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
 			c.log.Error("error closing the exposition", "err", err)
 		}
 	}
-	if err := out.Close(); err != nil {
-		r.err = err
-		return
-	}
+	r.err = out.Close()
 	r.body = buf.Bytes()
 	r.length = []string{strconv.Itoa(len(r.body))}
+	finished = true
 }
 
 func (r *render) write(w http.ResponseWriter, v *variant) {

@@ -494,3 +494,16 @@ func BenchmarkRender10000Series(b *testing.B) {
 		}
 	}
 }
+
+// TestCacheEmptyExposition: a pipeline with nothing to show yet serves an
+// empty body, 200, from the cache like any other.
+func TestCacheEmptyExposition(t *testing.T) {
+	c := newMetricsCache(prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	var src genSource
+	c.watch(&src)
+	for range 2 {
+		if rec := get(t, c); rec.Body.Len() != 0 {
+			t.Errorf("body %q, want empty", rec.Body)
+		}
+	}
+}

@@ -49,7 +49,7 @@ func BenchmarkCollect100SlowContainers(b *testing.B) {
 	if err := instruments.RegisterDocker(p.Meter, src); err != nil {
 		b.Fatal(err)
 	}
-	p.Watch(src) // as the exporter's attach does
+	p.Watch(src)                     // as the exporter's attach does
 	src.Sample(context.Background()) // a first cycle, so scrapes have 100 containers to encode
 
 	var cycle time.Duration

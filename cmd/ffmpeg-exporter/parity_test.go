@@ -46,13 +46,18 @@ func TestRealtimeLagGrows(t *testing.T) {
 		_, ok := first[lag]
 		return ok && first[speed] > 0
 	})
-	var later map[string]float64
+	later := first
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("lag %v s, then %v s; ffmpeg_speed %v (this test needs an encode slower than realtime)", first[lag], later[lag], later[speed])
+		}
+	})
 	exportertest.WaitFor(t, 60*time.Second, func() bool {
 		later = e.Scrape(t)
-		return later[lag] > first[lag]+1 || later[speed] >= 1
+		return later[lag] > first[lag]+1
 	})
 	if later[speed] >= 1 {
-		t.Fatalf("the encode keeps up with realtime here (ffmpeg_speed %v): this test needs one that cannot", later[speed])
+		t.Errorf("lag grew while ffmpeg reports a speed of %v", later[speed])
 	}
 	t.Logf("lag %.2f s, then %.2f s; ffmpeg's speed %.3gx", first[lag], later[lag], later[speed])
 	if s := e.Scrape(t)[series("ffmpeg_stream_started_timestamp_seconds", "slow")]; s <= 0 || s > float64(time.Now().Unix()) {
@@ -76,6 +81,7 @@ func TestQuantizerEveryOutput(t *testing.T) {
 	if len(want) != 2 || want[0] <= 0 || want[1] <= 0 {
 		t.Fatalf("ffmpeg reported q %v, want a q above 0 for each of 2 outputs:\n%s", want, enc.stderr.String())
 	}
+	t.Logf("ffmpeg's last q per output: %v", want)
 	for i, q := range want {
 		key := labelled("ffmpeg_quantizer", "stream", "two", "output", strconv.Itoa(i)+":0")
 		if got, ok := s[key]; !ok || got != q {

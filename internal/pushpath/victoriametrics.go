@@ -32,7 +32,7 @@ func StartVictoriaMetrics(bin, flagsFile, dataDir string, extra ...string) (*Vic
 	}
 	args := append(flags, "-httpListenAddr="+addr, "-storageDataPath="+dataDir, "-loggerLevel=WARN",
 		"-search.latencyOffset=1s", "-search.disableCache",
-		"-search.maxUniqueTimeseries=10000000", "-search.maxSamplesPerQuery=1000000000")
+		"-search.maxUniqueTimeseries=10000000", "-search.maxSamplesPerQuery=1000000000", "-search.maxQueryDuration=10m")
 	vm := &VictoriaMetrics{Process: newProcess(bin, nil, append(args, extra...)...), URL: "http://" + addr}
 	if err := vm.start(vm.URL + "/health"); err != nil {
 		return nil, err

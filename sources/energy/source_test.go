@@ -44,14 +44,16 @@ type rig struct {
 	proc  *procfs.FS
 }
 
-func newRig(t *testing.T, gpus GPUs) *rig {
+func newRig(t *testing.T, gpus GPUs) *rig { return newRigOn(t, gpus, raplfixture.Laptop) }
+
+func newRigOn(t *testing.T, gpus GPUs, zones []raplfixture.Zone) *rig {
 	t.Helper()
-	root := raplfixture.Build(t, t.TempDir(), raplfixture.Laptop)
+	root := raplfixture.Build(t, t.TempDir(), zones)
 	proc, err := procfs.New("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, proc: proc, meter: raplfixture.NewMeter(t, root, raplfixture.Laptop, watts)}
+	r := &rig{t: t, proc: proc, meter: raplfixture.NewMeter(t, root, zones, watts)}
 	cfg := ffmpeg.DefaultConfig
 	cfg.OnClose = func(stream string, conn uint64) { r.src.Closed(stream, conn) }
 	r.hub = ffmpeg.NewHub(cfg)
@@ -174,7 +176,7 @@ func TestAttributesByCPUTime(t *testing.T) {
 	heavy, hc := child(t, busy)
 	// A fraction of the time busy, the rest waiting on its connection (no
 	// fork: a child's CPU time would be its own, not bash's).
-	light, lc := child(t, "while :; do for i in {1..1000}; do :; done; read -r -t 0.03 -u 3; done")
+	light, lc := child(t, "while :; do for i in {1..3000}; do :; done; read -r -t 0.02 -u 3; done")
 	r.open("heavy", peer(hc, 0))
 	r.open("light", peer(lc, 0))
 
@@ -188,7 +190,8 @@ func TestAttributesByCPUTime(t *testing.T) {
 	machine0, _ := r.proc.CPU()
 	start, counted0 := snap, r.counted()
 	begin := time.Now()
-	for range 5 {
+	// Until light has used 0.3 s: CPU time counts in 10 ms ticks.
+	for from := r.cpu(light.Process.Pid); r.cpu(light.Process.Pid) < from+0.3; {
 		r.waitCPU(heavy.Process.Pid, 0.25)
 		snap = r.window()
 		total := 0.0
@@ -472,5 +475,36 @@ func TestNotFound(t *testing.T) {
 	snap := r.window()
 	if why, ok := unlinked(snap, "gone"); !ok || why != NotFound {
 		t.Errorf("%v %v, want not_found", Reasons[why], ok)
+	}
+}
+
+// TestSurvivesCounterWrap: energy comes from the RAPL source's
+// wrap-corrected totals, so a counter wrapping between two windows costs
+// nothing: the window's energy is still shared out, never negative, never
+// more than counted.
+func TestSurvivesCounterWrap(t *testing.T) {
+	zones := []raplfixture.Zone{
+		{ID: "intel-rapl:0", Name: "package-0", EnergyUJ: raplfixture.IntelMaxUJ - 4_000_000, MaxUJ: raplfixture.IntelMaxUJ},
+	}
+	r := newRigOn(t, nil, zones)
+	cmd, conn := child(t, busy)
+	r.open("job", peer(conn, 0))
+	r.window()
+	counted0 := r.counted()
+	var before float64
+	for wrapped := false; !wrapped; {
+		r.waitCPU(cmd.Process.Pid, 0.1)
+		snap := r.window()
+		st, _ := stream(snap, "job")
+		wrapped = r.meter.Added("intel-rapl:0") > 4
+		if st.Energy[CPU] > r.counted()-counted0 {
+			t.Fatalf("%.3f J shared out, %.3f J counted", st.Energy[CPU], r.counted()-counted0)
+		}
+		// Every window, the one the counter wrapped in too, shares out
+		// some of what the busy process's share of the machine drew.
+		if st.Energy[CPU] <= before {
+			t.Fatalf("a window (wrapped: %v) added nothing: %.3f J, then %.3f J", wrapped, before, st.Energy[CPU])
+		}
+		before = st.Energy[CPU]
 	}
 }

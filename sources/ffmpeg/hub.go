@@ -118,8 +118,9 @@ func (h *Hub) Follow(ctx context.Context, r io.ReadCloser, name string, peer Pee
 	return err
 }
 
-// Open starts a connection feeding stream name. A stream that had no open
-// connection starts afresh: a new encode under a reused name.
+// Open starts a connection feeding stream name: a new encode, from zero
+// under a reused name. While another connection feeds the stream, it is
+// refused with ErrStreamBusy.
 func (h *Hub) Open(name string) (*Conn, error) { return h.OpenFrom(name, Peer{}) }
 
 // OpenFrom is Open for a connection from peer.
@@ -139,13 +140,11 @@ func (h *Hub) OpenFrom(name string, peer Peer) (*Conn, error) {
 		h.streams[name] = s
 	}
 	s.mu.Lock()
-	busy := s.conns > 0
-	s.mu.Unlock()
-	if busy {
+	if s.conns > 0 {
+		s.mu.Unlock()
 		return nil, ErrStreamBusy // two encodes under one name would interleave their readings
 	}
 	peer.Conn = h.serial.Add(1)
-	s.mu.Lock()
 	s.startEncode(now)
 	s.encode = peer.Conn
 	s.conns++
@@ -334,7 +333,7 @@ const (
 	LinesParsed    LineResult = iota // part of a progress block or a status line
 	LinesIgnored                     // log lines, unknown keys, garbage
 	LinesOversized                   // longer than MaxLineBytes, dropped
-	LinesRejected                    // a value that cannot be real (see Limits), dropped
+	LinesRejected                    // a value that cannot be real (see limits), dropped
 	numLineResults
 )
 

@@ -15,9 +15,8 @@ import (
 )
 
 // TestIngestRecordsPeer: each ingest connection's two addresses and ?pid=
-// reach the stream snapshot, a new connection gets a new serial, a second
-// connection to a live stream keeps its encode, and OnClose names each
-// connection as it closes.
+// reach the stream snapshot, a new connection gets a new serial and starts
+// a new encode, and OnClose names each connection as it closes.
 func TestIngestRecordsPeer(t *testing.T) {
 	var mu sync.Mutex
 	var closed []uint64
@@ -31,14 +30,14 @@ func TestIngestRecordsPeer(t *testing.T) {
 	}
 	hub := NewHub(cfg)
 	mux := http.NewServeMux()
-	in := &Ingest{Hub: hub, Log: slog.New(slog.DiscardHandler)}
-	mux.Handle("/ingest/{stream}", in)
+	mux.Handle("/ingest/{stream}", &Ingest{Hub: hub, Log: slog.New(slog.DiscardHandler)})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	server := netip.MustParseAddrPort(srv.Listener.Addr().String())
 
 	// One connection held open (a live encode), whose client address we know.
 	body, w := io.Pipe()
+	defer w.Close()
 	var client netip.AddrPort
 	dialer := &net.Dialer{}
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -62,38 +61,27 @@ func TestIngestRecordsPeer(t *testing.T) {
 		t.Fatalf("peer %+v encode %d; want local %v remote %v pid 4242", s.Peer, s.Encode, server, client)
 	}
 	first := s.Peer.Conn
+	w.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 
-	// A second connection while the first is open: same encode, new link.
-	resp, err := http.Post(srv.URL+"/ingest/job?pid=nope", "text/plain", strings.NewReader("frame=2\n"))
+	// A new encode under the same name: a new connection and encode serial;
+	// a ?pid= that is not a positive integer reads -1.
+	resp, err := http.Post(srv.URL+"/ingest/job?pid=nope", "text/plain", strings.NewReader("frame=3\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
 	s = waitStream(t, hub, "job", func(s StreamSnapshot) bool { return s.Peer.Conn != first })
-	if s.Encode != first || s.Peer.PID != -1 {
-		t.Errorf("second connection: encode %d (want %d), pid %d (want -1 for ?pid=nope)", s.Encode, first, s.Peer.PID)
-	}
-	second := s.Peer.Conn
-	w.Close()
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if s.Encode != s.Peer.Conn || s.Peer.PID != -1 || s.Peer.Conn <= first {
+		t.Errorf("new encode: %+v encode %d", s.Peer, s.Encode)
 	}
 	mu.Lock()
 	got := append([]uint64(nil), closed...)
 	mu.Unlock()
-	if len(got) != 2 || got[0] != second || got[1] != first {
-		t.Errorf("OnClose saw %v, want [%d %d]", got, second, first)
-	}
-
-	// A new encode under the same name starts a new encode serial.
-	resp, err = http.Post(srv.URL+"/ingest/job", "text/plain", strings.NewReader("frame=3\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	s = waitStream(t, hub, "job", func(s StreamSnapshot) bool { return s.Peer.Conn > second })
-	if s.Encode != s.Peer.Conn || s.Peer.PID != 0 {
-		t.Errorf("new encode: %+v encode %d", s.Peer, s.Encode)
+	if len(got) != 2 || got[0] != first || got[1] != s.Peer.Conn {
+		t.Errorf("OnClose saw %v, want [%d %d]", got, first, s.Peer.Conn)
 	}
 }
 

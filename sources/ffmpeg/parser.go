@@ -28,11 +28,11 @@ const (
 	NumFields
 )
 
-// Limits are the largest readings that can be real. A value above its
+// limits are the largest readings that can be real. A value above its
 // limit, negative or not finite is refused: the line counts as rejected and
 // the field keeps the value it had. Each is far beyond any encode (a remux
 // runs thousands of times realtime; a PiB of output; 31 years of media).
-var Limits = [NumFields]float64{
+var limits = [NumFields]float64{
 	Frames:     1e12,
 	FPS:        1e6,
 	Bitrate:    1e9, // kbit/s: 1 Pbit/s
@@ -260,9 +260,9 @@ func apply(u *Update, key, value []byte) result {
 		return unknownKey
 	}
 	switch {
-	case !ok, f == OutTime && v < 0 && v >= -Limits[OutTime]: // ffmpeg's time before the first packet
+	case !ok, f == OutTime && v < 0 && v >= -limits[OutTime]: // ffmpeg's time before the first packet
 		u.clear(f)
-	case !(v >= 0 && v <= Limits[f]): // also NaN and ±Inf
+	case !(v >= 0 && v <= limits[f]): // also NaN and ±Inf
 		return refused
 	default:
 		u.set(f, v)

@@ -201,7 +201,7 @@ func FuzzParser(f *testing.F) {
 				continue
 			}
 			for f := range NumFields {
-				if u.Set&(1<<f) != 0 && !possible(u.Values[f], Limits[f]) {
+				if u.Set&(1<<f) != 0 && !possible(u.Values[f], limits[f]) {
 					t.Fatalf("field %d = %v from %q", f, u.Values[f], data)
 				}
 			}
@@ -220,7 +220,7 @@ func FuzzParser(f *testing.F) {
 		c.Consume(strings.NewReader(string(data)))
 		s, _ := streamByName(t, h, "fuzz")
 		for f := range NumFields {
-			if s.Has(f) && !possible(s.Values[f], Limits[f]) {
+			if s.Has(f) && !possible(s.Values[f], limits[f]) {
 				t.Fatalf("snapshot field %d = %v from %q", f, s.Values[f], data)
 			}
 		}
@@ -274,11 +274,11 @@ func TestValuesThatCannotBeReal(t *testing.T) {
 			t.Errorf("%q: quantizer %+v", line, u.Quantizers[0])
 		}
 	}
-	limits := "frame=1000000000000\nfps=1000000\nbitrate=1000000000kbits/s\ntotal_size=1125899906842624\n" +
+	atLimits := "frame=1000000000000\nfps=1000000\nbitrate=1000000000kbits/s\ntotal_size=1125899906842624\n" +
 		"out_time_us=1000000000000000\ndup_frames=1000000000000\ndrop_frames=1000000000000\nspeed=1000000x\nstream_0_0_q=1000\nprogress=continue\n"
-	u := feed(t, limits)[0]
+	u := feed(t, atLimits)[0]
 	for f := range NumFields {
-		want(t, u, f, Limits[f])
+		want(t, u, f, limits[f])
 	}
 	if u.NumQuantizers != 1 || u.Quantizers[0].Q != MaxQuantizer {
 		t.Errorf("quantizer at its limit: %+v", u.Quantizers[:u.NumQuantizers])

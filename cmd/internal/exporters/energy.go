@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
@@ -105,3 +106,12 @@ func (w *withEnergy) Ready() <-chan struct{} { return w.ready }
 // Generation moves whenever either's does: energy per encode publishes a
 // window each interval, so a cached scrape never misses one.
 func (w *withEnergy) Generation() uint64 { return w.Source.Generation() + w.energy.Generation() }
+
+// ChangesIn is the hub's (a stream going silent changes what it serves with
+// no generation bump), so that a cached /metrics expires then.
+func (w *withEnergy) ChangesIn() (time.Duration, bool) {
+	if e, ok := w.Source.(pipeline.Expiring); ok {
+		return e.ChangesIn()
+	}
+	return 0, false
+}

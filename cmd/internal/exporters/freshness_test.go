@@ -211,6 +211,20 @@ func linesKey(result string) string {
 	return otlptest.Key("ffmpeg_ingest_lines_total", map[string]string{"result": result})
 }
 
+// hubOf is the ffmpeg port's hub, with energy per encode or without.
+func hubOf(t *testing.T, b Built) *ffmpeg.Hub {
+	t.Helper()
+	src := b.Source
+	if w, ok := src.(*withEnergy); ok {
+		src = w.Source
+	}
+	hub, ok := src.(*ffmpeg.Hub)
+	if !ok {
+		t.Fatalf("ffmpeg source %T, want the hub", b.Source)
+	}
+	return hub
+}
+
 func post(t *testing.T, p *pipeline.Pipeline, method, path, body string) int {
 	t.Helper()
 	rec := httptest.NewRecorder()
@@ -222,7 +236,7 @@ func post(t *testing.T, p *pipeline.Pipeline, method, path, body string) int {
 // of a connection still open all show on the next scrape.
 func TestFreshIngest(t *testing.T) {
 	p, b := attached(t, FFmpeg())
-	hub := b.Source.(*ffmpeg.Hub)
+	hub := hubOf(t, b)
 
 	if code := post(t, p, http.MethodPost, "/ingest/job1", progressBlock); code != http.StatusNoContent {
 		t.Fatalf("ingest: %d", code)
@@ -270,8 +284,8 @@ func TestFreshIngest(t *testing.T) {
 // hub's generation does not move: its prune loop is not running here).
 func TestFreshStreamSilence(t *testing.T) {
 	const silence = time.Second
-	p, b := attached(t, FFmpeg(), "--stream.silence", silence.String())
-	hub := b.Source.(*ffmpeg.Hub)
+	p, b := attached(t, FFmpeg(), "--stream.silence", silence.String()) // energy per encode on, as by default
+	hub := hubOf(t, b)
 	conn, err := hub.Open("job")
 	if err != nil {
 		t.Fatal(err)
