@@ -185,31 +185,29 @@ func TestConnectionFlood(t *testing.T) {
 
 			// Every hostile connection is answered (or not) and closed by the
 			// server once the idle timeout is over.
-			deadline := time.Now().Add(idle + 10*time.Second)
-			open := 0
-			for _, c := range held {
-				if !closedByServer(c, deadline) {
-					open++
-				}
-			}
-			if open > 0 {
+			if open := stillOpen(held, time.Now().Add(idle+10*time.Second)); open > 0 {
 				t.Errorf("%d hostile connections still open 10 s after the idle timeout of %v", open, idle)
 			}
 		})
 	}
 }
 
-// closedByServer reads c until the server closes it, or until deadline
-// (at least a moment more, for a connection it has closed already: a read
-// past its deadline would not even look).
-func closedByServer(c net.Conn, deadline time.Time) bool {
-	if soon := time.Now().Add(100 * time.Millisecond); deadline.Before(soon) {
-		deadline = soon
+// stillOpen reads every connection until the server closes it or deadline
+// passes, all at once, and counts those the server kept open.
+func stillOpen(conns []net.Conn, deadline time.Time) int {
+	var open atomic.Int64
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			c.SetReadDeadline(deadline)
+			_, err := io.Copy(io.Discard, c)
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				open.Add(1)
+			}
+		})
 	}
-	c.SetReadDeadline(deadline)
-	_, err := io.Copy(io.Discard, c)
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
+	wg.Wait()
+	return int(open.Load())
 }
 
 // TestWrongPasswordFlood: goroutines sending wrong passwords as fast as
@@ -387,13 +385,7 @@ func TestLimitSparesStreams(t *testing.T) {
 			t.Fatalf("stream %d: got %q", i, got)
 		}
 	}
-	closed := 0
-	for _, c := range stuck {
-		if closedByServer(c, time.Now()) { // the closed ones are closed already
-			closed++
-		}
-	}
-	if closed == 0 {
+	if stillOpen(stuck, time.Now().Add(100*time.Millisecond)) == len(stuck) { // the closed ones are closed already
 		t.Error("no stuck request was closed to let the scrapes in")
 	}
 }
@@ -487,7 +479,7 @@ func TestTricklingBodyCutOff(t *testing.T) {
 	p := newTestPipeline(t, io.Discard)
 	addr := serveWeb(t, p, Web{MaxConnections: 16, IdleTimeout: time.Minute, ReadHeaderTimeout: 500 * time.Millisecond})
 	c := holdConns(t, addr, 1, "GET /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")[0] // and never the rest
-	if !closedByServer(c, time.Now().Add(10*time.Second)) {
+	if stillOpen([]net.Conn{c}, time.Now().Add(10*time.Second)) > 0 {
 		t.Error("a trickling body held its connection 10 s (read-header timeout 500ms)")
 	}
 }
