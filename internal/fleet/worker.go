@@ -63,7 +63,7 @@ func StartWorker(ctx context.Context, i int, push Push, log *slog.Logger) (*Work
 		return map[string]string{
 			"OTEL_EXPORTER_OTLP_ENDPOINT": push.Endpoint,
 			"OTEL_METRIC_EXPORT_INTERVAL": fmt.Sprint(push.Interval.Milliseconds()),
-			"OTEL_RESOURCE_ATTRIBUTES":    os.Getenv("OTEL_RESOURCE_ATTRIBUTES"),
+			"OTEL_RESOURCE_ATTRIBUTES":    resourceAttributes(w.Name),
 		}
 	}, func() (err error) {
 		if w.shared, err = pipeline.NewShared(context.WithoutCancel(ctx), ServiceName, w.Name, log); err != nil {

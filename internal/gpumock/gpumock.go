@@ -2,8 +2,8 @@
 
 // Package gpumock builds NVML machines for tests from go-nvml's own mock
 // (its dgxh100 server), with every call the gpu-exporter makes set to a
-// known reading. These machines have no GPU; the mock stands in for the
-// driver, and a test on a real GPU compares against nvidia-smi instead.
+// known reading. These machines have no GPU: the mock stands in for the
+// driver.
 package gpumock
 
 import (

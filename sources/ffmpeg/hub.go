@@ -195,7 +195,7 @@ func (s *stream) finished() bool { return s.conns == 0 }
 type Conn struct {
 	hub    *Hub
 	s      *stream
-	parser Parser
+	parser progressParser
 	logs   logLevels
 	stderr bool // the stream knows this connection carries stderr
 	closed bool
@@ -206,7 +206,7 @@ type Conn struct {
 // Consume reads r line by line until it ends, applying each block as it
 // arrives. It returns nil at a clean end of input.
 func (c *Conn) Consume(r io.Reader) error {
-	lr := NewLineReader(r, MaxLineBytes)
+	lr := newLineReader(r, MaxLineBytes)
 	lr.OnOversized = func() { c.hub.lines[LinesOversized].Add(1); c.hub.Changed() } // at once: the line may never end
 	for {
 		line, err := lr.Next()

@@ -13,9 +13,9 @@ const MaxLineBytes = 64 << 10
 // idle streams do not hold 64 KiB each.
 const initialLineBuffer = 2 << 10
 
-// LineReader splits a stream on '\n' and '\r' (ffmpeg redraws its status line
+// lineReader splits a stream on '\n' and '\r' (ffmpeg redraws its status line
 // with '\r') as the bytes arrive, without waiting for the end of the body.
-type LineReader struct {
+type lineReader struct {
 	r           io.Reader
 	max         int
 	buf         []byte
@@ -26,15 +26,15 @@ type LineReader struct {
 	OnOversized func() // if set, called as each such line is found, before its end arrives
 }
 
-// NewLineReader reads lines of at most max bytes from r.
-func NewLineReader(r io.Reader, max int) *LineReader {
-	return &LineReader{r: r, max: max}
+// newLineReader reads lines of at most max bytes from r.
+func newLineReader(r io.Reader, max int) *lineReader {
+	return &lineReader{r: r, max: max}
 }
 
 // Next returns the next non-empty line without its terminator. The slice is
 // valid until the next call. At the end it returns the reader's error (io.EOF
 // for a clean end) after any unterminated last line.
-func (l *LineReader) Next() ([]byte, error) {
+func (l *lineReader) Next() ([]byte, error) {
 	for {
 		if i := bytes.IndexAny(l.buf[l.start:l.end], "\r\n"); i >= 0 {
 			line := l.buf[l.start : l.start+i]
@@ -56,7 +56,7 @@ func (l *LineReader) Next() ([]byte, error) {
 }
 
 // finish returns the unterminated last line, then the error.
-func (l *LineReader) finish() ([]byte, error) {
+func (l *lineReader) finish() ([]byte, error) {
 	line := l.buf[l.start:l.end]
 	l.start = l.end
 	if len(line) > 0 && !l.discarding {
@@ -67,7 +67,7 @@ func (l *LineReader) finish() ([]byte, error) {
 }
 
 // fill reads more bytes, growing, compacting or dropping the buffer as needed.
-func (l *LineReader) fill() {
+func (l *lineReader) fill() {
 	pending := l.end - l.start
 	switch {
 	case pending > l.max:

@@ -8,7 +8,7 @@ import (
 	"testing/iotest"
 )
 
-func readAll(t *testing.T, lr *LineReader) ([]string, error) {
+func readAll(t *testing.T, lr *lineReader) ([]string, error) {
 	t.Helper()
 	var lines []string
 	for {
@@ -22,7 +22,7 @@ func readAll(t *testing.T, lr *LineReader) ([]string, error) {
 
 func TestLineReaderSplits(t *testing.T) {
 	// One byte per Read: lines must come out whole however the body is chunked.
-	lr := NewLineReader(iotest.OneByteReader(strings.NewReader("a=1\r\nb=2\rc=3\n\n\nlast")), 16)
+	lr := newLineReader(iotest.OneByteReader(strings.NewReader("a=1\r\nb=2\rc=3\n\n\nlast")), 16)
 	lines, err := readAll(t, lr)
 	if err != io.EOF {
 		t.Fatalf("err %v, want io.EOF", err)
@@ -35,7 +35,7 @@ func TestLineReaderSplits(t *testing.T) {
 func TestLineReaderDropsOversized(t *testing.T) {
 	long := strings.Repeat("x", 100)
 	text := "ok=1\n" + long + "\nok=2\n" + strings.Repeat("y", 16) + "\n" + strings.Repeat("z", 17) + "\nok=3\n" + long
-	lr := NewLineReader(strings.NewReader(text), 16)
+	lr := newLineReader(strings.NewReader(text), 16)
 	lines, err := readAll(t, lr)
 	if err != io.EOF {
 		t.Fatalf("err %v", err)
@@ -52,7 +52,7 @@ func TestLineReaderDropsOversized(t *testing.T) {
 }
 
 func TestLineReaderShrinksAfterLongLine(t *testing.T) {
-	lr := NewLineReader(strings.NewReader(strings.Repeat("x", 10000)+"\nshort\n"), MaxLineBytes)
+	lr := newLineReader(strings.NewReader(strings.Repeat("x", 10000)+"\nshort\n"), MaxLineBytes)
 	lines, _ := readAll(t, lr)
 	if len(lines) != 2 || lines[1] != "short" {
 		t.Fatalf("lines %d", len(lines))
@@ -64,7 +64,7 @@ func TestLineReaderShrinksAfterLongLine(t *testing.T) {
 
 func TestLineReaderError(t *testing.T) {
 	boom := errors.New("boom")
-	lr := NewLineReader(io.MultiReader(strings.NewReader("a=1\npartial"), iotest.ErrReader(boom)), 64)
+	lr := newLineReader(io.MultiReader(strings.NewReader("a=1\npartial"), iotest.ErrReader(boom)), 64)
 	lines, err := readAll(t, lr)
 	if !errors.Is(err, boom) || strings.Join(lines, "|") != "a=1|partial" {
 		t.Errorf("lines %q err %v", lines, err)

@@ -102,8 +102,8 @@ const (
 	Rejected                 // a progress or status line with a value that cannot be real, dropped
 )
 
-// Parser reads one connection's lines. It is not safe for concurrent use.
-type Parser struct {
+// progressParser reads one connection's lines. It is not safe for concurrent use.
+type progressParser struct {
 	block   Update   // the -progress block being read
 	done    Update   // the block or status line last completed
 	outputs []string // output streams named so far by this encode, at most MaxOutputs
@@ -111,7 +111,7 @@ type Parser struct {
 
 // Line reads one line, without its terminator. When the line completes a
 // block, it returns that block, valid until the next call; otherwise nil.
-func (p *Parser) Line(line []byte) (*Update, LineKind) {
+func (p *progressParser) Line(line []byte) (*Update, LineKind) {
 	line = bytes.TrimSpace(line)
 	if _, rest, ok := cutLevel(line); ok {
 		line = rest // -loglevel level+info prints "[info] frame=..."
@@ -209,7 +209,7 @@ func parseStatus(u *Update, line []byte) result {
 }
 
 // apply reads one -progress key, including each output's quantizer.
-func (p *Parser) apply(u *Update, key, value []byte) result {
+func (p *progressParser) apply(u *Update, key, value []byte) result {
 	if output, ok := quantizerKey(key); ok {
 		return p.quantizer(u, output, value)
 	}
@@ -272,7 +272,7 @@ func apply(u *Update, key, value []byte) result {
 
 // quantizer reads an output's q. -1 is ffmpeg's "no quality in this
 // report" (the last report of libx264, say): the reading stays as it was.
-func (p *Parser) quantizer(u *Update, output, value []byte) result {
+func (p *progressParser) quantizer(u *Update, output, value []byte) result {
 	name, ok := p.output(output)
 	if !ok {
 		return unknownKey
@@ -290,7 +290,7 @@ func (p *Parser) quantizer(u *Update, output, value []byte) result {
 
 // output returns the name of output FILE_INDEX ("0_0" gives "0:0"), made
 // once per encode; ok is false past MaxOutputs.
-func (p *Parser) output(id []byte) (string, bool) {
+func (p *progressParser) output(id []byte) (string, bool) {
 	file, index, _ := bytes.Cut(id, []byte{'_'})
 	for _, name := range p.outputs {
 		if len(name) == len(id) && name[:len(file)] == string(file) && name[len(file)+1:] == string(index) {

@@ -11,9 +11,9 @@ import (
 // feed runs lines through a parser and returns the completed blocks.
 func feed(t *testing.T, text string) []Update {
 	t.Helper()
-	var p Parser
+	var p progressParser
 	var blocks []Update
-	lr := NewLineReader(strings.NewReader(text), MaxLineBytes)
+	lr := newLineReader(strings.NewReader(text), MaxLineBytes)
 	for {
 		line, err := lr.Next()
 		if err != nil {
@@ -148,7 +148,7 @@ func TestMixedProgressAndStderr(t *testing.T) {
 }
 
 func TestIgnoredLines(t *testing.T) {
-	var p Parser
+	var p progressParser
 	for _, line := range []string{
 		"", "garbage", "=", "==", "key with space=1", "\x00\xff=\x01", "[h264 @ 0x1] frame=1 fps=2",
 		"x264 options: cabac=1 ref=3", "foo=bar", strings.Repeat("a", 100) + "=1",
@@ -186,8 +186,8 @@ func FuzzParser(f *testing.F) {
 	f.Add([]byte("frame=1 size=1e308kB time=1e300:00:00 speed=1e999x\rfps=1e308\nstream_0_0_q=1e400\nstream_1_0_q=-1.0\nprogress=continue\n"))
 	f.Add([]byte("[h264 @ 0x55] [error] error while decoding MB 1 2\n    Last message repeated 3 times\n[info] frame=1 fps=2 q=3.0 size=1kB time=00:00:01.00 bitrate=1kbits/s speed=1x\r"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		lr := NewLineReader(strings.NewReader(string(data)), 64)
-		var p Parser
+		lr := newLineReader(strings.NewReader(string(data)), 64)
+		var p progressParser
 		for {
 			line, err := lr.Next()
 			if err != nil {
@@ -254,7 +254,7 @@ func TestValuesThatCannotBeReal(t *testing.T) {
 		"frame=1000000000001", "frame=1e999", "drop_frames=-1", "dup_frames=1e13", "fps=-5",
 		"stream_0_0_q=1001", "stream_0_0_q=-5", "stream_0_0_q=1e400",
 	} {
-		var p Parser
+		var p progressParser
 		u, kind := p.Line([]byte(line))
 		if !strings.Contains(line, " ") {
 			u, _ = p.Line([]byte("progress=continue"))
@@ -298,7 +298,7 @@ func TestQuantizers(t *testing.T) {
 		t.Errorf("last block: %+v, want 1:0 only (0:0 said -1)", got)
 	}
 
-	var p Parser
+	var p progressParser
 	for i := range MaxOutputs {
 		if _, kind := p.Line(fmt.Appendf(nil, "stream_%d_%d_q=%d", i/2, i%2+1, i)); kind != Progress {
 			t.Errorf("output %d: kind %v, want Progress", i+1, kind)
