@@ -483,3 +483,37 @@ func TestTricklingBodyCutOff(t *testing.T) {
 		t.Error("a trickling body held its connection 10 s (read-header timeout 500ms)")
 	}
 }
+
+// TestWebConfigReload: as with exporter-toolkit, users change without a
+// restart, and a password remembered for a user stops working when the
+// user's hash changes.
+func TestWebConfigReload(t *testing.T) {
+	clearOTELEnv(t)
+	p := newTestPipeline(t, io.Discard)
+	config, _ := basicAuthConfig(t, bcrypt.MinCost)
+	addr := serveWeb(t, p, Web{ConfigFile: config, MaxConnections: 16, IdleTimeout: time.Minute, ReadHeaderTimeout: 10 * time.Second})
+	get := func(user, pass string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+		req.SetBasicAuth(user, pass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("alice", "s3cret"); code != http.StatusOK {
+		t.Fatalf("alice: %d", code)
+	}
+	hash, _ := bcrypt.GenerateFromPassword([]byte("n3w"), bcrypt.MinCost)
+	if err := os.WriteFile(config, []byte("basic_auth_users:\n  alice: "+string(hash)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code := get("alice", "s3cret"); code != http.StatusUnauthorized {
+		t.Errorf("alice's old password after the change: %d, want 401", code)
+	}
+	if code := get("alice", "n3w"); code != http.StatusOK {
+		t.Errorf("alice's new password: %d, want 200", code)
+	}
+}

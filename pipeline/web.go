@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -18,8 +19,8 @@ import (
 // from holding file descriptors and memory.
 type Web struct {
 	ConfigFile        string        // --web.config.file; empty: plain HTTP, no auth
-	MaxConnections    int           // per port; at the limit the oldest idle connection is closed; 0: no limit
-	IdleTimeout       time.Duration // a keep-alive connection idle this long is closed
+	MaxConnections    int           // per port, besides streams; at the limit the oldest idle connection is closed; 0: no limit
+	IdleTimeout       time.Duration // a keep-alive connection idle this long is closed; an answer not read within it, dropped
 	ReadHeaderTimeout time.Duration // for a TLS handshake and a request's headers; and for its body, except on streaming endpoints
 }
 
@@ -31,8 +32,8 @@ var defaultWeb = Web{MaxConnections: 128, IdleTimeout: 2 * time.Minute, ReadHead
 func RegisterWeb(fs *flag.FlagSet) *Web {
 	w := defaultWeb
 	fs.StringVar(&w.ConfigFile, "web.config.file", "", "Prometheus web configuration file enabling TLS and basic auth (https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md)")
-	fs.IntVar(&w.MaxConnections, "web.max-connections", w.MaxConnections, "connections held open per port; beyond it the oldest idle one is closed (0: no limit)")
-	fs.DurationVar(&w.IdleTimeout, "web.idle-timeout", w.IdleTimeout, "close a keep-alive connection idle this long")
+	fs.IntVar(&w.MaxConnections, "web.max-connections", w.MaxConnections, "connections per port besides live ingest streams; at the limit the oldest idle one is closed to make room (0: no limit)")
+	fs.DurationVar(&w.IdleTimeout, "web.idle-timeout", w.IdleTimeout, "close a keep-alive connection idle this long, and drop an answer its client does not read within it")
 	fs.DurationVar(&w.ReadHeaderTimeout, "web.read-header-timeout", w.ReadHeaderTimeout, "time a client has for the TLS handshake and a request's headers (and its body, except on /ingest)")
 	return &w
 }
@@ -56,58 +57,39 @@ func (w Web) Validate() error {
 
 // configFile is the web configuration, read again when the file changes:
 // as with exporter-toolkit, users, headers and TLS settings change without
-// a restart.
+// a restart. (Reading a small file per request is cheap; parsing and
+// validating it again is done only when its bytes change.)
 type configFile struct {
 	path string
 
-	mu    sync.Mutex
-	stamp fileStamp
-	cfg   *web.Config
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
+	mu   sync.Mutex
+	data []byte
+	cfg  *web.Config
 }
 
 // load returns the configuration as the file now says, or the error that
 // keeps it from loading.
 func (f *configFile) load() (*web.Config, error) {
-	info, err := os.Stat(f.path)
+	data, err := os.ReadFile(f.path)
 	if err != nil {
 		return nil, err
 	}
-	stamp := fileStamp{info.ModTime(), info.Size()}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.cfg != nil && stamp == f.stamp {
+	if f.cfg != nil && bytes.Equal(data, f.data) {
 		return f.cfg, nil
 	}
 	if err := web.Validate(f.path); err != nil {
 		return nil, err
 	}
-	cfg, err := parseWebConfig(f.path)
-	if err != nil {
-		return nil, err
-	}
-	f.cfg, f.stamp = cfg, stamp
-	return cfg, nil
-}
-
-// parseWebConfig reads path with exporter-toolkit's defaults, as its own
-// (unexported) reader does; web.Validate has checked it strictly.
-func parseWebConfig(path string) (*web.Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	c := &web.Config{
+	c := &web.Config{ // exporter-toolkit's defaults, as its own (unexported) reader has them
 		TLSConfig:  web.TLSConfig{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13},
 		HTTPConfig: web.HTTPConfig{HTTP2: true},
 	}
 	if err := yaml.Unmarshal(data, c); err != nil {
 		return nil, err
 	}
-	c.TLSConfig.SetDirectory(filepath.Dir(path))
+	c.TLSConfig.SetDirectory(filepath.Dir(f.path))
+	f.cfg, f.data = c, data
 	return c, nil
 }
