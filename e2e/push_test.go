@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -397,7 +396,6 @@ func TestThreePaths(t *testing.T) {
 // returned stop is called; stop reports a write that failed.
 func advanceEnergy(sysfs string) (stop func() error) {
 	done, failed := make(chan struct{}), make(chan error, 1)
-	file := filepath.Join(raplfixture.Dir(sysfs, "intel-rapl:0"), "energy_uj")
 	go func() {
 		defer close(failed)
 		uj := uint64(raplfixture.TwoSockets[0].EnergyUJ)
@@ -407,7 +405,7 @@ func advanceEnergy(sysfs string) (stop func() error) {
 				return
 			case <-time.After(200 * time.Millisecond):
 				uj += 10_000_000
-				if err := os.WriteFile(file, []byte(strconv.FormatUint(uj, 10)+"\n"), 0o444); err != nil {
+				if err := raplfixture.WriteEnergy(sysfs, "intel-rapl:0", uj); err != nil {
 					failed <- err
 					return
 				}

@@ -172,14 +172,15 @@ func gpuFields(m Metric, label string, fields []labelledField) Reading[nvml.Snap
 	}}
 }
 
-// GPUSeriesLimit is the most series any one gpu-exporter instrument has on
-// a host with gpus GPUs: nvidia_gpu_process_utilization_percent, three
-// engines for each of nvml.MaxProcesses processes per GPU. (The next
+// GPUSeriesLimit is the cardinality limit (series per instrument, as
+// sdkmetric.WithCardinalityLimit takes it) for a host with gpus GPUs. The
+// instrument with the most series is nvidia_gpu_process_utilization_percent:
+// three engines for each of nvml.MaxProcesses processes per GPU. (The next
 // largest, nvidia_gpu_process_info, has at most two per-process lists'
-// worth; XIDs are NVIDIA's catalogue of under 200 codes.) The SDK's
-// cardinality limit must exceed it: at limit N it keeps N-1 series and
-// folds the rest into one overflow series.
-func GPUSeriesLimit(gpus int) int { return 3 * nvml.MaxProcesses * gpus }
+// worth; XIDs are NVIDIA's catalogue of under 200 codes.) One more than
+// that: at limit N the SDK keeps N-1 series and folds the rest into one
+// overflow series.
+func GPUSeriesLimit(gpus int) int { return 3*nvml.MaxProcesses*gpus + 1 }
 
 func gpuIndex(g *nvml.GPU) attribute.KeyValue { return attribute.String("gpu", strconv.Itoa(g.Index)) }
 

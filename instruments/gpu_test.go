@@ -4,6 +4,8 @@ package instruments
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strconv"
 	"strings"
@@ -12,8 +14,13 @@ import (
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/otlptranslator"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
@@ -47,15 +54,11 @@ func TestGPUGolden(t *testing.T) {
 	for range 2 {
 		m.Events <- gonvml.EventData{Device: m.Devices[1], EventType: gonvml.EventTypeXidCriticalError, EventData: 79}
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	exportertest.WaitFor(t, 5*time.Second, func() bool { // the XID events seen
 		src.Sample(context.Background())
-		if x := src.Snapshot().GPUs[1].XIDs; len(x) == 1 && x[0].Count == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("XID events not seen")
-		}
-	}
+		x := src.Snapshot().GPUs[1].XIDs
+		return len(x) == 1 && x[0].Count == 2
+	})
 	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterGPU(mp.Meter("test"), fixedTime{src}) })
 	golden(t, "testdata/gpu.golden", got)
 	peer.CheckMetrics(t, got)
@@ -85,12 +88,10 @@ func TestGPUParityMetrics(t *testing.T) {
 	src.Sample(context.Background())
 	m.Events <- gonvml.EventData{Device: m.Devices[0], EventType: gonvml.EventTypeXidCriticalError, EventData: 48}
 	before := time.Now()
-	for deadline := time.Now().Add(5 * time.Second); len(src.Snapshot().GPUs[0].XIDs) == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("XID event not seen")
-		}
+	exportertest.WaitFor(t, 5*time.Second, func() bool { // the XID event seen
 		src.Sample(context.Background())
-	}
+		return len(src.Snapshot().GPUs[0].XIDs) != 0
+	})
 	got := scrapeWith(t, func(mp *metric.MeterProvider) error { return RegisterGPU(mp.Meter("test"), src) })
 	for _, want := range []string{
 		`nvidia_gpu_pcie_throughput_bytes_per_second{gpu="0",direction="tx"} 102400`, // 100 KB/s
@@ -124,45 +125,85 @@ func TestGPUParityMetrics(t *testing.T) {
 	peer.CheckMetrics(t, got)
 }
 
-// TestGPUSeriesLimit: a host of GPUs each at the per-process limit (more
-// processes than it, every field known, every name) has no instrument with
-// more series than GPUSeriesLimit, and the largest has exactly that many.
+// TestGPUSeriesLimit: on a MeterProvider whose cardinality limit is
+// GPUSeriesLimit, GPUs each at the per-process bound (distinct processes
+// holding memory and using the GPU: the most series and names) are served
+// whole, and with one process more on each list the source leaves it out
+// and counts it, never folding series into the SDK's overflow series. No
+// GPU here: go-nvml's mock (internal/gpumock) stands in for the driver.
 func TestGPUSeriesLimit(t *testing.T) {
-	const gpus = 2 // 1536 series: under the SDK's default limit of 2000 that scrapeWith uses
-	snap := &nvml.Snapshot{Available: true, DriverVersion: "test"}
-	for i := range gpus {
-		g := nvml.GPU{Index: i, LastSample: time.Now(), LastXID: time.Now(), HasThrottle: true, Known: 1<<nvml.NumFields - 1,
-			XIDs: []nvml.XIDCount{{XID: 79, Count: 1}}}
-		for pid := range uint32(nvml.MaxProcesses) {
-			g.Processes = append(g.Processes, nvml.Process{PID: pid, UsedMemoryBytes: 1})
-			utilPID := pid + nvml.MaxProcesses // other processes than those holding memory: the most names
-			g.ProcessUtilization = append(g.ProcessUtilization, nvml.ProcessUtilization{PID: utilPID, SMPercent: 1})
-			g.ProcessNames = append(g.ProcessNames, nvml.ProcessName{PID: pid, Name: "a"}, nvml.ProcessName{PID: utilPID, Name: "b"})
+	const gpus = 2
+	for _, procs := range []int{nvml.MaxProcesses, nvml.MaxProcesses + 1} {
+		m := gpumock.New(gpus)
+		for _, d := range m.Devices {
+			d := d.(*server.Device)
+			d.GetComputeRunningProcessesFunc = func() ([]gonvml.ProcessInfo, gonvml.Return) {
+				out := make([]gonvml.ProcessInfo, procs)
+				for i := range out {
+					out[i] = gonvml.ProcessInfo{Pid: uint32(10_000 + i), UsedGpuMemory: 1 << 20}
+				}
+				return out, gonvml.SUCCESS
+			}
+			d.GetProcessUtilizationFunc = func(uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
+				out := make([]gonvml.ProcessUtilizationSample, procs)
+				for i := range out { // other processes than those holding memory
+					out[i] = gonvml.ProcessUtilizationSample{Pid: uint32(20_000 + i), TimeStamp: 1, SmUtil: 1}
+				}
+				return out, gonvml.SUCCESS
+			}
 		}
-		snap.GPUs = append(snap.GPUs, g)
-	}
-	got := scrapeWith(t, func(mp *metric.MeterProvider) error {
-		return RegisterGPU(mp.Meter("test"), fixedSnapshot{snap})
-	})
-	if strings.Contains(got, "otel_metric_overflow") {
-		t.Fatal("series folded into an overflow series; the test host is too large for the default limit")
-	}
-	series := map[string]int{}
-	for _, line := range strings.Split(got, "\n") {
-		if line != "" && !strings.HasPrefix(line, "#") {
-			series[line[:strings.IndexAny(line, "{ ")]]++
+		m.SystemGetProcessNameFunc = func(int) (string, gonvml.Return) { return "ffmpeg", gonvml.SUCCESS }
+		src := nvml.New(nvml.Config{Lib: m, Interval: time.Second, Timeout: 10 * time.Second, RetryInterval: time.Second})
+		src.Sample(context.Background())
+		src.Close()
+
+		got := scrapeGPULimited(t, src, metric.WithCardinalityLimit(GPUSeriesLimit(gpus)))
+		if strings.Contains(got, "otel_metric_overflow") {
+			t.Errorf("%d processes per GPU: series folded into the overflow series at GPUSeriesLimit(%d) = %d",
+				procs, gpus, GPUSeriesLimit(gpus))
+		}
+		series := map[string]int{}
+		for _, line := range strings.Split(got, "\n") {
+			if line != "" && !strings.HasPrefix(line, "#") {
+				series[line[:strings.IndexAny(line, "{ ")]]++
+			}
+		}
+		// The limit is tight: the largest instrument has one series fewer
+		// (the SDK keeps limit-1 series and folds the rest).
+		if n, want := series["nvidia_gpu_process_utilization_percent"], 3*nvml.MaxProcesses*gpus; n != want {
+			t.Errorf("%d processes per GPU: %d process utilisation series, want %d", procs, n, want)
+		}
+		for name, n := range series {
+			if n >= GPUSeriesLimit(gpus) {
+				t.Errorf("%s has %d series, not under GPUSeriesLimit(%d) = %d", name, n, gpus, GPUSeriesLimit(gpus))
+			}
+		}
+		for g := range gpus {
+			left := sampleValue(t, got, `nvidia_gpu_processes_left_out{gpu="`+strconv.Itoa(g)+`"}`)
+			if want := float64(procs - nvml.MaxProcesses); left != want {
+				t.Errorf("%d processes per GPU: gpu %d left out %v, want %v", procs, g, left, want)
+			}
 		}
 	}
-	limit, largest := GPUSeriesLimit(gpus), 0
-	for name, n := range series {
-		if n > limit {
-			t.Errorf("%s has %d series, over GPUSeriesLimit(%d) = %d", name, n, gpus, limit)
-		}
-		largest = max(largest, n)
+}
+
+// scrapeGPULimited is scrapeWith for src on a MeterProvider with opts.
+func scrapeGPULimited(t *testing.T, src *nvml.Source, opts ...metric.Option) string {
+	t.Helper()
+	registry := prometheus.NewRegistry()
+	bridge, err := otelprom.New(otelprom.WithRegisterer(registry), otelprom.WithoutScopeInfo(), otelprom.WithoutTargetInfo(),
+		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if largest != limit {
-		t.Errorf("largest instrument has %d series, GPUSeriesLimit(%d) says %d", largest, gpus, limit)
+	provider := metric.NewMeterProvider(append(opts, metric.WithReader(bridge))...)
+	t.Cleanup(func() { provider.Shutdown(context.Background()) })
+	if err := RegisterGPU(provider.Meter("test"), src); err != nil {
+		t.Fatal(err)
 	}
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	return rec.Body.String()
 }
 
 type fixedSnapshot struct{ s *nvml.Snapshot }

@@ -3,14 +3,13 @@ package pipeline
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/binary"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/bearer"
 	"github.com/prometheus/common/config"
 	"github.com/prometheus/exporter-toolkit/web"
 	"golang.org/x/crypto/bcrypt"
@@ -77,7 +76,7 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // one, its token; otherwise it refuses r and says so.
 func (g *guard) authorized(w http.ResponseWriter, r *http.Request, users map[string]config.Secret, stream bool, token string) bool {
 	if stream && token != "" {
-		if tokenMatches(r, token) {
+		if bearer.Matches(r, token) {
 			return true
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ingest"`)
@@ -97,16 +96,6 @@ func (g *guard) authorized(w http.ResponseWriter, r *http.Request, users map[str
 	w.Header().Set("WWW-Authenticate", "Basic")
 	refuse(w, http.StatusUnauthorized, http.StatusText(http.StatusUnauthorized))
 	return false
-}
-
-// tokenMatches takes the token as ingest does: "Authorization: Bearer" or,
-// since ffmpeg's -progress cannot send headers, ?token=.
-func tokenMatches(r *http.Request, token string) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		got = r.URL.Query().Get("token")
-	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 // refuse answers at once and closes the connection: a client still

@@ -10,6 +10,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -59,6 +61,7 @@ type deployment struct {
 	HostUTS         bool     // the host's name
 	Mounts          []string // host:container[:ro], sorted
 	Ports           []int    // container ports, reachable on the same host port; sorted
+	HostNetwork     bool     // the host's network: the ports are the flags' own
 }
 
 // fromCompose reads the compose file's one service. Decoding is strict: a
@@ -78,6 +81,7 @@ func fromCompose(t *testing.T) deployment {
 			SecurityOpt []string          `yaml:"security_opt"`
 			PID         string            `yaml:"pid"`
 			UTS         string            `yaml:"uts"`
+			NetworkMode string            `yaml:"network_mode"`
 			Ports       []string          `yaml:"ports"`
 			Volumes     []string          `yaml:"volumes"`
 			Restart     string            `yaml:"restart"` // no bearing on one run
@@ -94,9 +98,23 @@ func fromCompose(t *testing.T) deployment {
 	var d deployment
 	for _, s := range f.Services {
 		d = deployment{Image: s.Image, Args: s.Command, Env: s.Environment, User: s.User, CapDrop: s.CapDrop, CapAdd: s.CapAdd,
-			ReadOnly: s.ReadOnly, HostPID: s.PID == "host", HostUTS: s.UTS == "host", Mounts: s.Volumes}
-		if s.PID != "" && s.PID != "host" || s.UTS != "" && s.UTS != "host" {
-			t.Fatalf("%s: pid %q uts %q: only host is run by the test", composeF, s.PID, s.UTS)
+			ReadOnly: s.ReadOnly, HostPID: s.PID == "host", HostUTS: s.UTS == "host", Mounts: s.Volumes, HostNetwork: s.NetworkMode == "host"}
+		if s.PID != "" && s.PID != "host" || s.UTS != "" && s.UTS != "host" || s.NetworkMode != "" && s.NetworkMode != "host" {
+			t.Fatalf("%s: pid %q uts %q network_mode %q: only host is run by the test", composeF, s.PID, s.UTS, s.NetworkMode)
+		}
+		if d.HostNetwork && len(s.Ports) > 0 {
+			t.Fatalf("%s: ports %v on the host network, where compose ignores them", composeF, s.Ports)
+		}
+		if d.HostNetwork { // the ports are the ones the flags ask for
+			for _, a := range s.Command {
+				if _, v, ok := strings.Cut(a, ".port="); ok && strings.HasPrefix(a, "--") {
+					port, err := strconv.Atoi(v)
+					if err != nil {
+						t.Fatalf("%s: %s: not a port", composeF, a)
+					}
+					d.Ports = append(d.Ports, port)
+				}
+			}
 		}
 		for _, o := range s.SecurityOpt {
 			if o != "no-new-privileges:true" {
@@ -180,7 +198,7 @@ func fromDaemonSet(t *testing.T) deployment {
 	d := deployment{Image: c.Image, Args: c.Args, Env: map[string]string{}, User: fmt.Sprintf("%d:%d", *sc.RunAsUser, *sc.RunAsGroup),
 		CapDrop: sc.Capabilities.Drop, CapAdd: sc.Capabilities.Add, ReadOnly: sc.ReadOnlyRootFilesystem,
 		NoNewPrivileges: sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation,
-		HostPID:         spec.HostPID, HostUTS: spec.HostNetwork}
+		HostPID:         spec.HostPID, HostUTS: spec.HostNetwork, HostNetwork: spec.HostNetwork}
 	for _, e := range c.Env {
 		d.Env[e.Name] = e.Value
 	}
@@ -283,8 +301,21 @@ func TestImage(t *testing.T) {
 		if d.HostUTS {
 			args = append(args, "--uts", "host")
 		}
+		if d.HostNetwork {
+			// The guide's ports on this host: they must be free.
+			for _, p := range d.Ports {
+				ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+				if err != nil {
+					t.Fatalf("the compose service runs on the host network, and port %d is taken here: %v", p, err)
+				}
+				ln.Close()
+			}
+			args = append(args, "--network", "host")
+		}
 		for _, p := range d.Ports {
-			args = append(args, "--publish", fmt.Sprintf("127.0.0.1::%d", p))
+			if !d.HostNetwork {
+				args = append(args, "--publish", fmt.Sprintf("127.0.0.1::%d", p))
+			}
 		}
 		for _, m := range d.Mounts {
 			src, rest, _ := strings.Cut(m, ":")
@@ -298,7 +329,7 @@ func TestImage(t *testing.T) {
 			args = append(args, "--env", k+"="+v)
 		}
 		id := pm.Podman(t, append(append(args, d.Image), d.Args...)...)
-		c := container{t: t, pm: pm, id: id}
+		c := container{t: t, pm: pm, id: id, hostNetwork: d.HostNetwork}
 		defer c.logsOnFailure()
 
 		// The user, capabilities and privileges asked for.
@@ -342,13 +373,38 @@ func TestImage(t *testing.T) {
 		}, "docker_container_info of image-test-busybox")
 		c.wantHealth(docker, http.StatusOK, `"status":"ok"`)
 
-		// ffmpeg: a -progress block posted from the host.
+		// ffmpeg: -progress blocks posted from the host, on one connection
+		// kept open as ffmpeg keeps it: the exporter in the container links
+		// the stream to this test's process through the host's /proc.
 		ffmpeg := c.url(ffmpegPort)
-		progress := "frame=250\nfps=25.00\nbitrate=1000.0kbits/s\ntotal_size=1048576\nout_time_us=10000000\ndup_frames=0\ndrop_frames=0\nspeed=1.00x\nprogress=end\n"
-		resp, err := http.Post(ffmpeg+"/ingest/image-test", "text/plain", strings.NewReader(progress))
+		progress := "frame=250\nfps=25.00\nbitrate=1000.0kbits/s\ntotal_size=1048576\nout_time_us=10000000\ndup_frames=0\ndrop_frames=0\nspeed=1.00x\nprogress=continue\n"
+		body, feed := io.Pipe()
+		posted := make(chan error, 1)
+		go func() {
+			resp, err := http.Post(ffmpeg+"/ingest/image-test", "text/plain", body)
+			if err == nil {
+				resp.Body.Close()
+			}
+			posted <- err
+		}()
+		_, err := io.WriteString(feed, progress)
 		must(t, err)
-		resp.Body.Close()
 		c.waitSeries(ffmpeg, `ffmpeg_total_frames{stream="image-test"}`, 250)
+		if d.HostNetwork {
+			pid := fmt.Sprintf(`pid="%d"`, os.Getpid())
+			c.waitFor(ffmpeg, func(s map[string]float64) bool {
+				for k := range s {
+					if strings.HasPrefix(k, "ffmpeg_stream_process_info{") && strings.Contains(k, pid) && strings.Contains(k, `stream="image-test"`) {
+						return true
+					}
+				}
+				return false
+			}, "ffmpeg_stream_process_info linking image-test to this test's process ("+pid+")")
+		}
+		_, err = io.WriteString(feed, "progress=end\n")
+		must(t, err)
+		feed.Close()
+		must(t, <-posted)
 
 		// gpu: no driver here, so 503 and why, and /metrics still serves.
 		gpu := c.url(gpuPort)
@@ -453,9 +509,10 @@ const char *nvmlErrorString(int r) { return "`+fakeNVMLError+`"; }
 
 // container is a running container of the image.
 type container struct {
-	t  *testing.T
-	pm *podmantest.Podman
-	id string
+	t           *testing.T
+	pm          *podmantest.Podman
+	id          string
+	hostNetwork bool // its ports are this host's
 }
 
 // status is /proc/PID/status of the container's process, read on the host.
@@ -468,8 +525,11 @@ func (c container) status() string {
 // url is where the host reaches the container's port.
 func (c container) url(port int) string {
 	c.t.Helper()
-	addr := c.pm.Podman(c.t, "port", c.id, fmt.Sprintf("%d/tcp", port))
-	url := "http://" + strings.TrimSpace(strings.Split(addr, "\n")[0])
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if !c.hostNetwork {
+		addr := c.pm.Podman(c.t, "port", c.id, fmt.Sprintf("%d/tcp", port))
+		url = "http://" + strings.TrimSpace(strings.Split(addr, "\n")[0])
+	}
 	exportertest.WaitFor(c.t, 20*time.Second, func() bool {
 		resp, err := http.Get(url + "/metrics")
 		if err == nil {

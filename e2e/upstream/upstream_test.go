@@ -1,6 +1,6 @@
 // Package upstream proves that what users of the upstream project
 // (github.com/psantana5/ffmpeg-rtmp) run against its exporters works against
-// ours: the PromQL of its analysis script (shared/scripts/analyze_results.py)
+// ours: the PromQL of its analysis script (https://github.com/psantana5/ffmpeg-rtmp/blob/main/shared/scripts/analyze_results.py)
 // and of its RAPL alerts (power-monitoring/prometheus-alerts.yml), asked of a
 // real Prometheus (Debian's) that scrapes worker-exporter every second. The
 // same Prometheus loads our alert rules, so it also proves that the alerts

@@ -7,8 +7,8 @@ import (
 	"runtime/debug"
 )
 
-// Version and Revision are the module version and VCS revision the binary
-// was built from; "unknown" where Go recorded none (go test, go run).
+// Version returns the module version and VCS revision the binary was built
+// from; "unknown" where Go recorded none (go test, go run).
 func Version() (version, revision string) {
 	version, revision = "unknown", "unknown"
 	info, ok := debug.ReadBuildInfo()

@@ -50,3 +50,22 @@ func RequireFile(t testing.TB, path, build string) string {
 	t.Skipf("%s missing; build it with: %s", path, build)
 	return ""
 }
+
+// RequireRoot ends the test unless it runs as root, as Require does for a
+// missing program: skipped with why outside CI, failed in CI.
+func RequireRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, "needs root: "+why)
+	}
+}
+
+// Missing ends the test for want of what the message says this machine
+// lacks: skipped outside CI, failed in CI.
+func Missing(t testing.TB, msg string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("required in CI: %s", msg)
+	}
+	t.Skip(msg)
+}

@@ -2,6 +2,7 @@ package raplfixture
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -36,8 +37,9 @@ func NewMeter(t testing.TB, root string, zones []Zone, watts map[string]float64)
 	return m
 }
 
-// Advance adds the energy drawn since the previous Advance.
-func (m *Meter) Advance() {
+// Advance adds the energy drawn since the previous Advance, and returns
+// why a counter could not be written.
+func (m *Meter) Advance() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := time.Now()
@@ -51,8 +53,11 @@ func (m *Meter) Advance() {
 		uj := uint64(z.watts * dt * 1e6)
 		z.added += float64(uj) / 1e6
 		z.EnergyUJ = (z.EnergyUJ + uj) % (z.MaxUJ + 1)
-		SetEnergy(m.t, m.root, z.ID, z.EnergyUJ)
+		if err := WriteEnergy(m.root, z.ID, z.EnergyUJ); err != nil {
+			return fmt.Errorf("meter: %w", err)
+		}
 	}
+	return nil
 }
 
 // Added returns the joules added to zone id so far.
@@ -68,10 +73,13 @@ func (m *Meter) Added(id string) float64 {
 }
 
 // Start advances the counters every interval, as the hardware updates
-// them on its own while they are read, until the test ends.
+// them on its own while they are read, until the test ends. It stops at
+// the first write that fails, which the test reports as an error when it
+// ends (t.Fatal is only for the test's own goroutine).
 func (m *Meter) Start(interval time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	var err error // written by the goroutine, read after done
 	go func() {
 		defer close(done)
 		t := time.NewTicker(interval)
@@ -81,9 +89,17 @@ func (m *Meter) Start(interval time.Duration) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				m.Advance()
+				if err = m.Advance(); err != nil {
+					return
+				}
 			}
 		}
 	}()
-	m.t.Cleanup(func() { cancel(); <-done })
+	m.t.Cleanup(func() {
+		cancel()
+		<-done
+		if err != nil {
+			m.t.Error(err)
+		}
+	})
 }

@@ -6,6 +6,7 @@
 package raplfixture
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -93,15 +94,42 @@ func Dir(root, id string) string {
 // SetEnergy writes zone id's energy_uj, as the hardware counter advancing.
 func SetEnergy(t testing.TB, root, id string, uj uint64) {
 	t.Helper()
-	write(t, filepath.Join(Dir(root, id), "energy_uj"), strconv.FormatUint(uj, 10))
+	must(t, WriteEnergy(root, id, uj))
+}
+
+// WriteEnergy writes zone id's energy_uj, for goroutines other than the
+// test's, which must not call t.Fatal.
+func WriteEnergy(root, id string, uj uint64) error {
+	return writeFile(filepath.Join(Dir(root, id), "energy_uj"), strconv.FormatUint(uj, 10))
 }
 
 func write(t testing.TB, path, content string) {
 	t.Helper()
-	// Write and rename, so a concurrent reader never sees a half-written file.
-	tmp := path + ".tmp"
-	must(t, os.WriteFile(tmp, []byte(content+"\n"), 0o444))
-	must(t, os.Rename(tmp, path))
+	must(t, writeFile(path, content))
+}
+
+// writeFile replaces path by a new file renamed over it, so a concurrent
+// reader never sees it empty or half-written, and a read-only file (sysfs
+// attributes are 0444) needs no write permission on the file, only on its
+// directory. The new file keeps path's mode; a file new to the tree is 0444.
+func writeFile(path, content string) error {
+	mode := os.FileMode(0o444)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content + "\n")
+	err = errors.Join(err, f.Chmod(mode), f.Close())
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
 }
 
 func link(t testing.TB, target, name string) {

@@ -54,8 +54,9 @@ type Row struct {
 	WorkerProblems  int64   // export failures the workers logged, since they started
 	Gateway, VM     Cost
 	Simulator       Cost
-	BytesPerPush    float64 // written by the simulator per worker per interval: OTLP gRPC as sent
-	Load            float64 // the machine's 1-minute load average at the end
+	BytesPerPush    float64       // written by the simulator per worker per interval: OTLP gRPC as sent
+	Load            float64       // the machine's 1-minute load average at the end
+	Settle          time.Duration // from the fleet's growth until VictoriaMetrics had registered its series
 }
 
 // Cost is a process's CPU (100 = one core busy) over the window and its
@@ -153,10 +154,17 @@ func (m *meter) measure(ctx context.Context) (Row, error) {
 	if err != nil {
 		return Row{}, err
 	}
-	// The last worker started pushes one interval after it started.
+	// The last worker started pushes one interval after it started; then
+	// VictoriaMetrics registers the new series, slower than it stores
+	// samples of known ones. Measure the steady state that follows.
+	grown := time.Now()
 	if err := sleep(ctx, m.cfg.Interval+batchDelay); err != nil {
 		return Row{}, err
 	}
+	if err := m.settle(ctx, n*perWorker); err != nil {
+		return Row{}, err
+	}
+	settled := time.Since(grown)
 	before, err := m.read(ctx)
 	if err != nil {
 		return Row{}, err
@@ -185,6 +193,7 @@ func (m *meter) measure(ctx context.Context) (Row, error) {
 		Simulator:       cost(before.sim, after.sim),
 		BytesPerPush:    (after.sim.WrittenBytes - before.sim.WrittenBytes) / float64(n) / (secs / m.cfg.Interval.Seconds()),
 		Load:            loadAverage(),
+		Settle:          settled,
 	}
 	for _, d := range pushpath.Dropped {
 		row.Dropped += after.telemetry[d]
@@ -202,6 +211,33 @@ func (m *meter) measure(ctx context.Context) (Row, error) {
 		}
 	}
 	return row, nil
+}
+
+// settleIntervals bounds how long settle waits, in push intervals.
+const settleIntervals = 20
+
+// settle waits until VictoriaMetrics has registered series new series in
+// all and the gateway's export queue is empty, or settleIntervals have gone
+// by: a fleet that never settles is measured as it is, and not held.
+func (m *meter) settle(ctx context.Context, series int) error {
+	deadline := time.Now().Add(settleIntervals * m.cfg.Interval)
+	for time.Now().Before(deadline) {
+		vm, err := m.vm.Metrics(ctx)
+		if err != nil {
+			return err
+		}
+		gw, err := m.gw.Telemetry(ctx)
+		if err != nil {
+			return err
+		}
+		if vm["vm_new_timeseries_created_total"] >= float64(series) && gw["otelcol_exporter_queue_size"] == 0 {
+			return nil
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

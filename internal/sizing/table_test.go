@@ -39,7 +39,7 @@ func TestRowShowsPerThousandWorkers(t *testing.T) {
 		t.Fatalf("%d columns under %d names:\n%s", len(row), len(header), b.String())
 	}
 	// 20% for 500 workers is 40% per 1,000; 50 MiB above idle is 100 MiB per 1,000.
-	for col, want := range map[int]string{0: "500", 2: "50000/50000", 7: "20.0%", 8: "40.0%", 10: "100", 14: "20.0%", 18: "yes"} {
+	for col, want := range map[int]string{0: "500", 2: "50000/50000", 7: "20.0%", 8: "40.0%", 10: "100", 14: "20.0%", 19: "yes"} {
 		if row[col] != want {
 			t.Errorf("column %s = %s, want %s:\n%s", header[col], row[col], want, b.String())
 		}

@@ -1,14 +1,18 @@
 package energy
 
 import (
+	"errors"
+	"fmt"
 	"slices"
+	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 )
 
-// attribute shares out the energy counted since the previous window.
-func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) {
+// attribute shares out the energy counted since the previous window. The
+// error says which GPUs' samples have gone stale.
+func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) error {
 	prev := s.prev
 	// A process linked to several streams (one ffmpeg sending two
 	// progress streams) is shared between them, so that it counts once.
@@ -48,8 +52,9 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) {
 			e.hasEnergy[CPU] = true
 		}
 	}
+	var err error
 	if gpus != nil {
-		s.attributeGPUs(prev, cur, gpus, byPID)
+		err = s.attributeGPUs(cur.at, gpus, byPID)
 	}
 	for _, e := range s.encodes {
 		for _, p := range e.procs {
@@ -57,15 +62,28 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) {
 			p.window = p.linked
 		}
 	}
+	return err
 }
 
-// attributeGPUs shares out each GPU's energy: the GPU's active part (its
-// busiest engine's utilisation) goes to its processes by their use of the
-// engines; the rest, idle power, stays with the GPU, as for the CPU.
-func (s *Source) attributeGPUs(prev, cur readings, gpus *nvml.Snapshot, users map[uint32]int) {
-	dt := cur.at.Sub(prev.at).Seconds()
+// attributeGPUs shares out each GPU's energy since the sample taken in an
+// earlier window: the GPU's active part (its busiest engine's utilisation)
+// goes to its processes by their use of the engines; the rest, idle power,
+// stays with the GPU, as for the CPU. A GPU whose sample is the one taken
+// before (NVML is slow or hangs) is left for a later window.
+func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uint32]int) error {
+	var errs []error
 	for i := range gpus.GPUs {
 		g := &gpus.GPUs[i]
+		prev, seen := s.gpuSeen[g.UUID]
+		if seen && !g.LastSample.After(prev.at) {
+			if age := now.Sub(prev.at); age > staleWindows*s.cfg.Interval {
+				errs = append(errs, fmt.Errorf("GPU %s: NVML has not answered for %v; its energy is not attributed meanwhile", g.UUID, age.Round(time.Millisecond)))
+			}
+			continue
+		}
+		cur := gpuReading{at: g.LastSample, joules: g.Values[nvml.EnergyJoules], hasJoules: g.Has(nvml.EnergyJoules)}
+		s.gpuSeen[g.UUID] = cur
+		dt := cur.at.Sub(prev.at).Seconds()
 		use := engineUse(g)
 		var sum [NumEngines]float64
 		var weight float64
@@ -75,10 +93,8 @@ func (s *Source) attributeGPUs(prev, cur readings, gpus *nvml.Snapshot, users ma
 				weight += u[k]
 			}
 		}
-		before, had := prev.gpus[g.UUID]
-		after, has := cur.gpus[g.UUID]
-		joules := after - before
-		ok := had && has && joules >= 0 // a driver reload restarts the counter
+		joules := cur.joules - prev.joules
+		ok := prev.hasJoules && cur.hasJoules && joules >= 0 // a driver reload restarts the counter
 		active := min(1, slices.Max(sum[:])/100)
 		for _, e := range s.encodes {
 			if !e.inWindow() {
@@ -98,7 +114,7 @@ func (s *Source) attributeGPUs(prev, cur readings, gpus *nvml.Snapshot, users ma
 				var w float64
 				for k := range u {
 					w += u[k]
-					if prev.ok {
+					if seen {
 						e.gpuSeconds[k] += u[k] / 100 * dt / n
 					}
 				}
@@ -108,6 +124,7 @@ func (s *Source) attributeGPUs(prev, cur readings, gpus *nvml.Snapshot, users ma
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // engineUse is each process's use of g's engines, in percent of the

@@ -6,9 +6,11 @@ package energy
 // nvml.Source; the processes it names are real ones, linked by ?pid=.
 
 import (
+	"context"
 	"math"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
@@ -30,15 +33,22 @@ type gpu struct {
 	util        map[uint32][3]uint32 // pid → sm, encoder, decoder percent
 	sessions    []gonvml.EncoderSessionInfo
 	encoder     uint32 // the GPU's own encoder utilisation
+	hang        gpumock.Toggle
+	release     chan struct{} // a hung energy call returns once it is closed
 }
 
 func newGPU(t *testing.T) (*gpu, *nvml.Source) {
 	t.Helper()
-	g := &gpu{util: map[uint32][3]uint32{}}
+	g := &gpu{util: map[uint32][3]uint32{}, release: make(chan struct{})}
 	g.millijoules.Store(5_000_000)
 	m := gpumock.New(1)
 	d := m.Devices[0].(*server.Device)
-	d.GetTotalEnergyConsumptionFunc = func() (uint64, gonvml.Return) { return g.millijoules.Load(), gonvml.SUCCESS }
+	d.GetTotalEnergyConsumptionFunc = func() (uint64, gonvml.Return) {
+		if g.hang.On() {
+			<-g.release
+		}
+		return g.millijoules.Load(), gonvml.SUCCESS
+	}
 	d.GetProcessUtilizationFunc = func(last uint64) ([]gonvml.ProcessUtilizationSample, gonvml.Return) {
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -157,5 +167,46 @@ func TestGPUAttribution(t *testing.T) {
 		if got, w := st.Energy[GPU]-before[name], perWindow*0.5*share; math.Abs(got-w) > 1e-6 {
 			t.Errorf("%s: %.3f J from its sessions, want %.3f", name, got, w)
 		}
+	}
+}
+
+// TestHungNVML: a driver that hangs inside a call (the mock's energy
+// counter blocks) holds up no window: CPU energy is still attributed and
+// every window published, GPU energy waits, and health says why.
+func TestHungNVML(t *testing.T) {
+	g, nv := newGPU(t)
+	r := newRig(t, nv)
+	r.src.cfg.Interval = 100 * time.Millisecond // windows; NVML samples every second
+	r.meter.Start(50 * time.Millisecond)
+	cmd := exec.Command("bash", "-c", busy)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	r.open("job", ffmpeg.Peer{Local: netip.MustParseAddrPort("127.0.0.1:9506"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"), PID: cmd.Process.Pid})
+	g.set(map[uint32][3]uint32{uint32(cmd.Process.Pid): {0, 50, 0}}, 50)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.src.Run(ctx) }()
+	defer func() { g.hang.Set(false); close(g.release); cancel(); <-done }()
+	job := func() Stream { st, _ := stream(r.src.Snapshot(), "job"); return st }
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		g.millijoules.Add(1000)
+		return job().HasEnergy[GPU] && job().Energy[CPU] > 0
+	})
+
+	g.hang.Set(true)
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		err := r.src.Health()
+		return err != nil && strings.Contains(err.Error(), "NVML has not answered")
+	})
+	st, gen := job(), r.src.Generation()
+	g.millijoules.Add(100_000)
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		return r.src.Generation() >= gen+5 && job().Energy[CPU] > st.Energy[CPU] && job().CPUSeconds > st.CPUSeconds
+	})
+	if now := job(); now.Energy[GPU] != st.Energy[GPU] {
+		t.Errorf("GPU energy went from %v to %v while NVML hung", st.Energy[GPU], now.Energy[GPU])
 	}
 }

@@ -100,6 +100,7 @@ func (s *Source) linkPID(e *encode, pid int, now time.Time) {
 // linkTo links e to the processes that are still the ones found, and
 // reports whether any was.
 func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
+	e.leftOut = 0
 	for _, want := range found {
 		st, err := s.cfg.Proc.Stat(want.PID)
 		if err != nil || st.Process != want || st.Exited {
@@ -113,18 +114,19 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 		}
 		if p == nil {
 			if len(e.procs) >= MaxProcesses {
+				e.leftOut++
 				continue
 			}
 			// A process that started at most a window before the previous
 			// one (ffmpeg starts up before it connects, and the link waits
 			// for a window) is charged from its start: its CPU time so far
 			// is shared out in this window, at this window's rate. An older
-			// one is charged from now.
-			prev := st.CPUSeconds
+			// one is charged from now, its CPU time and energy alike.
+			base := st.CPUSeconds
 			if s.prev.ok && float64(st.Start)/procfs.UserHZ >= s.prev.uptime-s.cfg.Interval.Seconds() {
-				prev = 0
+				base = 0
 			}
-			p = &proc{Process: st.Process, comm: st.Comm, prev: prev}
+			p = &proc{Process: st.Process, comm: st.Comm, base: base, prev: base}
 			e.procs = append(e.procs, p)
 		}
 		p.cpu, p.comm, p.linked, p.window = max(p.cpu, st.CPUSeconds), st.Comm, true, true

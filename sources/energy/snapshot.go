@@ -76,8 +76,13 @@ type Stream struct {
 	// connection has closed (the totals below keep their final values).
 	Processes []Process
 	// CPUSeconds is the user and system time of every process linked in
-	// this encode, each from its start.
+	// this encode, each from when it was charged to the encode: from its
+	// start if it started at most about two windows before it was linked,
+	// from its link otherwise (as its energy).
 	CPUSeconds float64
+	// ProcessesLeftOut counts the processes found at the latest link
+	// beyond MaxProcesses, which are not linked.
+	ProcessesLeftOut int
 	// Energy is what was attributed to the encode so far, per device;
 	// HasEnergy says the device's energy was readable in a window since the
 	// stream was linked (otherwise the value is unknown, not zero).

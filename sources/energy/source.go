@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -29,14 +30,15 @@ type RAPL interface {
 	Health() error
 }
 
-// GPUs is an NVML source of this source's own, sampled at each window for
-// the same reason (and because NVML's per-process utilisation covers the
-// time since the previous sample).
+// GPUs is an NVML source of this source's own. It samples on its own
+// (Run), not inside a window: a driver that hangs would hold every window
+// up. Each window takes the latest sample of each GPU that is newer than
+// the one taken before (NVML's per-process utilisation covers the time
+// since the previous sample).
 type GPUs interface {
-	Sample(context.Context)
+	Run(context.Context)
 	Snapshot() *nvml.Snapshot
 	Health() error
-	Close()
 }
 
 // Config is what the source needs.
@@ -49,9 +51,6 @@ type Config struct {
 	// Retry is how often a live stream that could not be linked is tried
 	// again (linking reads every process's descriptors); default 30 s.
 	Retry time.Duration
-	// GPURetry is how often NVML is tried while it is not available;
-	// default 30 s.
-	GPURetry time.Duration
 	Log      *slog.Logger
 }
 
@@ -71,7 +70,7 @@ type Source struct {
 	prev     readings
 	failures [NumReasons]uint64
 	warned   bool // of missing permission
-	gpuTry   time.Time
+	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
 	said     [NumDevices]bool // a device's availability has been logged
 	was      [NumDevices]bool // and what it was
 }
@@ -90,6 +89,7 @@ type encode struct {
 	reason     Reason
 	hasReason  bool
 	retryAt    time.Time
+	leftOut    int // processes found at the latest link beyond MaxProcesses
 
 	energy     [NumDevices]float64
 	hasEnergy  [NumDevices]bool
@@ -102,6 +102,7 @@ type proc struct {
 	procfs.Process
 	comm   string
 	cpu    float64 // seconds at the latest reading
+	base   float64 // seconds before it was charged to the encode
 	prev   float64 // seconds already shared out in earlier windows
 	linked bool    // linked now: read at each window
 	window bool    // linked at some time in the current window (for GPU shares)
@@ -123,8 +124,18 @@ type readings struct {
 	cpu    procfs.CPU
 	uptime float64
 	zones  map[[2]string]float64 // package and dram zones: (package, zone) → joules
-	gpus   map[string]float64    // GPU UUID → joules
 }
+
+// gpuReading is a GPU's sample as a window took it.
+type gpuReading struct {
+	at        time.Time // the GPU's LastSample
+	joules    float64
+	hasJoules bool
+}
+
+// staleWindows is how many windows a GPU's sample may stay the same before
+// health says NVML stopped answering.
+const staleWindows = 3
 
 var never = time.Unix(1<<62, 0)
 
@@ -136,20 +147,21 @@ func New(cfg Config) *Source {
 	if cfg.Retry <= 0 {
 		cfg.Retry = 30 * time.Second
 	}
-	if cfg.GPURetry <= 0 {
-		cfg.GPURetry = 30 * time.Second
-	}
 	return &Source{
 		cfg:     cfg,
 		encodes: map[string]*encode{},
+		gpuSeen: map[string]gpuReading{},
 		Latest:  sampling.NewLatest(cfg.Log, "energy per encode", &Snapshot{}, errors.New("energy per encode not sampled yet")),
 	}
 }
 
-// Run samples every window until ctx ends.
+// Run samples every window until ctx ends, and runs the GPUs' sampling
+// beside it.
 func (s *Source) Run(ctx context.Context) {
 	if s.cfg.GPUs != nil {
-		defer s.cfg.GPUs.Close()
+		done := make(chan struct{})
+		close(done)
+		defer func() { <-done }()
 	}
 	sampling.Every(ctx, s.interval, s.Sample)
 }
@@ -163,8 +175,8 @@ func (s *Source) interval() time.Duration {
 
 // Sample runs one window: link new streams, read the linked processes and
 // the machine's counters, share out the energy counted since the previous
-// window, and publish.
-func (s *Source) Sample(ctx context.Context) {
+// window, and publish. It never waits on NVML.
+func (s *Source) Sample(context.Context) {
 	s.window.Lock()
 	defer s.window.Unlock()
 	start := time.Now()
@@ -180,14 +192,15 @@ func (s *Source) Sample(ctx context.Context) {
 	}
 	s.mu.Unlock()
 
-	// The hardware, outside the lock: NVML may take its time, and a
-	// connection closing must not wait for it.
-	cur, gpus, err := s.readMachine(ctx)
+	// The hardware, outside the lock: a connection closing must not wait
+	// for RAPL's sysfs reads.
+	cur, gpus, err := s.readMachine()
 	errs = append(errs, err)
 
 	s.mu.Lock()
-	s.attribute(cur, gpus)
+	errs = append(errs, s.attribute(cur, gpus))
 	snap := s.snapshot(hub, cur, gpus)
+	errs = append(errs, leftOut(snap))
 	if cur.ok {
 		s.prev = cur
 	}
@@ -250,8 +263,9 @@ func (s *Source) reconcile(streams []ffmpeg.StreamSnapshot) {
 	}
 }
 
-// readMachine reads the machine's CPU time and the energy counters.
-func (s *Source) readMachine(ctx context.Context) (readings, *nvml.Snapshot, error) {
+// readMachine reads the machine's CPU time and RAPL's energy counters, and
+// takes the GPUs' latest sample (nil while NVML is not available).
+func (s *Source) readMachine() (readings, *nvml.Snapshot, error) {
 	cur := readings{at: time.Now()}
 	var errs []error
 	var err error
@@ -276,18 +290,10 @@ func (s *Source) readMachine(ctx context.Context) (readings, *nvml.Snapshot, err
 		}
 	}
 	var gpus *nvml.Snapshot
-	if s.cfg.GPUs != nil && (s.cfg.GPUs.Snapshot().Available || !cur.at.Before(s.gpuTry)) {
-		s.cfg.GPUs.Sample(ctx)
+	if s.cfg.GPUs != nil {
+		s.cfg.GPUs.(interface{ Sample(context.Context) }).Sample(context.Background())
 		if gpus = s.cfg.GPUs.Snapshot(); !gpus.Available {
-			s.gpuTry = cur.at.Add(s.cfg.GPURetry)
 			gpus = nil
-		} else {
-			cur.gpus = map[string]float64{}
-			for i := range gpus.GPUs {
-				if g := &gpus.GPUs[i]; g.Has(nvml.EnergyJoules) {
-					cur.gpus[g.UUID] = g.Values[nvml.EnergyJoules]
-				}
-			}
 		}
 	}
 	return cur, gpus, errors.Join(errs...)
@@ -297,7 +303,9 @@ func (s *Source) readMachine(ctx context.Context) (readings, *nvml.Snapshot, err
 func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot) *Snapshot {
 	snap := &Snapshot{Failures: s.failures}
 	snap.Available[CPU] = len(cur.zones) > 0
-	snap.Available[GPU] = len(cur.gpus) > 0
+	if gpus != nil {
+		snap.Available[GPU] = slices.ContainsFunc(gpus.GPUs, func(g nvml.GPU) bool { return g.Has(nvml.EnergyJoules) })
+	}
 	sessions := map[uint32]int{}
 	if gpus != nil {
 		for _, g := range gpus.GPUs {
@@ -320,7 +328,7 @@ func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot
 		if len(e.procs) == 0 {
 			continue
 		}
-		st := Stream{Name: name, Energy: e.energy, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds}
+		st := Stream{Name: name, Energy: e.energy, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
 		var joules float64
 		var known bool
 		for d := range NumDevices {
@@ -332,7 +340,7 @@ func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot
 			st.JoulesPerFrame, st.HasJoulesPerFrame = joules/f, true
 		}
 		for _, p := range e.procs {
-			st.CPUSeconds += p.cpu
+			st.CPUSeconds += p.cpu - p.base
 			if p.linked {
 				st.Processes = append(st.Processes, Process{Process: p.Process, Command: p.comm})
 				st.EncoderSessions += sessions[uint32(p.PID)]
@@ -342,4 +350,15 @@ func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot
 		snap.Streams = append(snap.Streams, st)
 	}
 	return snap
+}
+
+// leftOut says which streams have processes beyond MaxProcesses.
+func leftOut(snap *Snapshot) error {
+	var errs []error
+	for _, st := range snap.Streams {
+		if st.ProcessesLeftOut > 0 {
+			errs = append(errs, fmt.Errorf("stream %q: %d processes beyond the limit of %d per encode are not linked", st.Name, st.ProcessesLeftOut, MaxProcesses))
+		}
+	}
+	return errors.Join(errs...)
 }

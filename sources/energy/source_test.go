@@ -5,6 +5,7 @@ package energy
 // advances at a known power.
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"math"
@@ -13,9 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	peers "github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
@@ -42,6 +46,7 @@ type rig struct {
 	src   *Source
 	meter *raplfixture.Meter
 	proc  *procfs.FS
+	gpus  interface{ Sample(context.Context) } // sampled before each window, as its Run would
 }
 
 func newRig(t *testing.T, gpus GPUs) *rig { return newRigOn(t, gpus, raplfixture.Laptop) }
@@ -60,6 +65,7 @@ func newRigOn(t *testing.T, gpus GPUs, zones []raplfixture.Zone) *rig {
 	var gpu GPUs
 	if gpus != nil {
 		gpu = gpus
+		r.gpus, _ = gpus.(interface{ Sample(context.Context) })
 	}
 	r.src = New(Config{
 		Proc: proc, Streams: r.hub, GPUs: gpu, Interval: time.Second, Retry: time.Hour,
@@ -71,7 +77,12 @@ func newRigOn(t *testing.T, gpus GPUs, zones []raplfixture.Zone) *rig {
 // window advances the fixture by what it drew since the last window, then
 // runs a window.
 func (r *rig) window() *Snapshot {
-	r.meter.Advance()
+	if err := r.meter.Advance(); err != nil {
+		r.t.Fatal(err)
+	}
+	if r.gpus != nil {
+		r.gpus.Sample(context.Background())
+	}
 	r.src.Sample(context.Background())
 	if err := r.src.Health(); err != nil {
 		r.t.Fatalf("health: %v", err)
@@ -156,13 +167,7 @@ func (r *rig) cpu(pid int) float64 {
 func (r *rig) waitCPU(pid int, d float64) {
 	r.t.Helper()
 	from := r.cpu(pid)
-	deadline := time.Now().Add(time.Minute)
-	for r.cpu(pid) < from+d {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("pid %d did not use %v s of CPU within a minute", pid, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	exportertest.WaitFor(r.t, time.Minute, func() bool { return r.cpu(pid) >= from+d })
 }
 
 const busy = "while :; do :; done"
@@ -274,7 +279,7 @@ func TestCloseTakesFinalReading(t *testing.T) {
 // TestPIDLink: ?pid=N links without looking at sockets, and a PID reused
 // by another program never inherits the stream.
 func TestPIDLink(t *testing.T) {
-	requireRoot(t, "forcing a PID to be reused writes /proc/sys/kernel/ns_last_pid")
+	peers.RequireRoot(t, "forcing a PID to be reused writes /proc/sys/kernel/ns_last_pid")
 	r := newRig(t, nil)
 	first := exec.Command("sleep", "60")
 	if err := first.Start(); err != nil {
@@ -295,9 +300,10 @@ func TestPIDLink(t *testing.T) {
 	// first owner started in cannot be told apart (nor can it happen
 	// without forcing it, as here: the kernel hands out every other PID
 	// first). So the first process lives past its start tick.
-	for up, _ := r.proc.UptimeSeconds(); up < float64(st.Processes[0].Start+2)/procfs.UserHZ; up, _ = r.proc.UptimeSeconds() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	exportertest.WaitFor(t, 5*time.Second, func() bool {
+		up, _ := r.proc.UptimeSeconds()
+		return up >= float64(st.Processes[0].Start+2)/procfs.UserHZ
+	})
 	first.Process.Kill()
 	first.Wait()
 	second := reusePID(t, pid, "while :; do :; done")
@@ -344,17 +350,6 @@ func reusePID(t *testing.T, pid int, script string) *exec.Cmd {
 	}
 	t.Fatalf("could not get pid %d again", pid)
 	return nil
-}
-
-func requireRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root in CI: %s", why)
-	}
-	t.Skipf("needs root: %s", why)
 }
 
 // TestStdinPipe: for --stdin, the stream is linked to the process writing
@@ -506,5 +501,53 @@ func TestSurvivesCounterWrap(t *testing.T) {
 			t.Fatalf("a window (wrapped: %v) added nothing: %.3f J, then %.3f J", wrapped, before, st.Energy[CPU])
 		}
 		before = st.Energy[CPU]
+	}
+}
+
+// TestCPUFromLink: a process that ran long before its stream was linked
+// (a new encode on a kept connection, a long-lived process named by
+// ?pid=) is charged CPU time from the link, as its energy: the counter
+// starts from zero, not from the process's lifetime.
+func TestCPUFromLink(t *testing.T) {
+	r := newRig(t, nil)
+	cmd, conn := child(t, busy)
+	r.waitCPU(cmd.Process.Pid, 1.5) // older than two windows of 1 s
+	r.window()                      // a window before the link
+	r.open("job", peer(conn, 0))
+	st, _ := stream(r.window(), "job")
+	if len(st.Processes) != 1 || st.CPUSeconds > 0.011 {
+		t.Fatalf("at the link: %+v, want the process with no CPU time yet (it had %.2f s)", st, r.cpu(cmd.Process.Pid))
+	}
+	from := r.cpu(cmd.Process.Pid)
+	r.waitCPU(cmd.Process.Pid, 0.2)
+	st, _ = stream(r.window(), "job")
+	if used := r.cpu(cmd.Process.Pid) - from; st.CPUSeconds < 0.2-0.011 || st.CPUSeconds > used+0.011 {
+		t.Errorf("%.3f s of CPU after the link, want what it used since: %.3f s", st.CPUSeconds, used)
+	}
+}
+
+// TestProcessesLeftOut: a connection held by more processes than
+// MaxProcesses links MaxProcesses of them; the rest are counted and
+// health says so.
+func TestProcessesLeftOut(t *testing.T) {
+	r := newRig(t, nil)
+	const extra = 2
+	// bash and MaxProcesses+extra-1 subshells, each holding fd 3 and
+	// reading it until the test closes the connection.
+	_, conn := child(t, fmt.Sprintf("for i in {1..%d}; do read -r -u 3 & done; echo ready >&3; wait", MaxProcesses+extra-1))
+	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	r.open("crowd", peer(conn, 0))
+	if err := r.meter.Advance(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.src.Sample(context.Background())
+	st, _ := stream(r.src.Snapshot(), "crowd")
+	if len(st.Processes) != MaxProcesses || st.ProcessesLeftOut != extra {
+		t.Errorf("linked %d processes, %d left out; want %d and %d", len(st.Processes), st.ProcessesLeftOut, MaxProcesses, extra)
+	}
+	if err := r.src.Health(); err == nil || !strings.Contains(err.Error(), "beyond the limit") {
+		t.Errorf("health %v, want the processes left out named", err)
 	}
 }

@@ -85,9 +85,9 @@ func NewHub(cfg Config) *Hub {
 	return h
 }
 
-// Run prunes finished streams every PruneInterval until ctx ends.
+// Run prunes finished streams every pruneInterval until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
-	sampling.Every(ctx, func() time.Duration { return PruneInterval }, func(context.Context) {
+	sampling.Every(ctx, func() time.Duration { return pruneInterval }, func(context.Context) {
 		start := time.Now()
 		full := h.Prune()
 		var err error
@@ -98,8 +98,8 @@ func (h *Hub) Run(ctx context.Context) {
 	})
 }
 
-// PruneInterval is how often finished streams past their retention go.
-const PruneInterval = time.Second
+// pruneInterval is how often finished streams past their retention go.
+const pruneInterval = time.Second
 
 // Follow feeds r to stream name until r ends or ctx ends. It closes r when
 // ctx ends, so a read blocked on a pipe does not outlive the exporter.
@@ -232,9 +232,9 @@ func (c *Conn) Line(line []byte) {
 	// a log line. -progress alone says nothing of errors.
 	var n int
 	var lvl Level
-	if kind == Ignored && !progressShaped(line) {
+	if kind == lineIgnored && !progressShaped(line) {
 		lvl, n = c.logs.Line(line)
-	} else if kind != Status {
+	} else if kind != lineStatus {
 		return
 	}
 	if n > 0 || !c.stderr {
@@ -248,7 +248,7 @@ func (c *Conn) Line(line []byte) {
 	}
 }
 
-func (c *Conn) apply(u *Update) {
+func (c *Conn) apply(u *update) {
 	now := c.hub.now()
 	s := c.s
 	s.mu.Lock()
@@ -340,11 +340,11 @@ const (
 // LineResults names each LineResult, in order, for the metric attribute.
 var LineResults = [numLineResults]string{"parsed", "ignored", "oversized", "rejected"}
 
-func lineResult(k LineKind) LineResult {
+func lineResult(k lineKind) LineResult {
 	switch k {
-	case Ignored:
+	case lineIgnored:
 		return LinesIgnored
-	case Rejected:
+	case lineRejected:
 		return LinesRejected
 	}
 	return LinesParsed

@@ -1,13 +1,13 @@
 package ffmpeg
 
 import (
-	"crypto/subtle"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/bearer"
 )
 
 // Reject is why an ingest request was refused.
@@ -33,6 +33,8 @@ type Ingest struct {
 	Hub   *Hub
 	Token string // when set, required as "Authorization: Bearer TOKEN" or ?token=TOKEN
 	Log   *slog.Logger
+
+	open func(name string, peer Peer) (*Conn, error) // nil: Hub.OpenFrom; tests inject errors
 }
 
 func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,12 +43,16 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.reject(w, RejectMethod, http.StatusMethodNotAllowed, "ingest takes POST")
 		return
 	}
-	if in.Token != "" && !in.authorized(r) {
+	if in.Token != "" && !bearer.Matches(r, in.Token) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ingest"`)
 		in.reject(w, RejectUnauthorized, http.StatusUnauthorized, "missing or wrong bearer token")
 		return
 	}
-	conn, err := in.Hub.OpenFrom(streamName(r), peerOf(r))
+	open := in.Hub.OpenFrom
+	if in.open != nil {
+		open = in.open
+	}
+	conn, err := open(streamName(r), peerOf(r))
 	switch {
 	case errors.Is(err, ErrStreamName):
 		in.reject(w, RejectStreamName, http.StatusBadRequest, err.Error())
@@ -56,6 +62,10 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case errors.Is(err, ErrStreamBusy):
 		in.reject(w, RejectBusy, http.StatusConflict, err.Error())
+		return
+	case err != nil: // none today; a new one must not reach conn.Close on nil
+		in.Log.Error("ingest refused", "stream", streamName(r), "err", err)
+		refuse(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	defer conn.Close()
@@ -82,24 +92,19 @@ func streamName(r *http.Request) string {
 	return "default"
 }
 
-// authorized accepts the token as a bearer header or, since ffmpeg's
-// -progress cannot send headers, as ?token=.
-func (in *Ingest) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
-		got = r.URL.Query().Get("token")
-	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(in.Token)) == 1
+// reject counts why and refuses.
+func (in *Ingest) reject(w http.ResponseWriter, why Reject, code int, msg string) {
+	in.Hub.rejected[why].Add(1)
+	in.Hub.Changed() // the refusal counters are served too
+	refuse(w, code, msg)
 }
 
-// reject answers at once and closes the connection. A client may keep
+// refuse answers at once and closes the connection. A client may keep
 // sending the body (ffmpeg's one long chunked POST); the server would wait
 // to drain it before answering, or after, holding a connection and a
 // goroutine. So the answer is flushed first, then an expired read deadline
 // ends the drain and the connection with it.
-func (in *Ingest) reject(w http.ResponseWriter, why Reject, code int, msg string) {
-	in.Hub.rejected[why].Add(1)
-	in.Hub.Changed() // the refusal counters are served too
+func refuse(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Connection", "close")
 	http.Error(w, msg, code)
 	rc := http.NewResponseController(w)

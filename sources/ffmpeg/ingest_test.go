@@ -2,6 +2,7 @@ package ffmpeg
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -306,5 +307,38 @@ func TestSecondClientRefused(t *testing.T) {
 	}
 	if s, _ := streamByName(t, hub, "job"); s.Values[Frames] != 10 {
 		t.Errorf("new encode: frames %v, want 10", s.Values[Frames])
+	}
+}
+
+// TestUnexpectedOpenErrorRefused: an error from opening a stream that
+// ingest has no answer for (none today; one injected here) gets 500 at
+// once and the connection closed, while the body is still open, instead
+// of a panic on the nil connection.
+func TestUnexpectedOpenErrorRefused(t *testing.T) {
+	hub := NewHub(DefaultConfig)
+	in := &Ingest{Hub: hub, Log: slog.New(slog.DiscardHandler),
+		open: func(string, Peer) (*Conn, error) { return nil, errors.New("injected") }}
+	srv := httptest.NewServer(in)
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /ingest/job HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", 8, "frame=1\n")
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body is open: %v", err)
+	}
+	if resp.StatusCode != http.StatusInternalServerError || !resp.Close {
+		t.Errorf("%d close=%v, want 500 and the connection closed", resp.StatusCode, resp.Close)
+	}
+	io.Copy(io.Discard, resp.Body)
+	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("connection not closed after the refusal: %v", err)
+	}
+	if _, ok := streamByName(t, hub, "job"); ok {
+		t.Error("a refused stream was opened")
 	}
 }

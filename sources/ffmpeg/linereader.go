@@ -22,7 +22,6 @@ type lineReader struct {
 	start, end  int
 	discarding  bool // inside a line longer than max
 	err         error
-	Oversized   int    // lines dropped for being longer than max
 	OnOversized func() // if set, called as each such line is found, before its end arrives
 }
 
@@ -73,7 +72,6 @@ func (l *lineReader) fill() {
 	case pending > l.max:
 		// The line is already too long: drop what we have and skip to its end.
 		if !l.discarding {
-			l.Oversized++
 			if l.OnOversized != nil {
 				l.OnOversized()
 			}

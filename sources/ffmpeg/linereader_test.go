@@ -36,6 +36,8 @@ func TestLineReaderDropsOversized(t *testing.T) {
 	long := strings.Repeat("x", 100)
 	text := "ok=1\n" + long + "\nok=2\n" + strings.Repeat("y", 16) + "\n" + strings.Repeat("z", 17) + "\nok=3\n" + long
 	lr := newLineReader(strings.NewReader(text), 16)
+	oversized := 0
+	lr.OnOversized = func() { oversized++ }
 	lines, err := readAll(t, lr)
 	if err != io.EOF {
 		t.Fatalf("err %v", err)
@@ -43,8 +45,8 @@ func TestLineReaderDropsOversized(t *testing.T) {
 	if got := strings.Join(lines, "|"); got != "ok=1|ok=2|"+strings.Repeat("y", 16)+"|ok=3" {
 		t.Errorf("lines %q", got)
 	}
-	if lr.Oversized != 3 {
-		t.Errorf("Oversized %d, want 3", lr.Oversized)
+	if oversized != 3 {
+		t.Errorf("oversized %d, want 3", oversized)
 	}
 	if len(lr.buf) > 17 {
 		t.Errorf("buffer grew to %d bytes past the 16-byte limit", len(lr.buf))

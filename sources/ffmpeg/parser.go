@@ -43,9 +43,9 @@ var limits = [NumFields]float64{
 	Duplicated: 1e12,
 }
 
-// MaxQuantizer is the largest quantizer that can be real: ffmpeg's scale
+// maxQuantizer is the largest quantizer that can be real: ffmpeg's scale
 // ends near 278 (FF_LAMBDA_MAX / FF_QP2LAMBDA).
-const MaxQuantizer = 1000
+const maxQuantizer = 1000
 
 // MaxOutputs is how many output streams of one encode keep a quantizer
 // reading: each is a series, so one stream holds a bounded number of them.
@@ -58,10 +58,10 @@ type Quantizer struct {
 	Q      float64
 }
 
-// Update is what one block (a progress block or a status line) says.
+// update is what one block (a progress block or a status line) says.
 // Set marks the fields it gives a value; Cleared marks fields it reports as
 // N/A, which makes them unknown again.
-type Update struct {
+type update struct {
 	Values        [NumFields]float64
 	Set           uint16
 	Cleared       uint16
@@ -70,18 +70,18 @@ type Update struct {
 	Quantizers    [MaxOutputs]Quantizer // the first NumQuantizers hold readings
 }
 
-func (u *Update) set(f Field, v float64) {
+func (u *update) set(f Field, v float64) {
 	u.Values[f] = v
 	u.Set |= 1 << f
 	u.Cleared &^= 1 << f
 }
 
-func (u *Update) clear(f Field) {
+func (u *update) clear(f Field) {
 	u.Set &^= 1 << f
 	u.Cleared |= 1 << f
 }
 
-func (u *Update) setQuantizer(output string, q float64) {
+func (u *update) setQuantizer(output string, q float64) {
 	for i := range u.Quantizers[:u.NumQuantizers] {
 		if u.Quantizers[i].Output == output {
 			u.Quantizers[i].Q = q
@@ -92,65 +92,65 @@ func (u *Update) setQuantizer(output string, q float64) {
 	u.NumQuantizers++
 }
 
-// LineKind says how the parser read a line.
-type LineKind uint8
+// lineKind says how the parser read a line.
+type lineKind uint8
 
 const (
-	Ignored  LineKind = iota // a log line, garbage, or an unknown key
-	Progress                 // a -progress key=value line
-	Status                   // a stderr status line
-	Rejected                 // a progress or status line with a value that cannot be real, dropped
+	lineIgnored  lineKind = iota // a log line, garbage, or an unknown key
+	lineProgress                 // a -progress key=value line
+	lineStatus                   // a stderr status line
+	lineRejected                 // a progress or status line with a value that cannot be real, dropped
 )
 
 // progressParser reads one connection's lines. It is not safe for concurrent use.
 type progressParser struct {
-	block   Update   // the -progress block being read
-	done    Update   // the block or status line last completed
+	block   update   // the -progress block being read
+	done    update   // the block or status line last completed
 	outputs []string // output streams named so far by this encode, at most MaxOutputs
 }
 
 // Line reads one line, without its terminator. When the line completes a
 // block, it returns that block, valid until the next call; otherwise nil.
-func (p *progressParser) Line(line []byte) (*Update, LineKind) {
+func (p *progressParser) Line(line []byte) (*update, lineKind) {
 	line = bytes.TrimSpace(line)
 	if _, rest, ok := cutLevel(line); ok {
 		line = rest // -loglevel level+info prints "[info] frame=..."
 	}
 	key, value, ok := bytes.Cut(line, []byte{'='})
 	if !ok || !isKey(key) {
-		return nil, Ignored
+		return nil, lineIgnored
 	}
 	value = bytes.TrimLeft(value, " ")
 	// A status line holds several key= value pairs separated by spaces;
 	// a -progress line holds exactly one.
 	if sp := bytes.IndexByte(value, ' '); sp >= 0 && bytes.IndexByte(value[sp:], '=') >= 0 {
 		if !statusKeys[string(key)] {
-			return nil, Ignored
+			return nil, lineIgnored
 		}
-		p.done = Update{}
+		p.done = update{}
 		switch parseStatus(&p.done, line) {
 		case unknownKey:
-			return nil, Ignored
+			return nil, lineIgnored
 		case refused:
-			return &p.done, Rejected
+			return &p.done, lineRejected
 		}
-		return &p.done, Status
+		return &p.done, lineStatus
 	}
 	if string(key) == "progress" {
-		p.done, p.block = p.block, Update{}
+		p.done, p.block = p.block, update{}
 		p.done.End = string(value) == "end"
 		if p.done.End {
 			p.outputs = nil // what follows is another encode
 		}
-		return &p.done, Progress
+		return &p.done, lineProgress
 	}
 	switch p.apply(&p.block, key, value) {
 	case unknownKey:
-		return nil, Ignored
+		return nil, lineIgnored
 	case refused:
-		return nil, Rejected
+		return nil, lineRejected
 	}
-	return nil, Progress
+	return nil, lineProgress
 }
 
 // progressShaped reports whether line looks like key=value, as -progress
@@ -187,7 +187,7 @@ const (
 // parseStatus reads "frame=  240 fps= 30 q=28.0 size=    1024kB time=... speed=1.01x":
 // unknownKey when no known key is in it, refused when a value was refused
 // (the other values are read all the same).
-func parseStatus(u *Update, line []byte) result {
+func parseStatus(u *update, line []byte) result {
 	res := unknownKey
 	for len(line) > 0 {
 		eq := bytes.IndexByte(line, '=')
@@ -209,7 +209,7 @@ func parseStatus(u *Update, line []byte) result {
 }
 
 // apply reads one -progress key, including each output's quantizer.
-func (p *progressParser) apply(u *Update, key, value []byte) result {
+func (p *progressParser) apply(u *update, key, value []byte) result {
 	if output, ok := quantizerKey(key); ok {
 		return p.quantizer(u, output, value)
 	}
@@ -218,7 +218,7 @@ func (p *progressParser) apply(u *Update, key, value []byte) result {
 
 // apply reads one key's value into u. A known key with an unreadable value
 // (N/A, garbage) clears the field; one that cannot be real leaves it as it is.
-func apply(u *Update, key, value []byte) result {
+func apply(u *update, key, value []byte) result {
 	var (
 		f  Field
 		v  float64
@@ -272,7 +272,7 @@ func apply(u *Update, key, value []byte) result {
 
 // quantizer reads an output's q. -1 is ffmpeg's "no quality in this
 // report" (the last report of libx264, say): the reading stays as it was.
-func (p *progressParser) quantizer(u *Update, output, value []byte) result {
+func (p *progressParser) quantizer(u *update, output, value []byte) result {
 	name, ok := p.output(output)
 	if !ok {
 		return unknownKey
@@ -280,7 +280,7 @@ func (p *progressParser) quantizer(u *Update, output, value []byte) result {
 	q, ok := number(value, "")
 	switch {
 	case !ok || q == -1:
-	case !(q >= 0 && q <= MaxQuantizer):
+	case !(q >= 0 && q <= maxQuantizer):
 		return refused
 	default:
 		u.setQuantizer(name, q)

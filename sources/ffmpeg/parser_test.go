@@ -9,10 +9,10 @@ import (
 )
 
 // feed runs lines through a parser and returns the completed blocks.
-func feed(t *testing.T, text string) []Update {
+func feed(t *testing.T, text string) []update {
 	t.Helper()
 	var p progressParser
-	var blocks []Update
+	var blocks []update
 	lr := newLineReader(strings.NewReader(text), MaxLineBytes)
 	for {
 		line, err := lr.Next()
@@ -25,7 +25,7 @@ func feed(t *testing.T, text string) []Update {
 	}
 }
 
-func want(t *testing.T, u Update, f Field, v float64) {
+func want(t *testing.T, u update, f Field, v float64) {
 	t.Helper()
 	if u.Set&(1<<f) == 0 {
 		t.Errorf("field %d not set, want %v", f, v)
@@ -36,7 +36,7 @@ func want(t *testing.T, u Update, f Field, v float64) {
 	}
 }
 
-func wantCleared(t *testing.T, u Update, f Field) {
+func wantCleared(t *testing.T, u update, f Field) {
 	t.Helper()
 	if u.Set&(1<<f) != 0 || u.Cleared&(1<<f) == 0 {
 		t.Errorf("field %d: set=%v cleared=%v, want cleared", f, u.Set&(1<<f) != 0, u.Cleared&(1<<f) != 0)
@@ -155,14 +155,14 @@ func TestIgnoredLines(t *testing.T) {
 		"stream_00_0_q=1", "stream_0_q=1", "stream_0_0_0_q=1", "stream_x_0_q=1", "stream_123456_0_q=1",
 		"fps=1 q=2", // several pairs, but not a status line's first key
 	} {
-		if u, kind := p.Line([]byte(line)); u != nil || kind != Ignored {
+		if u, kind := p.Line([]byte(line)); u != nil || kind != lineIgnored {
 			t.Errorf("%q: done=%v kind=%v, want ignored", line, u != nil, kind)
 		}
 	}
 	// Unreadable values of known keys are read as N/A, not as zero.
 	_, kind := p.Line([]byte("fps=abc"))
 	u, _ := p.Line([]byte("progress=continue"))
-	if kind != Progress {
+	if kind != lineProgress {
 		t.Errorf("fps=abc kind %v, want Progress", kind)
 	}
 	wantCleared(t, *u, FPS)
@@ -206,7 +206,7 @@ func FuzzParser(f *testing.F) {
 				}
 			}
 			for _, q := range u.Quantizers[:u.NumQuantizers] {
-				if !possible(q.Q, MaxQuantizer) {
+				if !possible(q.Q, maxQuantizer) {
 					t.Fatalf("quantizer %+v from %q", q, data)
 				}
 			}
@@ -228,7 +228,7 @@ func FuzzParser(f *testing.F) {
 			t.Fatalf("%d quantizers, past MaxOutputs", len(s.Quantizers))
 		}
 		for _, q := range s.Quantizers {
-			if !possible(q.Q, MaxQuantizer) {
+			if !possible(q.Q, maxQuantizer) {
 				t.Fatalf("snapshot quantizer %+v from %q", q, data)
 			}
 		}
@@ -259,7 +259,7 @@ func TestValuesThatCannotBeReal(t *testing.T) {
 		if !strings.Contains(line, " ") {
 			u, _ = p.Line([]byte("progress=continue"))
 		}
-		if kind != Rejected {
+		if kind != lineRejected {
 			t.Errorf("%q: kind %v, want Rejected", line, kind)
 		}
 		for _, f := range []Field{FPS, Bitrate, Size, Dropped, Duplicated} {
@@ -280,7 +280,7 @@ func TestValuesThatCannotBeReal(t *testing.T) {
 	for f := range NumFields {
 		want(t, u, f, limits[f])
 	}
-	if u.NumQuantizers != 1 || u.Quantizers[0].Q != MaxQuantizer {
+	if u.NumQuantizers != 1 || u.Quantizers[0].Q != maxQuantizer {
 		t.Errorf("quantizer at its limit: %+v", u.Quantizers[:u.NumQuantizers])
 	}
 }
@@ -290,7 +290,7 @@ func TestValuesThatCannotBeReal(t *testing.T) {
 func TestQuantizers(t *testing.T) {
 	blocks := feed(t, "frame=1\nstream_0_0_q=0.0\nstream_1_0_q=4.7\nstream_0_0_q=28.0\nprogress=continue\n"+
 		"frame=50\nstream_0_0_q=-1.0\nstream_1_0_q=2.0\nprogress=end\n")
-	quantizers := func(u Update) []Quantizer { return u.Quantizers[:u.NumQuantizers] }
+	quantizers := func(u update) []Quantizer { return u.Quantizers[:u.NumQuantizers] }
 	if got := quantizers(blocks[0]); !slices.Equal(got, []Quantizer{{"0:0", 28}, {"1:0", 4.7}}) {
 		t.Errorf("first block: %+v", got)
 	}
@@ -300,11 +300,11 @@ func TestQuantizers(t *testing.T) {
 
 	var p progressParser
 	for i := range MaxOutputs {
-		if _, kind := p.Line(fmt.Appendf(nil, "stream_%d_%d_q=%d", i/2, i%2+1, i)); kind != Progress {
+		if _, kind := p.Line(fmt.Appendf(nil, "stream_%d_%d_q=%d", i/2, i%2+1, i)); kind != lineProgress {
 			t.Errorf("output %d: kind %v, want Progress", i+1, kind)
 		}
 	}
-	if _, kind := p.Line([]byte("stream_99_0_q=1")); kind != Ignored {
+	if _, kind := p.Line([]byte("stream_99_0_q=1")); kind != lineIgnored {
 		t.Errorf("output past MaxOutputs: kind %v, want Ignored", kind)
 	}
 	if u, _ := p.Line([]byte("progress=end")); u.NumQuantizers != MaxOutputs || u.Quantizers[MaxOutputs-1].Output != "7:2" {

@@ -203,16 +203,24 @@ func (s *Source) watchXIDs() {
 }
 
 // Close stops the event watcher and shuts NVML down, but never while a
-// collection is still inside the library: a driver that hangs past
-// CloseTimeout keeps NVML loaded (the process is ending) rather than have
-// Shutdown pull the library from under the call.
+// call is still inside the library: a driver that hangs (in a collection
+// or in the event set's Wait) past closeTimeout keeps NVML loaded (the
+// process is ending) rather than have Shutdown pull the library from under
+// the call, and Close returns so that shutdown goes on.
 func (s *Source) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	deadline := time.NewTimer(closeTimeout)
+	defer deadline.Stop()
 	if s.stopEvents != nil {
 		s.stopEvents()
-		<-s.eventsDone
-		s.stopEvents = nil
+		select {
+		case <-s.eventsDone:
+			s.stopEvents = nil
+		case <-deadline.C: // stopEvents stays set: a later Close waits again
+			s.cfg.Log.Warn("NVML event wait is still running; leaving NVML loaded", "waited", closeTimeout)
+			return
+		}
 	}
 	if !s.initialized {
 		return
@@ -223,13 +231,13 @@ func (s *Source) Close() {
 	case <-returned:
 		s.cfg.Lib.Shutdown()
 		s.initialized = false
-	case <-time.After(CloseTimeout):
-		s.cfg.Log.Warn("an NVML call is still running; leaving NVML loaded", "waited", CloseTimeout)
+	case <-deadline.C:
+		s.cfg.Log.Warn("an NVML call is still running; leaving NVML loaded", "waited", closeTimeout)
 	}
 }
 
-// CloseTimeout bounds how long Close waits for a collection inside NVML.
-const CloseTimeout = 2 * time.Second
+// closeTimeout bounds how long Close waits for calls inside NVML.
+const closeTimeout = 2 * time.Second
 
 // collect reads every GPU; one failing GPU does not stop the others.
 func (s *Source) collect() (*Snapshot, error) {

@@ -11,7 +11,7 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
-var errNoCgo = errors.New("this gpu-exporter was built without cgo (CGO_ENABLED=0) and has no NVML support: rebuild with CGO_ENABLED=1")
+var errNoCgo = errors.New("built without cgo (CGO_ENABLED=0): no NVML support; rebuild with CGO_ENABLED=1")
 
 // Config mirrors the cgo build's; this build only reports that it cannot read GPUs.
 type Config struct {

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
 )
 
@@ -191,18 +193,12 @@ func TestXIDEvents(t *testing.T) {
 	for _, xid := range []uint64{79, 79, 43} {
 		m.Events <- gonvml.EventData{Device: m.Devices[3], EventType: gonvml.EventTypeXidCriticalError, EventData: xid}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	// A repeated XID is counted each time.
+	exportertest.WaitFor(t, 5*time.Second, func() bool {
 		src.Sample(context.Background())
 		x := src.Snapshot().GPUs[3].XIDs
-		if len(x) == 2 && x[0] == (XIDCount{43, 1}) && x[1] == (XIDCount{79, 2}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("XIDs %v, want 43×1 and 79×2 (a repeated XID counted each time)", x)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(x) == 2 && x[0] == (XIDCount{43, 1}) && x[1] == (XIDCount{79, 2})
+	})
 	if x := src.Snapshot().GPUs[0].XIDs; len(x) != 0 {
 		t.Errorf("gpu 0 got another GPU's XIDs: %v", x)
 	}
@@ -232,13 +228,7 @@ func TestHungDriverBounded(t *testing.T) {
 	done := make(chan struct{})
 	go func() { src.Sample(context.Background()); close(done) }()
 	// While the driver hangs the snapshot stays readable and says so.
-	deadline := time.Now().Add(5 * time.Second)
-	for src.Health() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("a hung NVML call was not reported")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	exportertest.WaitFor(t, 5*time.Second, func() bool { return src.Health() != nil })
 	if err := src.Health(); !strings.Contains(err.Error(), "did not answer") {
 		t.Errorf("health %v", err)
 	}
@@ -305,7 +295,51 @@ func TestNoShutdownWhileInsideLibrary(t *testing.T) {
 		t.Error("NVML was shut down while a call was still inside it")
 	}
 	if !inside.Load() && src.initialized {
-		t.Error("NVML left loaded although the call returned within CloseTimeout")
+		t.Error("NVML left loaded although the call returned within closeTimeout")
+	}
+}
+
+// TestCloseWithHungEventWait: a driver hung in the event set's Wait does
+// not hang Close (and with it the exporter's shutdown): Close gives up
+// after closeTimeout and leaves NVML loaded rather than shut it down under
+// the call; once Wait returns, a later Close shuts NVML down.
+func TestCloseWithHungEventWait(t *testing.T) {
+	m := gpumock.New(1)
+	release := make(chan struct{})
+	waiting := make(chan struct{})
+	var once sync.Once
+	m.EventSetCreateFunc = func() (gonvml.EventSet, gonvml.Return) {
+		return &mock.EventSet{
+			WaitFunc: func(uint32) (gonvml.EventData, gonvml.Return) {
+				once.Do(func() { close(waiting) })
+				<-release // ignores its timeout, as a hung driver does
+				return gonvml.EventData{}, gonvml.ERROR_TIMEOUT
+			},
+			FreeFunc: func() gonvml.Return { return gonvml.SUCCESS },
+		}, gonvml.SUCCESS
+	}
+	var shutdowns atomic.Int32
+	shutdown := m.ShutdownFunc
+	m.ShutdownFunc = func() gonvml.Return { shutdowns.Add(1); return shutdown() }
+	src, _ := newSource(t, m)
+	src.Sample(context.Background())
+	<-waiting
+
+	closed := make(chan struct{})
+	go func() { src.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second): // a guard against hanging the test run, not a speed check
+		close(release)
+		t.Fatal("Close hung on an event Wait that does not return")
+	}
+	if n := shutdowns.Load(); n != 0 {
+		t.Errorf("NVML shut down %d times while the event watcher was still inside Wait", n)
+	}
+	close(release)
+	src.Close()
+	if n := shutdowns.Load(); n != 1 {
+		t.Errorf("NVML shut down %d times after Wait returned, want once", n)
 	}
 }
 

@@ -63,8 +63,8 @@ func scanTCP(r io.Reader, want map[TCPConn]TCPConn, found map[TCPConn]uint64) er
 		if len(f) < 10 {
 			return fmt.Errorf("line %q: %d fields, want at least 10", sc.Text(), len(f))
 		}
-		local, err1 := ParseHexAddrPort(f[1])
-		remote, err2 := ParseHexAddrPort(f[2])
+		local, err1 := parseHexAddrPort(f[1])
+		remote, err2 := parseHexAddrPort(f[2])
 		if err := errors.Join(err1, err2); err != nil {
 			return err
 		}
@@ -83,10 +83,10 @@ func scanTCP(r io.Reader, want map[TCPConn]TCPConn, found map[TCPConn]uint64) er
 	return sc.Err()
 }
 
-// ParseHexAddrPort parses an address as net/tcp prints it: the address's
+// parseHexAddrPort parses an address as net/tcp prints it: the address's
 // 32-bit words in the host's byte order, in hex, then ':' and the port in
 // hex. IPv4-mapped IPv6 addresses come back as IPv4.
-func ParseHexAddrPort(s string) (netip.AddrPort, error) {
+func parseHexAddrPort(s string) (netip.AddrPort, error) {
 	a, p, ok := strings.Cut(s, ":")
 	port, err := strconv.ParseUint(p, 16, 16)
 	if !ok || err != nil {

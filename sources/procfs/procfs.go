@@ -64,11 +64,11 @@ func (f *FS) Stat(pid int) (Stat, error) {
 	if err != nil {
 		return Stat{}, err
 	}
-	return ParseStat(pid, b)
+	return parseStat(pid, b)
 }
 
-// ParseStat parses the contents of /proc/PID/stat.
-func ParseStat(pid int, b []byte) (Stat, error) {
+// parseStat parses the contents of /proc/PID/stat.
+func parseStat(pid int, b []byte) (Stat, error) {
 	// The command sits in parentheses and may hold spaces and parentheses
 	// itself: the fields start after the last ')'.
 	l, r := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
@@ -123,14 +123,14 @@ func (f *FS) CPU() (CPU, error) {
 	if err != nil {
 		return CPU{}, err
 	}
-	return ParseCPU(b)
+	return parseCPU(b)
 }
 
-// ParseCPU parses the aggregate "cpu" line at the start of /proc/stat:
+// parseCPU parses the aggregate "cpu" line at the start of /proc/stat:
 // user nice system idle iowait irq softirq steal guest guest_nice, in
 // USER_HZ. Guest time is part of user and nice already, so it is not
 // added again.
-func ParseCPU(b []byte) (CPU, error) {
+func parseCPU(b []byte) (CPU, error) {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
 	fields := bytes.Fields(line)
 	if len(fields) < 5 || string(fields[0]) != "cpu" {

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 )
 
 // These tests read this machine's real /proc, with real processes at the
@@ -86,7 +88,7 @@ func TestStatMatchesRusage(t *testing.T) {
 func TestParseStat(t *testing.T) {
 	// A command may hold spaces and parentheses.
 	line := "4242 (ffmpeg (x) 2) S 1 4242 4242 0 -1 4194560 2000 0 0 0 250 50 0 0 20 0 9 0 123456 1000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-	s, err := ParseStat(4242, []byte(line))
+	s, err := parseStat(4242, []byte(line))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +96,13 @@ func TestParseStat(t *testing.T) {
 	if s != want {
 		t.Errorf("got %+v, want %+v", s, want)
 	}
-	z, err := ParseStat(7, []byte("7 (a) Z 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 99 0 0"))
+	z, err := parseStat(7, []byte("7 (a) Z 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 99 0 0"))
 	if err != nil || !z.Exited || z.Start != 99 || z.CPUSeconds != 0.03 {
 		t.Errorf("zombie: %+v %v", z, err)
 	}
 	for _, bad := range []string{"", "1 (a", "1 (a) S 1 2 3", "1 (a) S 1 1 1 0 -1 0 0 0 0 0 x 2 0 0 20 0 1 0 99"} {
-		if _, err := ParseStat(1, []byte(bad)); err == nil {
-			t.Errorf("ParseStat(%q) accepted", bad)
+		if _, err := parseStat(1, []byte(bad)); err == nil {
+			t.Errorf("parseStat(%q) accepted", bad)
 		}
 	}
 }
@@ -109,7 +111,7 @@ func FuzzParseStat(f *testing.F) {
 	f.Add([]byte("1 (init) S 0 1 1 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 10 100 10 1"))
 	f.Add([]byte("1 ()) ) Z 0 1 1 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 10"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := ParseStat(1, b)
+		s, err := parseStat(1, b)
 		if err == nil && (s.CPUSeconds < 0 || math.IsNaN(s.CPUSeconds)) {
 			t.Errorf("CPU %v from %q", s.CPUSeconds, b)
 		}
@@ -117,7 +119,7 @@ func FuzzParseStat(f *testing.F) {
 }
 
 func TestCPU(t *testing.T) {
-	c, err := ParseCPU([]byte("cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 1 2 3 4\n"))
+	c, err := parseCPU([]byte("cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 1 2 3 4\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +127,7 @@ func TestCPU(t *testing.T) {
 	if c.TotalSeconds != 11.81 || c.IdleSeconds != 10.2 {
 		t.Errorf("got %+v", c)
 	}
-	if _, err := ParseCPU([]byte("intr 1 2 3\n")); err == nil {
+	if _, err := parseCPU([]byte("intr 1 2 3\n")); err == nil {
 		t.Error("accepted a file without the cpu line")
 	}
 	f := proc(t)
@@ -145,7 +147,7 @@ func TestCPU(t *testing.T) {
 func FuzzParseCPU(f *testing.F) {
 	f.Add([]byte("cpu  100 5 50 1000 20 1 2 3 40 0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := ParseCPU(b)
+		c, err := parseCPU(b)
 		if err == nil && (c.IdleSeconds > c.TotalSeconds || c.IdleSeconds < 0) {
 			t.Errorf("%+v from %q", c, b)
 		}
@@ -158,13 +160,13 @@ func TestParseHexAddrPort(t *testing.T) {
 		"00000000000000000000000001000000:0050": "[::1]:80",
 		"0000000000000000FFFF00000100007F:2522": "127.0.0.1:9506", // IPv4-mapped, as a dual-stack listener's sockets show
 	} {
-		got, err := ParseHexAddrPort(in)
+		got, err := parseHexAddrPort(in)
 		if err != nil || got.String() != want {
 			t.Errorf("%s: %v %v, want %s", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "0100007F", "0100007F:", "0100007:1F40", "0100007F:1F4000", "zz00007F:1F40"} {
-		if _, err := ParseHexAddrPort(bad); err == nil {
+		if _, err := parseHexAddrPort(bad); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
 	}
@@ -173,7 +175,7 @@ func TestParseHexAddrPort(t *testing.T) {
 func FuzzParseHexAddrPort(f *testing.F) {
 	f.Add("0100007F:1F40")
 	f.Fuzz(func(t *testing.T, s string) {
-		if ap, err := ParseHexAddrPort(s); err == nil && !ap.IsValid() {
+		if ap, err := parseHexAddrPort(s); err == nil && !ap.IsValid() {
 			t.Errorf("%q: invalid %v without an error", s, ap)
 		}
 	})
@@ -185,7 +187,7 @@ func connectFromChild(t *testing.T, network, listen, dial string) (*exec.Cmd, ne
 	t.Helper()
 	ln, err := net.Listen(network, listen)
 	if err != nil {
-		t.Skipf("cannot listen on %s %s here: %v", network, listen, err)
+		peer.Missing(t, fmt.Sprintf("cannot listen on %s %s here: %v", network, listen, err))
 	}
 	defer ln.Close()
 	port := ln.Addr().(*net.TCPAddr).Port

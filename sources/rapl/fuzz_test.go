@@ -80,7 +80,7 @@ func FuzzReadZone(f *testing.F) {
 			"class/powercap/intel-rapl:0:0/name":                {Data: name},
 			"class/powercap/intel-rapl:0:0/max_energy_range_uj": {Data: maxRange},
 		}
-		zones, failed, err := discover(fsys)
+		zones, failed, err := discover(fsys, nil)
 		if err != nil || len(zones)+len(failed) > 2 {
 			t.Fatalf("%d zones, %d failed, %v", len(zones), len(failed), err)
 		}

@@ -63,8 +63,8 @@ type Source struct {
 
 	mu       sync.Mutex // serialises Sample
 	zones    []zone
-	states   []state
-	complete bool // every zone under powercap was identified
+	states   map[string]*state // by zone Dir, so they outlive rediscovery
+	complete bool              // every zone under powercap was identified
 }
 
 // state is a zone's counter between samples.
@@ -134,10 +134,10 @@ func (s *Source) Sample() {
 	}
 
 	snap := &Snapshot{Discovered: len(s.zones)}
-	for i, z := range s.zones {
+	for _, z := range s.zones {
 		file := path.Join(z.Dir, "energy_uj")
 		raw, err := readUint(s.cfg.FS, file)
-		st := &s.states[i]
+		st := s.states[z.Dir]
 		if err != nil {
 			errs = append(errs, err)
 		} else {
@@ -165,7 +165,7 @@ func (s *Source) Sample() {
 // discover looks for zones, keeping the counters of those already known,
 // and returns why any could not be identified.
 func (s *Source) discover() []error {
-	zones, failed, err := discover(s.cfg.FS)
+	zones, failed, err := discover(s.cfg.FS, s.zones)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return []error{fmt.Errorf("no powercap at %s: load the intel_rapl_msr (Intel) or intel_rapl (AMD) module, or enable RAPL in the BIOS", path.Join(s.cfg.Root, powercapDir))}
@@ -174,13 +174,13 @@ func (s *Source) discover() []error {
 	case len(zones) == 0 && len(failed) == 0:
 		return []error{fmt.Errorf("no RAPL zones under %s: this CPU or kernel exposes none", path.Join(s.cfg.Root, powercapDir))}
 	}
-	states := make([]state, len(zones))
-	for i, z := range zones {
-		for j, old := range s.zones {
-			if old.Dir == z.Dir {
-				states[i] = s.states[j]
-			}
+	states := make(map[string]*state, len(zones))
+	for _, z := range zones {
+		st := s.states[z.Dir]
+		if st == nil {
+			st = &state{}
 		}
+		states[z.Dir] = st
 	}
 	if len(zones) > len(s.zones) {
 		s.cfg.Log.Info("RAPL zones found", "zones", len(zones), "sampling_interval", intervalFor(s.cfg.Interval, zones))

@@ -325,6 +325,79 @@ func TestZoneFailingAtDiscoveryIsRediscovered(t *testing.T) {
 	}
 }
 
+// failFS fails reads of one file while fail is set: a known zone's
+// attribute failing once (EIO, a hotplug race) while rediscovery runs.
+type failFS struct {
+	fs.FS
+	file string
+	mu   sync.Mutex
+	fail bool
+}
+
+func (f *failFS) set(fail bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = fail
+}
+
+func (f *failFS) Open(name string) (fs.File, error) {
+	f.mu.Lock()
+	fail := f.fail && name == f.file
+	f.mu.Unlock()
+	if fail {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("input/output error")}
+	}
+	return f.FS.Open(name)
+}
+
+// TestKnownZoneFailingAtRediscoveryKeepsItsCounter: while one zone fails
+// for good, every sample rediscovers; a known zone whose name cannot be read
+// once keeps its labels and its total (a counter must never fall), its
+// subzones too, and the intel-rapl-mmio view of it does not stand in.
+func TestKnownZoneFailingAtRediscoveryKeepsItsCounter(t *testing.T) {
+	host := append([]raplfixture.Zone(nil), raplfixture.Laptop...)
+	const max = raplfixture.IntelMaxUJ
+	host[0].EnergyUJ = max - 1_000_000 // package 0, 1 J before the wrap
+	root := raplfixture.Build(t, t.TempDir(), host)
+	// psys fails for good, so discovery runs at every sample.
+	os.WriteFile(filepath.Join(raplfixture.Dir(root, "intel-rapl:1"), "max_energy_range_uj"), []byte("lots\n"), 0o444)
+	fsys := &failFS{FS: os.DirFS(root), file: "class/powercap/intel-rapl:0/name"}
+	src, c, _ := newSource(t, root, fsys)
+	want := "0/core 0/dram 0/package 0/uncore"
+	if got := strings.Join(labels(src.Snapshot()), " "); got != want {
+		t.Fatalf("zones %q, want %q", got, want)
+	}
+
+	last := zoneReading(t, src, "0", "package").EnergyJoules
+	for i, step := range []struct {
+		uj   uint64
+		fail bool
+	}{{1_000_000, true}, {2_000_000, false}} {
+		fsys.set(step.fail)
+		raplfixture.SetEnergy(t, root, "intel-rapl:0", step.uj)
+		c.advance(time.Second)
+		src.Sample()
+		if got := strings.Join(labels(src.Snapshot()), " "); got != want {
+			t.Errorf("sample %d: zones %q, want %q", i, got, want)
+		}
+		if err := src.Health(); step.fail && (err == nil || !strings.Contains(err.Error(), "intel-rapl:0/name")) {
+			t.Errorf("sample %d: health %v, want the failing file named", i, err)
+		}
+		for _, z := range src.Snapshot().Zones {
+			if z.Package != "0" || z.Zone != "package" {
+				continue
+			}
+			if z.EnergyJoules < last {
+				t.Errorf("sample %d: package 0 fell from %v J to %v J", i, last, z.EnergyJoules)
+			}
+			last = z.EnergyJoules
+		}
+	}
+	if wantJ := float64(max+2_000_000) / 1e6; last != wantJ {
+		t.Errorf("package 0 at %v J, want %v J (across the wrap)", last, wantJ)
+	}
+}
+
 // TestBackwardsCounterIsImplausible: a counter that falls far from its range
 // is no wrap (it would add 262,141 J in a second). It is reported, counted
 // and not integrated; the next change is measured from the new reading.

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,9 +32,11 @@ type zone struct {
 }
 
 // discover lists the RAPL zones under fsys (rooted at sysfs), and why any
-// zone there could not be identified. A domain that both intel-rapl (MSR)
-// and intel-rapl-mmio expose is counted once, from intel-rapl.
-func discover(fsys fs.FS) (zones []zone, failed []error, err error) {
+// zone there could not be identified. A zone among known that cannot be
+// identified now stays as it was known: one failed read must not drop it,
+// nor let its intel-rapl-mmio view stand in. A domain that both intel-rapl
+// (MSR) and intel-rapl-mmio expose is counted once, from intel-rapl.
+func discover(fsys fs.FS, known []zone) (zones []zone, failed []error, err error) {
 	entries, err := fs.ReadDir(fsys, powercapDir)
 	if err != nil {
 		return nil, nil, err
@@ -58,7 +61,11 @@ func discover(fsys fs.FS) (zones []zone, failed []error, err error) {
 		z, err := readZone(fsys, name)
 		if err != nil {
 			failed = append(failed, fmt.Errorf("zone %s: %w", name, err))
-			continue
+			i := slices.IndexFunc(known, func(k zone) bool { return k.Dir == path.Join(powercapDir, name) })
+			if i < 0 {
+				continue
+			}
+			z = known[i]
 		}
 		key := [2]string{z.Package, z.Zone}
 		if seen[key] {
