@@ -80,8 +80,9 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s "$${t%%:*}"; \
 	done
 
-# One table: scrape load against node_exporter and a fixed-body ceiling,
-# resident memory of every exporter, the Go benchmarks (needs wrk).
+# One table: scrape load (plain, gzip, OpenMetrics Accept) against
+# node_exporter and a fixed-body ceiling, resident memory of every exporter
+# started cold, the Go benchmarks (needs wrk and prometheus-node-exporter).
 bench: build
 	BIN=$(BIN) ./scripts/bench
 

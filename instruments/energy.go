@@ -13,7 +13,7 @@ import (
 // left out until the stream is linked to a process.
 var (
 	StreamCPU = Metric{Name: "ffmpeg_stream_cpu_seconds_total", Unit: "s", Kind: Counter, Attributes: stream,
-		Help: "CPU time (user + system) of the processes linked to the stream's current encode, each since it started."}
+		Help: "CPU time (user + system) of the processes linked to the stream's current encode, each since it was charged to the encode: from its start if it started just before the link, else from the link (as its energy); starts from zero."}
 	StreamEnergy = Metric{Name: "ffmpeg_stream_energy_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"stream", "device"},
 		Help: "Energy attributed to the stream's current encode: cpu from RAPL (package and dram) by CPU time, gpu from NVML by engine use; idle power is not attributed."}
 	StreamProcess = Metric{Name: "ffmpeg_stream_process_info", Kind: Gauge, Attributes: []string{"stream", "pid", "command"},
@@ -28,6 +28,8 @@ var (
 		Help: "A live stream linked to no process, and why: remote, not_found, permission, no_process, exited, bad_pid or no_peer; always 1."}
 	LinkFailures = Metric{Name: "ffmpeg_stream_link_failures_total", Kind: Counter, Attributes: []string{"reason"},
 		Help: "Ingest connections that could not be linked to a process, by reason (each connection once per reason)."}
+	StreamProcessesLeftOut = Metric{Name: "ffmpeg_stream_processes_left_out", Kind: Gauge, Attributes: stream,
+		Help: "Processes found at the stream's latest link beyond the limit of " + strconv.Itoa(energy.MaxProcesses) + " per encode, which are not linked (/health names the stream)."}
 	EnergyAvailable = Metric{Name: "ffmpeg_energy_available", Kind: Gauge, Attributes: []string{"device"},
 		Help: "Whether the device's energy could be read in the latest window (1) or not (0): cpu is RAPL, gpu is NVML."}
 )
@@ -65,6 +67,7 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 				e.Value(float64(s.EncoderSessions))
 			}
 		}},
+		{Metric: StreamProcessesLeftOut, Each: func(s *energy.Stream, e *Emit) { e.Value(float64(s.ProcessesLeftOut)) }},
 		{Metric: StreamUnlinked, Once: func(s *energy.Snapshot, e *Emit) {
 			for _, u := range s.Unlinked {
 				e.With(1, attribute.String("stream", u.Name), attribute.String("reason", energy.Reasons[u.Reason]))

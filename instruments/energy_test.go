@@ -1,9 +1,12 @@
 package instruments
 
 import (
+	"context"
+	"fmt"
 	"testing"
 
 	"go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
@@ -45,4 +48,66 @@ func TestEnergyGolden(t *testing.T) {
 	golden(t, "testdata/energy.golden", got)
 	peer.CheckMetrics(t, got)
 	checkReordered(t, energyTable, knownEnergy{}.Snapshot, func(t *testing.T, got string) { golden(t, "testdata/energy.golden", got) })
+}
+
+// manyEnergy is n linked streams, each with every series it can have:
+// MaxProcesses processes, every engine and device.
+type manyEnergy int
+
+func (n manyEnergy) Snapshot() *energy.Snapshot {
+	snap := &energy.Snapshot{}
+	for i := range int(n) {
+		st := energy.Stream{Name: fmt.Sprintf("s%d", i), HasEnergy: [energy.NumDevices]bool{true, true}, GPU: true, HasJoulesPerFrame: true}
+		for p := range energy.MaxProcesses {
+			st.Processes = append(st.Processes, energy.Process{Process: procfs.Process{PID: 1000*i + p}, Command: "ffmpeg"})
+		}
+		snap.Streams = append(snap.Streams, st)
+		snap.Unlinked = append(snap.Unlinked, energy.Unlinked{Name: st.Name, Reason: energy.NotFound})
+	}
+	return snap
+}
+
+// TestEnergySeriesLimit: under the limit for n streams every series of n
+// streams is served, with no overflow series; one stream more overflows.
+func TestEnergySeriesLimit(t *testing.T) {
+	const streams = 4
+	overflow := func(n manyEnergy) (processes int, over []string) {
+		t.Helper()
+		reader := metric.NewManualReader()
+		provider := metric.NewMeterProvider(metric.WithReader(reader), metric.WithCardinalityLimit(EnergySeriesLimit(streams)))
+		defer provider.Shutdown(context.Background())
+		if err := RegisterEnergy(provider.Meter("test"), n); err != nil {
+			t.Fatal(err)
+		}
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				var points []metricdata.DataPoint[float64]
+				switch d := m.Data.(type) {
+				case metricdata.Gauge[float64]:
+					points = d.DataPoints
+				case metricdata.Sum[float64]:
+					points = d.DataPoints
+				}
+				if m.Name == StreamProcess.Name {
+					processes = len(points)
+				}
+				for _, p := range points {
+					if p.Attributes.HasValue("otel.metric.overflow") {
+						over = append(over, m.Name)
+					}
+				}
+			}
+		}
+		return processes, over
+	}
+	if n, over := overflow(streams); len(over) > 0 || n != streams*energy.MaxProcesses {
+		t.Errorf("%d streams: %d process series, overflow in %v; want %d and none", streams, n, over, streams*energy.MaxProcesses)
+	}
+	if _, over := overflow(streams + 1); len(over) == 0 {
+		t.Errorf("%d streams under the limit for %d: no overflow series, so this test could not see one", streams+1, streams)
+	}
 }

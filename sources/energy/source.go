@@ -160,7 +160,7 @@ func New(cfg Config) *Source {
 func (s *Source) Run(ctx context.Context) {
 	if s.cfg.GPUs != nil {
 		done := make(chan struct{})
-		close(done)
+		go func() { defer close(done); s.cfg.GPUs.Run(ctx) }()
 		defer func() { <-done }()
 	}
 	sampling.Every(ctx, s.interval, s.Sample)
@@ -291,7 +291,6 @@ func (s *Source) readMachine() (readings, *nvml.Snapshot, error) {
 	}
 	var gpus *nvml.Snapshot
 	if s.cfg.GPUs != nil {
-		s.cfg.GPUs.(interface{ Sample(context.Context) }).Sample(context.Background())
 		if gpus = s.cfg.GPUs.Snapshot(); !gpus.Available {
 			gpus = nil
 		}

@@ -1,19 +1,16 @@
 package exporters
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"log/slog"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
@@ -69,7 +66,7 @@ func FFmpeg() Source {
 			}
 			var src sampling.Source = hub
 			if stdin {
-				src = &stdinSource{Hub: hub, name: streamName, linger: linger, log: log}
+				src = &ffmpeg.Stdin{Hub: hub, Stream: streamName, Linger: linger}
 			}
 			if perEncode != nil {
 				src = newWithEnergy(src, perEncode)
@@ -78,43 +75,4 @@ func FFmpeg() Source {
 			return Built{Source: src, Register: register, SeriesLimit: limit}, nil
 		},
 	}
-}
-
-// stdinSource is the hub fed from standard input too: when the input ends
-// and the linger is over, it ends, and with it the ffmpeg port (so
-// `ffmpeg ... | ffmpeg-exporter --stdin` ends with ffmpeg) but nothing else.
-type stdinSource struct {
-	*ffmpeg.Hub
-	name   string
-	linger time.Duration
-	log    *slog.Logger
-}
-
-func (s *stdinSource) Run(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	pruned := make(chan struct{})
-	go func() { s.Hub.Run(ctx); close(pruned) }()
-	defer func() { cancel(); <-pruned }()
-
-	var peer ffmpeg.Peer // the writer of our standard input's pipe, when it is one
-	peer.Pipe, _ = procfs.PipeInode(os.Stdin)
-	err := s.Follow(ctx, openStdin(), s.name, peer)
-	if ctx.Err() != nil {
-		return
-	}
-	s.log.Info("stdin ended; ending the ffmpeg source after --stdin.linger", "stream", s.name, "linger", s.linger, "err", err)
-	select {
-	case <-time.After(s.linger):
-	case <-ctx.Done():
-	}
-}
-
-// openStdin returns standard input in non-blocking mode, so that closing it
-// at shutdown ends a read blocked on it (a blocking descriptor would keep
-// the reader alive, and the process, until the writer closes).
-func openStdin() *os.File {
-	if err := syscall.SetNonblock(syscall.Stdin, true); err != nil {
-		return os.Stdin
-	}
-	return os.NewFile(uintptr(syscall.Stdin), "/dev/stdin")
 }
