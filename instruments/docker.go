@@ -50,69 +50,29 @@ var directionAttrs = []string{"container", "direction"}
 // dockerTable reads each metric from the snapshot or from each container in it.
 var dockerTable = table[docker.Snapshot, docker.Container]{
 	readings: []Reading[docker.Snapshot, docker.Container]{
-		{Metric: DockerCPU, Each: func(c *docker.Container, e *Emit) {
-			if c.HasCPU {
-				e.Value(c.CPUPercent)
-			}
-		}},
-		{Metric: DockerMemory, Each: func(c *docker.Container, e *Emit) {
-			if c.HasMemory {
-				e.Value(c.MemoryBytes)
-			}
-		}},
-		{Metric: DockerRx, Each: func(c *docker.Container, e *Emit) {
-			if c.HasNetwork {
-				e.Value(c.RxBytes)
-			}
-		}},
-		{Metric: DockerTx, Each: func(c *docker.Container, e *Emit) {
-			if c.HasNetwork {
-				e.Value(c.TxBytes)
-			}
-		}},
-		{Metric: DockerMemoryLimit, Each: func(c *docker.Container, e *Emit) {
-			if c.HasMemoryLimit {
-				e.Value(c.MemoryLimitBytes)
-			}
-		}},
-		{Metric: DockerBlockRead, Each: withStats(func(c *docker.Container) float64 { return c.BlockReadBytes })},
-		{Metric: DockerBlockWrite, Each: withStats(func(c *docker.Container) float64 { return c.BlockWriteBytes })},
-		{Metric: DockerPIDs, Each: func(c *docker.Container, e *Emit) {
-			if c.HasPIDs {
-				e.Value(c.PIDs)
-			}
-		}},
+		dockerField(DockerCPU, func(c *docker.Container) (float64, bool) { return c.CPUPercent, c.HasCPU }),
+		dockerField(DockerMemory, func(c *docker.Container) (float64, bool) { return c.MemoryBytes, c.HasMemory }),
+		dockerField(DockerRx, func(c *docker.Container) (float64, bool) { return c.RxBytes, c.HasNetwork }),
+		dockerField(DockerTx, func(c *docker.Container) (float64, bool) { return c.TxBytes, c.HasNetwork }),
+		dockerField(DockerMemoryLimit, func(c *docker.Container) (float64, bool) { return c.MemoryLimitBytes, c.HasMemoryLimit }),
+		dockerField(DockerBlockRead, func(c *docker.Container) (float64, bool) { return c.BlockReadBytes, c.HasStats }),
+		dockerField(DockerBlockWrite, func(c *docker.Container) (float64, bool) { return c.BlockWriteBytes, c.HasStats }),
+		dockerField(DockerPIDs, func(c *docker.Container) (float64, bool) { return c.PIDs, c.HasPIDs }),
 		{Metric: DockerState, Each: func(c *docker.Container, e *Emit) {
 			for _, s := range docker.States {
 				e.With(boolFloat(c.State == s), attribute.String("state", s))
 			}
 		}},
-		{Metric: DockerRestarts, Each: func(c *docker.Container, e *Emit) {
-			if c.HasInspect {
-				e.Value(c.RestartCount)
-			}
-		}},
+		dockerField(DockerRestarts, func(c *docker.Container) (float64, bool) { return c.RestartCount, c.HasInspect }),
 		{Metric: DockerOOM, Each: func(c *docker.Container, e *Emit) { e.Value(float64(c.OOMKills)) }},
 		{Metric: DockerInfo, Each: func(c *docker.Container, e *Emit) {
 			e.With(1, attribute.String("id", c.ID), attribute.String("image", c.Image))
 		}},
 		{Metric: DockerUp, Once: func(s *docker.Snapshot, e *Emit) { e.Bool(s.Up) }},
 
-		{Metric: DockerCPUSeconds, Each: func(c *docker.Container, e *Emit) {
-			if c.HasCPUUsage {
-				e.Value(c.CPUSeconds)
-			}
-		}},
-		{Metric: DockerThrottledSeconds, Each: func(c *docker.Container, e *Emit) {
-			if c.HasThrottling {
-				e.Value(c.ThrottledSeconds)
-			}
-		}},
-		{Metric: DockerThrottledPeriods, Each: func(c *docker.Container, e *Emit) {
-			if c.HasThrottling {
-				e.Value(c.ThrottledPeriods)
-			}
-		}},
+		dockerField(DockerCPUSeconds, func(c *docker.Container) (float64, bool) { return c.CPUSeconds, c.HasCPUUsage }),
+		dockerField(DockerThrottledSeconds, func(c *docker.Container) (float64, bool) { return c.ThrottledSeconds, c.HasThrottling }),
+		dockerField(DockerThrottledPeriods, func(c *docker.Container) (float64, bool) { return c.ThrottledPeriods, c.HasThrottling }),
 		{Metric: DockerPackets, Each: perDirection(func(p docker.Packets) float64 { return p.Packets })},
 		{Metric: DockerNetErrors, Each: perDirection(func(p docker.Packets) float64 { return p.Errors })},
 		{Metric: DockerNetDropped, Each: perDirection(func(p docker.Packets) float64 { return p.Dropped })},
@@ -123,16 +83,10 @@ var dockerTable = table[docker.Snapshot, docker.Container]{
 				}
 			}
 		}},
-		{Metric: DockerExitCode, Each: func(c *docker.Container, e *Emit) {
-			if c.HasInspect && c.State == "exited" {
-				e.Value(c.ExitCode)
-			}
-		}},
-		{Metric: DockerStartTime, Each: func(c *docker.Container, e *Emit) {
-			if c.HasInspect && !c.StartedAt.IsZero() {
-				e.Value(unixSeconds(c.StartedAt))
-			}
-		}},
+		dockerField(DockerExitCode, func(c *docker.Container) (float64, bool) { return c.ExitCode, c.HasInspect && c.State == "exited" }),
+		dockerField(DockerStartTime, func(c *docker.Container) (float64, bool) {
+			return unixSeconds(c.StartedAt), c.HasInspect && !c.StartedAt.IsZero()
+		}),
 		{Metric: DockerTotalCPU, Once: func(s *docker.Snapshot, e *Emit) {
 			sum, some := 0.0, false
 			for _, c := range s.Containers {
@@ -189,14 +143,14 @@ func perDirection(value func(docker.Packets) float64) func(*docker.Container, *E
 	}
 }
 
-// withStats reads a figure of the stats call, which only running containers
-// whose call succeeded have.
-func withStats(value func(c *docker.Container) float64) func(*docker.Container, *Emit) {
-	return func(c *docker.Container, e *Emit) {
-		if c.HasStats {
-			e.Value(value(c))
+// dockerField reads one figure of each container, left out where the
+// daemon did not tell it (known is false).
+func dockerField(m Metric, read func(*docker.Container) (value float64, known bool)) Reading[docker.Snapshot, docker.Container] {
+	return Reading[docker.Snapshot, docker.Container]{Metric: m, Each: func(c *docker.Container, e *Emit) {
+		if v, ok := read(c); ok {
+			e.Value(v)
 		}
-	}
+	}}
 }
 
 // Docker is the docker-stats-exporter's catalogue.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,7 +107,7 @@ func holdConns(t testing.TB, addr string, n int, request string) []net.Conn {
 		c.Write([]byte(request)) // an error here means the server already closed it
 		held = append(held, c)
 	}
-	if len(held) < n/2 {
+	if len(held) < max(1, n/2) { // at least one: callers of n=1 take [0]
 		t.Fatalf("opened only %d of %d connections", len(held), n)
 	}
 	t.Cleanup(func() {
@@ -115,6 +116,38 @@ func holdConns(t testing.TB, addr string, n int, request string) []net.Conn {
 		}
 	})
 	return held
+}
+
+// fatalRecorder is the test, but its Fatalf is recorded and ends only
+// the goroutine that calls it.
+type fatalRecorder struct {
+	testing.TB
+	failed bool
+}
+
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.failed = true
+	f.Logf("(recorded, expected) "+format, args...)
+	runtime.Goexit()
+}
+
+// TestHoldConnsFailsWhenNoneOpen: asked for one connection to an address
+// that refuses it, holdConns fails the test rather than returning none
+// for the caller to index.
+func TestHoldConnsFailsWhenNoneOpen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: every dial is refused
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() { defer close(done); holdConns(rec, addr, 1, "GET / HTTP/1.1\r\nHost: x\r\n\r\n") }()
+	<-done
+	if !rec.failed {
+		t.Error("holdConns returned no connection without failing the test")
+	}
 }
 
 // scrapeWithin gets /metrics (as alice when auth is set) and fails the
@@ -515,5 +548,32 @@ func TestWebConfigReload(t *testing.T) {
 	}
 	if code := get("alice", "n3w"); code != http.StatusOK {
 		t.Errorf("alice's new password: %d, want 200", code)
+	}
+}
+
+// TestServeErrorClosesPipeline: Serve refusing its web settings closes
+// the pipeline too, with its last OTLP export, rather than leaving its
+// periodic reader running (the export interval here is an hour away).
+func TestServeErrorClosesPipeline(t *testing.T) {
+	clearOTELEnv(t)
+	recv, endpoint := otlptest.StartGRPC(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
+	p := newTestPipeline(t, io.Discard)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := defaultWeb
+	bad.MaxConnections = -1
+	if err := p.Serve(context.Background(), ln, bad); err == nil {
+		t.Fatal("Serve took --web.max-connections -1")
+	}
+	if recv.Exports() == 0 {
+		t.Error("the pipeline was left open: no last export")
+	}
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Error("the listener was left open")
 	}
 }

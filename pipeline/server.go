@@ -22,13 +22,18 @@ const shutdownGrace = time.Second
 
 // Serve serves on ln as w says until ctx ends, then stops gracefully: it
 // closes the streaming requests (ingest), lets the others finish, and
-// flushes a last OTLP export, all within shutdownTimeout.
+// flushes a last OTLP export, all within shutdownTimeout. It closes ln and
+// p on every return, so that an error leaves no OTLP reader behind.
 func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
-	if err := w.Validate(); err != nil {
+	log := p.log.With("exporter", p.name)
+	fail := func(err error) error {
 		ln.Close()
+		p.closeBy(time.Now().Add(shutdownTimeout), log)
 		return err
 	}
-	log := p.log.With("exporter", p.name)
+	if err := w.Validate(); err != nil {
+		return fail(err)
+	}
 	conns := newConns(ln, w.MaxConnections, log)
 	g := &guard{next: p.mux, route: p.route, passwords: newPasswords(), conns: conns, bodyTimeout: w.ReadHeaderTimeout, writeTimeout: w.IdleTimeout, log: log}
 	srv := &http.Server{
@@ -45,8 +50,7 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 		g.config = &configFile{path: w.ConfigFile}
 		c, err := g.config.load()
 		if err != nil {
-			ln.Close()
-			return err
+			return fail(err)
 		}
 		g.limiter = newRateLimiter(c)
 		if useTLS = c.TLSConfig.IsEnabled(); useTLS {
@@ -82,15 +86,20 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 	if srv.Shutdown(grace) != nil {
 		srv.Close() // what has not finished within the grace
 	}
-	stop, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	if e := p.Close(stop); e != nil {
-		log.Warn("last OTLP export did not complete", "err", e)
-	}
+	p.closeBy(deadline, log)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
+}
+
+// closeBy closes p, its last OTLP export bounded by deadline.
+func (p *Pipeline) closeBy(deadline time.Time, log *slog.Logger) {
+	stop, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	if err := p.Close(stop); err != nil {
+		log.Warn("last OTLP export did not complete", "err", err)
+	}
 }
 
 // route tells whether r is for a streaming endpoint, and its token.

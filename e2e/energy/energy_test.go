@@ -176,10 +176,12 @@ func TestTwoEncodes(t *testing.T) {
 	go func() { exited <- fast.Wait() }()
 	running := 2
 	var last map[string]float64
-	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("encodes or their final windows not done in time; last scrape:\n%v", last)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last scrape:\n%v", last)
 		}
+	})
+	exportertest.WaitFor(t, 45*time.Second, func() bool {
 		select {
 		case err := <-exited:
 			if err != nil {
@@ -205,10 +207,8 @@ func TestTwoEncodes(t *testing.T) {
 		if counted := e.counted(); sum > counted {
 			t.Fatalf("streams got %.3f J, the zones counted %.3f J", sum, counted)
 		}
-		if running == 0 && !hasPrefix(last, "ffmpeg_stream_process_info{") {
-			break
-		}
-	}
+		return running == 0 && !hasPrefix(last, "ffmpeg_stream_process_info{")
+	})
 
 	used := map[string]float64{"slow": cpuSeconds(slow), "fast": cpuSeconds(fast)}
 	joules := map[string]float64{}
@@ -256,12 +256,7 @@ func hasPrefix(series map[string]float64, prefix string) bool {
 // nobody runs the exporter as uid 65534, with the capabilities given.
 func nobody(t *testing.T, caps ...uintptr) *syscall.SysProcAttr {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root in CI: the exporter runs as another user than ffmpeg")
-		}
-		t.Skip("needs root: the exporter runs as another user than ffmpeg")
-	}
+	peer.RequireRoot(t, "the exporter runs as another user than ffmpeg")
 	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
 }
 

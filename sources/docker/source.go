@@ -37,11 +37,12 @@ type Engine interface {
 	ContainerStatsOneShot(ctx context.Context, id string) (container.StatsResponseReader, error)
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
 	DaemonHost() string
+	Close() error
 }
 
 // Config is what the source needs.
 type Config struct {
-	Client        Engine
+	Client        Engine        // Run closes it when it ends
 	Interval      time.Duration // between collections
 	Timeout       time.Duration // per Engine API call
 	Concurrency   int           // containers collected at once
@@ -146,8 +147,21 @@ type Source struct {
 	prev   map[string]cpuSample // container ID → last CPU sample
 
 	oomMu sync.Mutex
-	oom   map[string]uint64 // container ID → OOM kills
+	oom   map[string]*oomCount // container ID → OOM kills
 }
+
+// oomCount is a container's OOM kills. The event can come before the
+// container is first listed, so the count waits a few collections for it.
+type oomCount struct {
+	kills  uint64
+	served bool // the container's series have been served
+	missed int  // collections since it was last served, or since the first kill
+}
+
+// unservedCollections is how long an OOM count waits for its container to
+// be served: one created after a list is in the next. Past that, it is a
+// container left out (filtered, or over --docker.max-containers).
+const unservedCollections = 3
 
 // cpuSample is a container's CPU counter at a moment, for the next CPU%.
 type cpuSample struct {
@@ -168,7 +182,7 @@ func New(cfg Config) *Source {
 		Tracker: sampling.NewTracker(cfg.Log, "docker", errors.New("docker not sampled yet")),
 		engine:  newEngineCPU(cfg.Procfs, cfg.Client.DaemonHost(), cfg.Log),
 		prev:    map[string]cpuSample{},
-		oom:     map[string]uint64{},
+		oom:     map[string]*oomCount{},
 	}
 	s.snap.Store(&Snapshot{})
 	return s
@@ -178,8 +192,10 @@ func New(cfg Config) *Source {
 func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
 
 // Run collects every Interval and follows OOM events until ctx ends,
-// reconnecting by itself when the daemon goes away and comes back.
+// reconnecting by itself when the daemon goes away and comes back. Then it
+// closes the client.
 func (s *Source) Run(ctx context.Context) {
+	defer s.cfg.Client.Close()
 	var watching sync.WaitGroup
 	defer watching.Wait()
 	started := false
@@ -472,8 +488,9 @@ func memoryUsage(m container.MemoryStats) uint64 {
 }
 
 // forget drops what is kept about containers no longer served: their CPU
-// samples and OOM counts go with their series. It sets the OOM counts of
-// the ones served.
+// samples and OOM counts go with their series. An OOM count of a container
+// not served yet waits unservedCollections for it. It sets the OOM counts
+// of the ones served.
 func (s *Source) forget(cs []Container) {
 	served := map[string]bool{}
 	for _, c := range cs {
@@ -488,10 +505,16 @@ func (s *Source) forget(cs []Container) {
 	s.prevMu.Unlock()
 	s.oomMu.Lock()
 	for i := range cs {
-		cs[i].OOMKills = s.oom[cs[i].ID]
+		if c := s.oom[cs[i].ID]; c != nil {
+			cs[i].OOMKills = c.kills
+			c.served, c.missed = true, 0
+		}
 	}
-	for id := range s.oom {
-		if !served[id] {
+	for id, c := range s.oom {
+		if served[id] {
+			continue
+		}
+		if c.missed++; c.served || c.missed > unservedCollections {
 			delete(s.oom, id)
 		}
 	}
@@ -527,7 +550,12 @@ func (s *Source) watchOOM(ctx context.Context) {
 			select {
 			case m := <-msgs:
 				s.oomMu.Lock()
-				s.oom[m.Actor.ID]++
+				c := s.oom[m.Actor.ID]
+				if c == nil {
+					c = &oomCount{}
+					s.oom[m.Actor.ID] = c
+				}
+				c.kills++
 				s.oomMu.Unlock()
 			case err := <-errs:
 				s.cfg.Log.Debug("docker event stream ended; reconnecting", "err", err)

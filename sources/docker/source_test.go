@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -635,5 +636,81 @@ func TestEngineByNameOrNot(t *testing.T) {
 	}
 	if _, ok := eng.sample(); !ok {
 		t.Error("no CPU% from two readings of the process")
+	}
+}
+
+// oomKept reports whether an OOM count for container id is kept.
+func oomKept(s *Source, id string) bool {
+	s.oomMu.Lock()
+	defer s.oomMu.Unlock()
+	return s.oom[id] != nil
+}
+
+// TestOOMBeforeListed: an OOM event for a container created after the
+// list (so not served yet) is counted once the container is listed; a
+// served container's count goes with it, and a count for one never listed
+// (filtered out, say) goes after unservedCollections.
+func TestOOMBeforeListed(t *testing.T) {
+	e := fakeengine.Start(t)
+	e.Set(running("a", "old"))
+	src, _ := newSource(t, e)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src.Sample(ctx) // negotiates the API version before the event stream, as Run does
+	watched := make(chan struct{})
+	go func() { src.watchOOM(ctx); close(watched) }()
+	defer func() { cancel(); <-watched }()
+
+	e.OOM("new")
+	exportertest.WaitFor(t, 5*time.Second, func() bool { return oomKept(src, "new") })
+	src.Sample(ctx) // "new" is not listed yet
+	e.Set(running("a", "old"), running("new", "late"))
+	src.Sample(ctx)
+	if n := find(t, src, "late").OOMKills; n != 1 {
+		t.Fatalf("late container: %d OOM kills, want the 1 seen before it was listed", n)
+	}
+
+	e.Set(running("a", "old"))
+	src.Sample(ctx)
+	if oomKept(src, "new") {
+		t.Error("the OOM count of a removed container is kept")
+	}
+
+	e.OOM("ghost")
+	exportertest.WaitFor(t, 5*time.Second, func() bool { return oomKept(src, "ghost") })
+	for range unservedCollections + 1 {
+		src.Sample(ctx)
+	}
+	if oomKept(src, "ghost") {
+		t.Errorf("the OOM count of a container never listed is kept past %d collections", unservedCollections)
+	}
+}
+
+// closeCounter is the client, counting its closes.
+type closeCounter struct {
+	*Client
+	closed atomic.Int32
+}
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return c.Client.Close() }
+
+// TestRunClosesClient: the client's connections go when Run ends.
+func TestRunClosesClient(t *testing.T) {
+	e := fakeengine.Start(t)
+	e.Set(running("a", "old"))
+	cli, err := NewClient(DefaultMaxResponseBytes, client.WithHost(e.DockerHost()), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &closeCounter{Client: cli}
+	src := New(Config{Client: cc, Interval: 50 * time.Millisecond, Timeout: 500 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { src.Run(ctx); close(ran) }()
+	exportertest.WaitFor(t, 5*time.Second, func() bool { return src.Snapshot().Up })
+	cancel()
+	<-ran
+	if n := cc.closed.Load(); n != 1 {
+		t.Errorf("client closed %d times when Run ended, want 1", n)
 	}
 }

@@ -51,7 +51,7 @@ type Config struct {
 	// Retry is how often a live stream that could not be linked is tried
 	// again (linking reads every process's descriptors); default 30 s.
 	Retry time.Duration
-	Log      *slog.Logger
+	Log   *slog.Logger
 }
 
 // MaxProcesses bounds the processes one encode keeps: far more than a
@@ -69,10 +69,10 @@ type Source struct {
 	encodes  map[string]*encode
 	prev     readings
 	failures [NumReasons]uint64
-	warned   bool // of missing permission
+	warned   bool                  // of missing permission
 	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
-	said     [NumDevices]bool // a device's availability has been logged
-	was      [NumDevices]bool // and what it was
+	said     [NumDevices]bool      // a device's availability has been logged
+	was      [NumDevices]bool      // and what it was
 }
 
 // encode is one stream's current encode.
