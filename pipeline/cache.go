@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -55,10 +56,13 @@ type metricsCache struct {
 	accepts  map[acceptKey]*variant // negotiation results by request headers, bounded
 }
 
-// The negotiation memo keeps at most maxAccepts distinct header pairs of at
-// most maxAcceptBytes: scrapers send the same few headers every time, and a
-// client sending others costs a negotiation, not memory.
+// Scrapers send the same few headers every time; a client sending others
+// costs a negotiation and a render, not memory. At most maxVariants
+// variants keep a body (Prometheus, someone with curl, one or two more
+// scrapers), and the negotiation memo keeps at most maxAccepts distinct
+// header pairs of at most maxAcceptBytes.
 const (
+	maxVariants    = 4
 	maxAccepts     = 32
 	maxAcceptBytes = 512
 )
@@ -125,6 +129,9 @@ func (c *metricsCache) variantFor(h http.Header) *variant {
 	defer c.mu.Unlock()
 	if v = c.variants[vk]; v == nil {
 		v = newVariant(vk)
+		if len(c.variants) >= maxVariants {
+			return v // rendered for this scrape alone, kept by nobody
+		}
 		c.variants[vk] = v
 	}
 	if len(c.accepts) < maxAccepts && len(k.accept)+len(k.encoding) <= maxAcceptBytes {
@@ -341,13 +348,8 @@ var gzipWriters = sync.Pool{New: func() any {
 	return w
 }}
 
-type writeCloser interface {
-	Write(p []byte) (int, error)
-	Close() error
-}
-
 // writerTo writes to buf, compressed when gz; Close finishes the stream.
-func writerTo(buf *bytes.Buffer, gz bool) writeCloser {
+func writerTo(buf *bytes.Buffer, gz bool) io.WriteCloser {
 	if !gz {
 		return nopCloser{buf}
 	}

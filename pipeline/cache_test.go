@@ -507,3 +507,37 @@ func TestCacheEmptyExposition(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheKeepsFewVariants: a client cycling through every format and
+// encoding is answered each time, but only maxVariants bodies are kept.
+func TestCacheKeepsFewVariants(t *testing.T) {
+	var src genSource
+	var renders atomic.Int64
+	p := cachedPipeline(t, &src, &renders)
+	p.Watch(&src)
+	src.publish(5)
+	for _, escaping := range []string{"underscores", "dots", "values", "allow-utf-8"} {
+		for _, encoding := range []string{"identity", "gzip"} {
+			rec := get(t, p.Handler(), "Accept", "text/plain;version=0.0.4;escaping="+escaping, "Accept-Encoding", encoding)
+			body := rec.Body.Bytes()
+			if encoding == "gzip" {
+				zr, err := gzip.NewReader(bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if body, err = io.ReadAll(zr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !strings.Contains(string(body), valueLine(5)) {
+				t.Errorf("%s, %s:\n%s", escaping, encoding, body)
+			}
+		}
+	}
+	p.metrics.mu.RLock()
+	kept := len(p.metrics.variants)
+	p.metrics.mu.RUnlock()
+	if kept != maxVariants {
+		t.Errorf("%d variants kept, want %d", kept, maxVariants)
+	}
+}

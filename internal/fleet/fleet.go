@@ -72,9 +72,9 @@ func (f *Fleet) Workers() []*Worker {
 // export outage of a worker counts once when it starts.
 func (f *Fleet) Problems() (n int64, last string) { return f.problems.get() }
 
-// Close stops every worker, each flushing a last push. What the workers
-// log from now on is dropped and not counted: a push that was under way
-// ends canceled.
+// Close stops every worker, each flushing a last push within ctx. What
+// the workers log from now on is dropped and not counted: a push that was
+// under way ends canceled.
 func (f *Fleet) Close(ctx context.Context) error {
 	f.problems.tally.closing.Store(true)
 	f.mu.Lock()
@@ -83,13 +83,8 @@ func (f *Fleet) Close(ctx context.Context) error {
 	f.mu.Unlock()
 	errs := make([]error, len(workers))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64) // the last pushes, a few at a time
 	for i, w := range workers {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			errs[i] = w.Close(ctx)
-		})
+		wg.Go(func() { errs[i] = w.Close(ctx) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)

@@ -41,6 +41,9 @@ type Config struct {
 // much after it was pushed.
 const batchDelay = 5 * time.Second
 
+// closeTimeout bounds the workers' last pushes at the end of a run.
+const closeTimeout = 30 * time.Second
+
 // Row is what one fleet size cost and whether it was held.
 type Row struct {
 	Workers         int
@@ -91,7 +94,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (rows []Row, idleRSS fl
 		return nil, 0, err
 	}
 	f := fleet.New(fleet.Push{Endpoint: gw.Endpoint(), Interval: cfg.Interval}, cfg.Log)
-	defer f.Close(context.Background())
+	defer func() {
+		stop, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		f.Close(stop)
+	}()
 
 	m := &meter{cfg: cfg, vm: vm, gw: gw, fleet: f}
 	PrintHeader(out, cfg, idle.RSSBytes)
