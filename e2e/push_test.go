@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
@@ -290,7 +291,7 @@ func TestThreePaths(t *testing.T) {
 			return false
 		}
 		for k := range pushed {
-			if _, ok := scraped[k]; !ok {
+			if _, ok := scraped[k]; !ok && !linkedToProcess(k) {
 				return false
 			}
 		}
@@ -317,6 +318,12 @@ func TestThreePaths(t *testing.T) {
 			strings.HasPrefix(k, "worker_exporter_") {
 			continue // time of arrival and line counts of two different encodes
 		}
+		if strings.HasPrefix(k, "docker_engine_cpu_percent") || strings.HasPrefix(k, "docker_containers_total_cpu_percent") {
+			continue // the engine and every container, busy with other tests meanwhile: live between a push and a scrape
+		}
+		if linkedToProcess(k) {
+			continue
+		}
 		name := k[:strings.IndexByte(k, '{')]
 		if got, ok := pushed[k]; !ok || math.Abs(got-v) > tolerance[name] {
 			t.Errorf("%s: scraped %v, via collector %v (%v)", k, v, got, ok)
@@ -336,7 +343,7 @@ func TestThreePaths(t *testing.T) {
 		t.Errorf("the podman container's memory was not scraped: %v", keys(scraped))
 	}
 	for k := range pushed {
-		if _, ok := scraped[k]; !ok {
+		if _, ok := scraped[k]; !ok && !linkedToProcess(k) {
 			t.Errorf("%s arrived through the collector but is not scraped", k)
 		}
 	}
@@ -390,6 +397,20 @@ func TestThreePaths(t *testing.T) {
 		t.Errorf("the energy counter reset across the outage: %v", r)
 	}
 	_ = collector
+}
+
+// linkedToProcess: a series of energy per encode, served while the stream's
+// ffmpeg process lives. When the encode exits it goes: the scrape path marks
+// it stale at once, while OTLP carries no staleness, so VictoriaMetrics
+// answers the last push for its lookback window. The paths differ there by
+// design, not by a fault.
+func linkedToProcess(key string) bool {
+	for _, m := range instruments.Energy {
+		if strings.HasPrefix(key, m.Name+"{") {
+			return true
+		}
+	}
+	return false
 }
 
 // advanceEnergy raises package 0's counter by 10 J every 200 ms until the

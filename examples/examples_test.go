@@ -264,8 +264,9 @@ func TestKubernetesAndCompose(t *testing.T) {
 
 	var compose struct {
 		Services map[string]struct {
-			Command []string
-			Ports   []string
+			Command     []string
+			Ports       []string
+			NetworkMode string `yaml:"network_mode"`
 		}
 	}
 	if err := yaml.Unmarshal([]byte(mustRead(t, "compose/compose.yaml")), &compose); err != nil {
@@ -276,6 +277,14 @@ func TestKubernetesAndCompose(t *testing.T) {
 	}
 	for name, s := range compose.Services {
 		ports = nil
+		if s.NetworkMode == "host" { // as the DaemonSet: the flags' ports are the host's
+			if len(s.Ports) > 0 {
+				t.Errorf("compose %s: ports %v on the host network, where compose ignores them", name, s.Ports)
+			}
+			for bin := range contract {
+				ports = append(ports, strconv.Itoa(contract[bin].port))
+			}
+		}
 		for _, p := range s.Ports {
 			host, ctr, _ := strings.Cut(p, ":")
 			if host != ctr {
