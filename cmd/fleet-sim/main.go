@@ -97,7 +97,11 @@ func measure(ctx context.Context, cfg sizing.Config) error {
 // push runs the largest fleet of cfg against endpoint until ctx ends.
 func push(ctx context.Context, endpoint string, cfg sizing.Config) error {
 	f := fleet.New(fleet.Push{Endpoint: endpoint, Interval: cfg.Interval}, cfg.Log)
-	defer f.Close(context.Background())
+	defer func() {
+		stop, cancel := context.WithTimeout(context.Background(), 30*time.Second) // the last pushes
+		defer cancel()
+		f.Close(stop)
+	}()
 	n := cfg.Workers[len(cfg.Workers)-1]
 	if err := f.Grow(ctx, n); err != nil {
 		return err

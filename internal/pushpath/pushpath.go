@@ -51,6 +51,8 @@ func (p *Process) start(healthURL string) error {
 	cmd.Env = append(os.Environ(), p.env...)
 	out := &tail{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
+	// Killed with us (a test binary past its timeout): no orphaned peers.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -97,6 +97,11 @@ func (s *Source) linkPID(e *encode, pid int, now time.Time) {
 	}
 }
 
+// startSlack is how long before its encode began a process may have
+// started and still be the encode's own: ffmpeg opens its input and its
+// encoders before it connects to report progress.
+const startSlack = 3 * time.Second
+
 // linkTo links e to the processes that are still the ones found, and
 // reports whether any was.
 func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
@@ -117,14 +122,19 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 				e.leftOut++
 				continue
 			}
-			// A process that started at most a window before the previous
-			// one (ffmpeg starts up before it connects, and the link waits
-			// for a window) is charged from its start: its CPU time so far
-			// is shared out in this window, at this window's rate. An older
-			// one is charged from now, its CPU time and energy alike.
+			// A process that started at most startSlack before its encode
+			// began, or a window before the previous window (ffmpeg starts
+			// up before it connects, slower on a busy machine, and the link
+			// waits for a window) is charged from its start: its CPU time so
+			// far is shared out in this window, at this window's rate. An
+			// older one is charged from now, its CPU time and energy alike.
 			base := st.CPUSeconds
-			if s.prev.ok && float64(st.Start)/procfs.UserHZ >= s.prev.uptime-s.cfg.Interval.Seconds() {
-				base = 0
+			if s.prev.ok {
+				started := float64(st.Start) / procfs.UserHZ // seconds since boot
+				began := s.prev.uptime - s.prev.at.Sub(e.started).Seconds()
+				if started >= s.prev.uptime-s.cfg.Interval.Seconds() || !e.started.IsZero() && started >= began-startSlack.Seconds() {
+					base = 0
+				}
 			}
 			p = &proc{Process: st.Process, comm: st.Comm, base: base, prev: base}
 			e.procs = append(e.procs, p)

@@ -511,7 +511,7 @@ func TestSurvivesCounterWrap(t *testing.T) {
 func TestCPUFromLink(t *testing.T) {
 	r := newRig(t, nil)
 	cmd, conn := child(t, busy)
-	r.waitCPU(cmd.Process.Pid, 1.5) // older than two windows of 1 s
+	r.waitCPU(cmd.Process.Pid, startSlack.Seconds()+0.5) // older than startSlack and two windows of 1 s
 	r.window()                      // a window before the link
 	r.open("job", peer(conn, 0))
 	st, _ := stream(r.window(), "job")
