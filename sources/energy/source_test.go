@@ -512,7 +512,7 @@ func TestCPUFromLink(t *testing.T) {
 	r := newRig(t, nil)
 	cmd, conn := child(t, busy)
 	r.waitCPU(cmd.Process.Pid, startSlack.Seconds()+0.5) // older than startSlack and two windows of 1 s
-	r.window()                      // a window before the link
+	r.window()                                           // a window before the link
 	r.open("job", peer(conn, 0))
 	st, _ := stream(r.window(), "job")
 	if len(st.Processes) != 1 || st.CPUSeconds > 0.011 {
