@@ -74,9 +74,7 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 			}
 		}},
 		{Metric: LinkFailures, Once: func(s *energy.Snapshot, e *Emit) {
-			for r, n := range s.Failures {
-				e.With(float64(n), attribute.String("reason", energy.Reasons[r]))
-			}
+			e.Counts("reason", energy.Reasons[:], s.Failures[:])
 		}},
 		{Metric: EnergyAvailable, Once: func(s *energy.Snapshot, e *Emit) {
 			for d, ok := range s.Available {

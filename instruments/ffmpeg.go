@@ -57,19 +57,13 @@ var ffmpegTable = table[ffmpeg.Snapshot, ffmpeg.StreamSnapshot]{
 			if !s.HasLogs {
 				return
 			}
-			for lvl, n := range s.Logs {
-				e.With(float64(n), attribute.String("level", ffmpeg.Levels[lvl]))
-			}
+			e.Counts("level", ffmpeg.Levels[:], s.Logs[:])
 		}},
 		{Metric: FFmpegLines, Once: func(s *ffmpeg.Snapshot, e *Emit) {
-			for i, n := range s.Lines {
-				e.With(float64(n), attribute.String("result", ffmpeg.LineResults[i]))
-			}
+			e.Counts("result", ffmpeg.LineResults[:], s.Lines[:])
 		}},
 		{Metric: FFmpegRejected, Once: func(s *ffmpeg.Snapshot, e *Emit) {
-			for i, n := range s.Rejected {
-				e.With(float64(n), attribute.String("reason", ffmpeg.Rejects[i]))
-			}
+			e.Counts("reason", ffmpeg.Rejects[:], s.Rejected[:])
 		}},
 	},
 	items: func(s *ffmpeg.Snapshot) []ffmpeg.StreamSnapshot { return s.Streams },

@@ -43,6 +43,14 @@ func (e *Emit) With(v float64, extra ...attribute.KeyValue) {
 	e.o.ObserveFloat64(e.inst, v, metric.WithAttributeSet(attribute.NewSet(e.buf...)))
 }
 
+// Counts observes counts[i] with key set to names[i], for counters kept in
+// an array indexed as their names are (line results, refusals, levels).
+func (e *Emit) Counts(key string, names []string, counts []uint64) {
+	for i, n := range counts {
+		e.With(float64(n), attribute.String(key, names[i]))
+	}
+}
+
 // table is one exporter's readings over snapshots S, and what the snapshot's
 // items are.
 type table[S, T any] struct {
