@@ -5,7 +5,6 @@
 package energy
 
 import (
-	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -29,22 +28,10 @@ import (
 var worker string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "energy-e2e")
-	if err == nil {
-		err = os.Chmod(dir, 0o755)
-	}
-	if err != nil {
-		panic(err)
-	}
+	dir, cleanup := exportertest.BuildPackages("../..", "./cmd/worker-exporter")
 	worker = filepath.Join(dir, "worker-exporter")
-	cmd := exec.Command("go", "build", "-o", worker, "./cmd/worker-exporter")
-	cmd.Dir = "../.."
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

@@ -38,23 +38,10 @@ import (
 var workerExporter string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "upstream-bins")
-	if err != nil {
-		panic(err)
-	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/worker-exporter")
-	cmd.Dir = "../.."
-	cmd.Env = os.Environ()
-	if os.Getenv("CGO_CFLAGS") == "" { // go-nvml's headers warn otherwise
-		cmd.Env = append(cmd.Env, "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
-	}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
-		os.Exit(1)
-	}
+	dir, cleanup := exportertest.BuildPackages("../..", "./cmd/worker-exporter")
 	workerExporter = filepath.Join(dir, "worker-exporter")
 	code := m.Run()
-	os.RemoveAll(dir)
+	cleanup()
 	os.Exit(code)
 }
 

@@ -22,16 +22,32 @@ import (
 // Build compiles the package in the current directory to a temporary
 // binary; call it from TestMain. It returns the binary and a cleanup.
 func Build(name string) (string, func()) {
-	dir, err := os.MkdirTemp("", name+"-test")
+	dir, cleanup := BuildPackages(".", ".")
+	return filepath.Join(dir, name), cleanup
+}
+
+// BuildPackages compiles pkgs (patterns such as ./cmd/...) of the module
+// at root into a temporary folder every user may read (tests also run the
+// binaries as nobody), and returns it with a cleanup; call it from TestMain.
+// A failed build ends the test binary with the compiler's output.
+func BuildPackages(root string, pkgs ...string) (string, func()) {
+	dir, err := os.MkdirTemp("", "exporter-bins")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
 	if err != nil {
 		panic(err)
 	}
-	bin := filepath.Join(dir, name)
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building %s: %v\n%s", name, err, out)
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	cmd.Dir, cmd.Env = root, os.Environ()
+	if os.Getenv("CGO_CFLAGS") == "" { // go-nvml's headers warn otherwise
+		cmd.Env = append(cmd.Env, "CGO_CFLAGS=-O2 -g -Wno-deprecated-declarations")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build %v: %v\n%s", pkgs, err, out)
 		os.Exit(1)
 	}
-	return bin, func() { os.RemoveAll(dir) }
+	return dir, func() { os.RemoveAll(dir) }
 }
 
 // Process is a running exporter.
