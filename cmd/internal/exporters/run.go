@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/residency"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
 
@@ -153,7 +154,8 @@ func attach(p *pipeline.Pipeline, name string, b Built) error {
 
 // startTable logs, once, what each source found at start: once every
 // source has its first sample (or StartTableWait is over), its port and
-// health, or why its port cannot listen yet.
+// health, or why its port cannot listen yet. Then start-up is over, and
+// the binary's pages only it touched are handed back to the kernel.
 func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, listenErrs []error) {
 	deadline := time.After(StartTableWait)
 	for _, b := range built {
@@ -174,6 +176,13 @@ func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, li
 		} else {
 			s.Log.Info("source", "name", p.Source.Source, "port", portOf(p.Addr), "status", "ok")
 		}
+	}
+	// Start-up is over: what it alone touched of the binary need not stay.
+	if r, err := residency.ReleaseStartup(); err != nil {
+		s.Log.Debug("start-up pages kept", "err", err)
+	} else {
+		s.Log.Debug("start-up pages released", "mappings", r.Mappings,
+			"resident_before_bytes", r.ResidentBefore, "resident_after_bytes", r.After)
 	}
 }
 
