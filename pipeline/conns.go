@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // conns is a listener that keeps at most max connections open besides
@@ -18,6 +22,14 @@ import (
 // (a client that does not read its answer, say). A limit that made Accept wait
 // would shut the next scrape out along with the attacker; this one costs
 // the attacker its oldest connection instead.
+//
+// A connection whose request has waited unread in the kernel for less than
+// readLag is not closed to make room: the server has not had the time to
+// read it, and it may be a stream. When many encodes start at once, the
+// accept loop runs ahead of the goroutines that read their requests, and
+// closing the oldest of those would lose streams. A client cannot hold a
+// connection in that state: the server reads what it sends as soon as it
+// runs, and after readLag it is a candidate like any other.
 type conns struct {
 	net.Listener
 	max int // 0: no limit
@@ -38,6 +50,10 @@ type conn struct {
 	streaming int       // of which on streaming endpoints
 	since     time.Time // when it last had no request in a handler
 }
+
+// readLag is how long the server may take to read a request that has
+// arrived before its connection can be closed to make room.
+var readLag = time.Second
 
 func newConns(ln net.Listener, max int, log *slog.Logger) *conns {
 	return &conns{Listener: ln, max: max, log: log, open: make(map[*conn]struct{})}
@@ -63,31 +79,54 @@ func (l *conns) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// victim is the connection to close for a new one: nil below the limit.
+// victim is the connection to close for a new one: nil below the limit, or
+// when every candidate has a request waiting to be read.
 func (l *conns) victim() *conn {
 	if l.max <= 0 {
 		return nil
 	}
 	var n int
-	var idle, busy *conn // the oldest of each
+	var idle, busy []*conn
 	for c := range l.open {
 		switch {
 		case c.streaming > 0:
 			continue
-		case c.serving == 0 && (idle == nil || c.since.Before(idle.since)):
-			idle = c
-		case c.serving > 0 && (busy == nil || c.since.Before(busy.since)):
-			busy = c
+		case c.serving == 0:
+			idle = append(idle, c)
+		default:
+			busy = append(busy, c)
 		}
 		n++
 	}
-	switch {
-	case n < l.max:
+	if n < l.max {
 		return nil
-	case idle != nil:
-		return idle
 	}
-	return busy
+	now := time.Now()
+	for _, group := range [][]*conn{idle, busy} {
+		slices.SortFunc(group, func(a, b *conn) int { return a.since.Compare(b.since) })
+		for _, c := range group {
+			if c.serving > 0 || now.Sub(c.since) >= readLag || !c.requestWaiting() {
+				return c
+			}
+		}
+	}
+	return nil
+}
+
+// requestWaiting says whether bytes the client sent wait unread in the
+// kernel's receive queue (SIOCINQ).
+func (c *conn) requestWaiting() bool {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var unread int
+	raw.Control(func(fd uintptr) { unread, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return unread > 0
 }
 
 // warn says, at most once a minute, that the limit is closing connections.
