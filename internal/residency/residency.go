@@ -5,9 +5,9 @@
 // own code and reads its own data (protobuf descriptors, tables), and the
 // kernel reads ahead around each miss and maps up to 64 KiB around each
 // fault. Serving then runs a small part of that code, but the rest stays
-// resident, counted as the process's own, until memory runs short. Those
-// pages are clean copies of the file, so they can go at no risk: a page
-// used again is read back from it.
+// mapped, counted in the process's resident memory, until memory runs
+// short. Those pages are clean copies of the file, so they can go at no
+// risk: a page used again is read back from the page cache or the file.
 package residency
 
 import (
@@ -23,19 +23,21 @@ import (
 )
 
 // Released says what ReleaseStartup did: the executable's read-only
-// mappings it advised, and how much of them was resident before and
-// right after.
+// mappings it dropped, and how much of them was resident before and right
+// after.
 type Released struct {
 	Mappings              int
 	ResidentBefore, After int64 // bytes
 }
 
-// ReleaseStartup tells the kernel that the executable's read-only pages
-// are cold (MADV_PAGEOUT: it reclaims those no other process maps) and that
-// later faults there are random (MADV_RANDOM: read the page faulted, not
-// its neighbours), so what stays resident is what serving touches. Call it
-// once start-up is over. Writable mappings are left alone: their touched
-// pages are the process's own copies.
+// ReleaseStartup drops the executable's read-only pages from the process
+// (MADV_DONTNEED: unmapped, they are read back from the file when used
+// again), tells the kernel that later faults there are random
+// (MADV_RANDOM: read the page faulted, not its neighbours) and drops the
+// file's cached pages no process maps (POSIX_FADV_DONTNEED), so that what
+// comes back is what serving touches. Call it once start-up is over. A
+// mapping holding pages the process wrote (relocations of a PIE binary) is
+// left alone: dropping them would lose the writes.
 func ReleaseStartup() (Released, error) {
 	var r Released
 	before, err := executableMappings()
@@ -43,7 +45,10 @@ func ReleaseStartup() (Released, error) {
 		return r, err
 	}
 	for _, m := range before {
-		for _, advice := range []uintptr{unix.MADV_RANDOM, unix.MADV_PAGEOUT} {
+		if m.anonymous > 0 {
+			continue
+		}
+		for _, advice := range []uintptr{unix.MADV_RANDOM, unix.MADV_DONTNEED} {
 			// Raw syscall: the range is the process's own mapping, not Go
 			// memory, so it is passed as addresses, never as a slice.
 			if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, m.start, m.end-m.start, advice); errno != 0 {
@@ -53,9 +58,22 @@ func ReleaseStartup() (Released, error) {
 		r.Mappings++
 		r.ResidentBefore += m.rss
 	}
+	// The kernel maps every cached page within 64 KiB of a fault: without
+	// this, the first use of a page brings its cached neighbours back too.
+	exe, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return r, err
+	}
+	err = unix.Fadvise(int(exe.Fd()), 0, 0, unix.FADV_DONTNEED)
+	exe.Close()
+	if err != nil {
+		return r, fmt.Errorf("fadvise: %w", err)
+	}
 	after, err := executableMappings()
 	for _, m := range after {
-		r.After += m.rss
+		if m.anonymous == 0 {
+			r.After += m.rss
+		}
 	}
 	return r, err
 }
@@ -67,6 +85,7 @@ type mapping struct {
 	dev        uint64 // as stat's st_dev
 	inode      uint64
 	rss        int64 // bytes
+	anonymous  int64 // bytes the process wrote (copied on write)
 }
 
 // executableMappings lists the read-only mappings of the running
@@ -96,7 +115,7 @@ func executableMappings() ([]mapping, error) {
 
 // parseSmaps reads the kernel's smaps: a header line per mapping,
 // "start-end perms offset major:minor inode [path]", then "Key: value kB"
-// lines, of which it keeps Rss.
+// lines, of which it keeps Rss and Anonymous.
 func parseSmaps(r io.Reader) ([]mapping, error) {
 	var all []mapping
 	sc := bufio.NewScanner(r)
@@ -106,12 +125,18 @@ func parseSmaps(r io.Reader) ([]mapping, error) {
 			all = append(all, m)
 			continue
 		}
-		if kb, ok := strings.CutPrefix(line, "Rss:"); ok && len(all) > 0 {
-			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("smaps: %q: %w", line, err)
-			}
-			all[len(all)-1].rss = n << 10
+		key, value, ok := strings.Cut(line, ":")
+		if !ok || len(all) == 0 || (key != "Rss" && key != "Anonymous") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(value), "kB")), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("smaps: %q: %w", line, err)
+		}
+		if m := &all[len(all)-1]; key == "Rss" {
+			m.rss = kb << 10
+		} else {
+			m.anonymous = kb << 10
 		}
 	}
 	return all, sc.Err()
