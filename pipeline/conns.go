@@ -8,10 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // conns is a listener that keeps at most max connections open besides
@@ -23,13 +21,12 @@ import (
 // would shut the next scrape out along with the attacker; this one costs
 // the attacker its oldest connection instead.
 //
-// A connection whose request has waited unread in the kernel for less than
-// readLag is not closed to make room: the server has not had the time to
-// read it, and it may be a stream. When many encodes start at once, the
+// A new connection the server has not started to read is not closed to
+// make room for less than readLag: when many encodes start at once, the
 // accept loop runs ahead of the goroutines that read their requests, and
-// closing the oldest of those would lose streams. A client cannot hold a
-// connection in that state: the server reads what it sends as soon as it
-// runs, and after readLag it is a candidate like any other.
+// closing the oldest of those would lose streams. Such connections may
+// take the count past max, never past twice max; the next accept after
+// their readLag closes as many as it takes to come back to max.
 type conns struct {
 	net.Listener
 	max int // 0: no limit
@@ -41,7 +38,8 @@ type conns struct {
 	warnedAt time.Time // warnings come at most once a minute
 }
 
-// conn is one accepted connection; its fields are guarded by conns.mu.
+// conn is one accepted connection; its fields but read are guarded by
+// conns.mu.
 type conn struct {
 	net.Conn
 	in *conns
@@ -49,11 +47,20 @@ type conn struct {
 	serving   int       // requests in a handler
 	streaming int       // of which on streaming endpoints
 	since     time.Time // when it last had no request in a handler
+	read      atomic.Bool
 }
 
-// readLag is how long the server may take to read a request that has
-// arrived before its connection can be closed to make room.
+// readLag is how long a new connection is kept, at the limit, before the
+// server starts to read it.
 var readLag = time.Second
+
+// Read marks the connection as one the server has started to read.
+func (c *conn) Read(p []byte) (int, error) {
+	if !c.read.Load() {
+		c.read.Store(true)
+	}
+	return c.Conn.Read(p)
+}
 
 func newConns(ln net.Listener, max int, log *slog.Logger) *conns {
 	return &conns{Listener: ln, max: max, log: log, open: make(map[*conn]struct{})}
@@ -66,67 +73,63 @@ func (l *conns) Accept() (net.Conn, error) {
 	}
 	c := &conn{Conn: nc, in: l, since: time.Now()}
 	l.mu.Lock()
-	victim := l.victim()
-	if victim != nil {
-		delete(l.open, victim)
+	victims := l.victims(c.since)
+	for range victims {
 		l.warn()
+	}
+	for _, v := range victims {
+		delete(l.open, v)
 	}
 	l.open[c] = struct{}{}
 	l.mu.Unlock()
-	if victim != nil {
-		victim.Conn.Close()
+	for _, v := range victims {
+		v.Conn.Close()
 	}
 	return c, nil
 }
 
-// victim is the connection to close for a new one: nil below the limit, or
-// when every candidate has a request waiting to be read.
-func (l *conns) victim() *conn {
+// victims are the connections to close to make room for a new one: none
+// below the limit. Oldest first, idle connections go before those with a
+// request in a handler, and new ones not yet read go last, only past twice
+// the limit.
+func (l *conns) victims(now time.Time) []*conn {
 	if l.max <= 0 {
 		return nil
 	}
-	var n int
-	var idle, busy []*conn
+	type candidate struct {
+		c    *conn
+		rank int // 0 idle, 1 in a handler, 2 new and not yet read
+	}
+	var all []candidate
 	for c := range l.open {
 		switch {
 		case c.streaming > 0:
-			continue
-		case c.serving == 0:
-			idle = append(idle, c)
+		case c.serving > 0:
+			all = append(all, candidate{c, 1})
+		case !c.read.Load() && now.Sub(c.since) < readLag:
+			all = append(all, candidate{c, 2})
 		default:
-			busy = append(busy, c)
+			all = append(all, candidate{c, 0})
 		}
-		n++
 	}
-	if n < l.max {
+	if len(all) < l.max {
 		return nil
 	}
-	now := time.Now()
-	for _, group := range [][]*conn{idle, busy} {
-		slices.SortFunc(group, func(a, b *conn) int { return a.since.Compare(b.since) })
-		for _, c := range group {
-			if c.serving > 0 || now.Sub(c.since) >= readLag || !c.requestWaiting() {
-				return c
-			}
+	slices.SortFunc(all, func(a, b candidate) int {
+		if a.rank != b.rank {
+			return a.rank - b.rank
 		}
+		return a.c.since.Compare(b.c.since)
+	})
+	var out []*conn
+	for _, cand := range all {
+		left := len(all) + 1 - len(out) // with the new one
+		if left <= l.max || (cand.rank == 2 && left <= 2*l.max) {
+			break
+		}
+		out = append(out, cand.c)
 	}
-	return nil
-}
-
-// requestWaiting says whether bytes the client sent wait unread in the
-// kernel's receive queue (SIOCINQ).
-func (c *conn) requestWaiting() bool {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var unread int
-	raw.Control(func(fd uintptr) { unread, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
-	return unread > 0
+	return out
 }
 
 // warn says, at most once a minute, that the limit is closing connections.

@@ -10,38 +10,46 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 )
 
-// burst dials n clients that each send a request at once, as encodes
-// starting together do, and accepts them through l without serving them:
-// the accept loop ahead of the goroutines that would read the requests.
-func burst(t *testing.T, l *conns, n int) (clients []net.Conn, accepted []*conn) {
+// limited listens on loopback through conns with a limit of max.
+func limited(t *testing.T, max int) *conns {
 	t.Helper()
-	for i := range n {
-		c, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if _, err := io.WriteString(c, "POST /ingest/s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		sc := accept(t, l)
-		exportertest.WaitFor(t, 5*time.Second, sc.requestWaiting) // the request is in, unread
-		clients, accepted = append(clients, c), append(accepted, sc)
-		if len(accepted) != i+1 {
-			t.Fatal("accepted out of step")
-		}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return clients, accepted
+	t.Cleanup(func() { ln.Close() })
+	return newConns(ln, max, slog.New(slog.DiscardHandler))
 }
 
-func accept(t *testing.T, l *conns) *conn {
+// connect dials l, sends request (when not empty) and accepts the
+// connection through l, without serving it: the accept loop ahead of the
+// goroutines that would read the requests, as when encodes start at once.
+func connect(t *testing.T, l *conns, request string) (client net.Conn, server *conn) {
 	t.Helper()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if request != "" {
+		if _, err := io.WriteString(client, request); err != nil {
+			t.Fatal(err)
+		}
+	}
 	nc, err := l.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	return nc.(*conn)
+	return client, nc.(*conn)
+}
+
+const streamRequest = "POST /ingest/s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+func openCount(l *conns) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.open)
 }
 
 func isOpen(l *conns, c *conn) bool {
@@ -59,66 +67,51 @@ func closedByServer(c net.Conn) bool {
 	return err != nil && !(timeout && ne.Timeout())
 }
 
-// TestBurstOfRequestsKeptAtLimit: three times the limit of clients connect
-// at once with their requests sent; none is closed to make room while the
-// server has not read its request, and a client that sent nothing is.
+// TestBurstOfRequestsKeptAtLimit: twice the limit of clients connect at
+// once; none is closed to make room before the server starts to read it,
+// while a connection the server is reading, with nothing sent, is.
 func TestBurstOfRequestsKeptAtLimit(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	l := newConns(ln, 4, slog.New(slog.DiscardHandler))
+	defer func(was time.Duration) { readLag = was }(readLag)
+	readLag = time.Minute // however slowly this machine dials
+	l := limited(t, 4)
 
-	_, accepted := burst(t, l, 12)
-	for i, c := range accepted {
+	reading, busy := connect(t, l, "")
+	go busy.Read(make([]byte, 1)) // the server waits for its request; returns when closed
+	exportertest.WaitFor(t, 5*time.Second, busy.read.Load)
+	var burst []*conn
+	for range 7 {
+		_, c := connect(t, l, streamRequest)
+		burst = append(burst, c)
+	}
+	for i, c := range burst {
 		if !isOpen(l, c) {
-			t.Errorf("connection %d of the burst closed to make room before its request was read", i)
+			t.Errorf("connection %d of the burst closed to make room before the server read it", i)
 		}
 	}
-
-	silent, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
+	if !closedByServer(reading) {
+		t.Error("a connection the server was reading, with nothing sent, was kept over the limit")
 	}
-	defer silent.Close()
-	accept(t, l)
-	late, err := net.Dial("tcp", ln.Addr().String()) // the next one makes room
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer late.Close()
-	accept(t, l)
-	if !closedByServer(silent) {
-		t.Error("a connection that sent nothing was kept over the limit")
-	}
-	for i, c := range accepted {
-		if !isOpen(l, c) {
-			t.Errorf("connection %d of the burst closed for a newer one", i)
-		}
+	if n := openCount(l); n != 7 {
+		t.Errorf("%d connections open, want the 7 of the burst", n)
 	}
 }
 
-// TestUnreadRequestNotKeptPastReadLag: a request left unread longer than
-// readLag protects its connection no more, so a client cannot hold more
-// than the limit by sending what the server does not get to.
-func TestUnreadRequestNotKeptPastReadLag(t *testing.T) {
+// TestLimitNeverPastTwiceMax: a flood of connections the server does not
+// get to read never holds more than twice the limit, and once they are
+// older than readLag, the next accept comes back to the limit.
+func TestLimitNeverPastTwiceMax(t *testing.T) {
 	defer func(was time.Duration) { readLag = was }(readLag)
-	readLag = 0
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	l := newConns(ln, 4, slog.New(slog.DiscardHandler))
-
-	clients, accepted := burst(t, l, 8)
-	for i, c := range accepted {
-		if want := i >= 4; isOpen(l, c) != want {
-			t.Errorf("connection %d: open %v, want %v (the oldest closed for the newest)", i, !want, want)
+	readLag = time.Minute
+	l := limited(t, 4)
+	for i := range 20 {
+		connect(t, l, streamRequest)
+		if n := openCount(l); n > 8 {
+			t.Fatalf("after %d connections, %d open with a limit of 4 (twice: 8)", i+1, n)
 		}
 	}
-	if !closedByServer(clients[0]) {
-		t.Error("the oldest client still connected")
+	readLag = 0 // every one of them now older than readLag
+	connect(t, l, streamRequest)
+	if n := openCount(l); n != 4 {
+		t.Errorf("%d open after the next accept, want the limit, 4", n)
 	}
 }

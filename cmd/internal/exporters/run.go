@@ -90,7 +90,11 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 			}
 		})
 	}
-	go s.startTable(ctx, ports, built, listenErrs)
+	go func() {
+		if s.startTable(ctx, ports, built, listenErrs) {
+			s.releaseStartup()
+		}
+	}()
 	wg.Wait()
 	return errors.Join(errs...)
 }
@@ -154,16 +158,15 @@ func attach(p *pipeline.Pipeline, name string, b Built) error {
 
 // startTable logs, once, what each source found at start: once every
 // source has its first sample (or StartTableWait is over), its port and
-// health, or why its port cannot listen yet. Then start-up is over, and
-// the binary's pages only it touched are handed back to the kernel.
-func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, listenErrs []error) {
+// health, or why its port cannot listen yet.
+func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, listenErrs []error) (logged bool) {
 	deadline := time.After(StartTableWait)
 	for _, b := range built {
 		select {
 		case <-b.Ready():
 		case <-deadline:
 		case <-ctx.Done():
-			return
+			return false
 		}
 	}
 	for i, p := range ports {
@@ -177,12 +180,19 @@ func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, li
 			s.Log.Info("source", "name", p.Source.Source, "port", portOf(p.Addr), "status", "ok")
 		}
 	}
-	// Start-up is over: what it alone touched of the binary need not stay.
-	if r, err := residency.ReleaseStartup(); err != nil {
-		s.Log.Debug("start-up pages kept", "err", err)
-	} else {
-		s.Log.Debug("start-up pages released", "mappings", r.Mappings,
+	return true
+}
+
+// releaseStartup hands back, once start-up is over, the binary's pages that
+// only start-up touched (see the residency package).
+func (s Serving) releaseStartup() {
+	r, err := residency.ReleaseStartup()
+	if r.Mappings > 0 {
+		s.Log.Info("start-up pages released", "mappings", r.Mappings,
 			"resident_before_bytes", r.ResidentBefore, "resident_after_bytes", r.After)
+	}
+	if err != nil {
+		s.Log.Warn("start-up pages: not all released", "err", err)
 	}
 }
 
