@@ -74,11 +74,9 @@ func (l *conns) Accept() (net.Conn, error) {
 	c := &conn{Conn: nc, in: l, since: time.Now()}
 	l.mu.Lock()
 	victims := l.victims(c.since)
-	for range victims {
-		l.warn()
-	}
 	for _, v := range victims {
 		delete(l.open, v)
+		l.warn()
 	}
 	l.open[c] = struct{}{}
 	l.mu.Unlock()
