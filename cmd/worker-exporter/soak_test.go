@@ -306,15 +306,16 @@ func grepLines(text, substr string, n int) string {
 }
 
 // containerCallsFailedOnly says whether a docker warning's err lists only
-// containers whose calls failed with one of causes ("container NAME:
-// stats: ...", one per line, as the source joins them).
+// containers whose calls failed with one of causes: "container NAME:
+// inspect: ...", then "stats: ..." when both failed, one per line, as the
+// source joins them.
 func containerCallsFailedOnly(line string, causes []string) bool {
 	_, err, ok := strings.Cut(line, ` err="`)
-	if !ok {
+	if !ok || !strings.HasPrefix(err, "container ") {
 		return false
 	}
 	for _, e := range strings.Split(strings.TrimSuffix(err, `"`), `\n`) {
-		if !strings.HasPrefix(e, "container ") || !slices.ContainsFunc(causes, func(c string) bool { return strings.Contains(e, c) }) {
+		if !slices.ContainsFunc(causes, func(c string) bool { return strings.Contains(e, c) }) {
 			return false
 		}
 	}
@@ -322,16 +323,22 @@ func containerCallsFailedOnly(line string, causes []string) bool {
 }
 
 // TestContainerCallsFailedOnly: the soak's filter passes the outage caught
-// mid-collection (a line from a run that saw it) and nothing else.
+// mid-collection (lines from runs that saw it) and nothing else.
 func TestContainerCallsFailedOnly(t *testing.T) {
 	const cause = "Cannot connect to the Docker daemon at unix:///tmp/fe/docker.sock"
-	midCollection := `time=2026-11-29T20:57:57.311Z level=WARN msg="docker not fully readable; serving what can be read and retrying" source=docker err="container job-00019: stats: ` + cause + `. Is the docker daemon running?\ncontainer job-00020: stats: ` + cause + `. Is the docker daemon running?"`
-	causes := []string{cause, "EOF"}
-	if !containerCallsFailedOnly(midCollection, causes) {
-		t.Error("the outage caught mid-collection not recognised")
+	causes := []string{cause, "connection reset by peer"}
+	for _, midCollection := range []string{
+		`time=2026-11-29T20:57:57.311Z level=WARN msg="docker not fully readable; serving what can be read and retrying" source=docker err="container job-00019: stats: ` + cause + `. Is the docker daemon running?\ncontainer job-00020: stats: ` + cause + `. Is the docker daemon running?"`,
+		`time=2026-11-29T21:14:28.807Z level=WARN msg="docker not fully readable; serving what can be read and retrying" source=docker err="container job-00021: inspect: ` + cause + `. Is the docker daemon running?\nstats: ` + cause + `. Is the docker daemon running?\ncontainer job-00022: inspect: error during connect: Get \"http://%2Ftmp%2Ffe%2Fdocker.sock/v1.47/containers/c00022/json\": read unix @->/tmp/fe/docker.sock: read: connection reset by peer\nstats: ` + cause + `. Is the docker daemon running?"`,
+	} {
+		if !containerCallsFailedOnly(midCollection, causes) {
+			t.Errorf("the outage caught mid-collection not recognised: %s", midCollection)
+		}
 	}
 	for _, other := range []string{
 		`level=WARN msg="docker not fully readable" source=docker err="container job-00019: stats: ` + cause + `\ncontainer job-00020: stats: context deadline exceeded"`,
+		`level=WARN msg="docker not fully readable" source=docker err="container job-00019: inspect: ` + cause + `\nstats: context deadline exceeded"`,
+		`level=WARN msg="docker not fully readable" source=docker err="containers: ` + cause + `"`,
 		`level=WARN msg="docker not fully readable" source=docker err="container job-00019: inspect: permission denied"`,
 		`level=WARN msg="docker not fully readable" source=docker`,
 	} {
