@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/residency"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
 
@@ -90,11 +89,7 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 			}
 		})
 	}
-	go func() {
-		if s.startTable(ctx, ports, built, listenErrs) {
-			s.releaseStartup()
-		}
-	}()
+	go s.startTable(ctx, ports, built, listenErrs)
 	wg.Wait()
 	return errors.Join(errs...)
 }
@@ -159,14 +154,14 @@ func attach(p *pipeline.Pipeline, name string, b Built) error {
 // startTable logs, once, what each source found at start: once every
 // source has its first sample (or StartTableWait is over), its port and
 // health, or why its port cannot listen yet.
-func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, listenErrs []error) (logged bool) {
+func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, listenErrs []error) {
 	deadline := time.After(StartTableWait)
 	for _, b := range built {
 		select {
 		case <-b.Ready():
 		case <-deadline:
 		case <-ctx.Done():
-			return false
+			return
 		}
 	}
 	for i, p := range ports {
@@ -179,20 +174,6 @@ func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, li
 		} else {
 			s.Log.Info("source", "name", p.Source.Source, "port", portOf(p.Addr), "status", "ok")
 		}
-	}
-	return true
-}
-
-// releaseStartup hands back, once start-up is over, the binary's pages that
-// only start-up touched (see the residency package).
-func (s Serving) releaseStartup() {
-	r, err := residency.ReleaseStartup()
-	if r.Mappings > 0 {
-		s.Log.Info("start-up pages released", "mappings", r.Mappings,
-			"resident_before_bytes", r.ResidentBefore, "resident_after_bytes", r.After)
-	}
-	if err != nil {
-		s.Log.Warn("start-up pages: not all released", "err", err)
 	}
 }
 
