@@ -11,6 +11,11 @@ func TestMatches(t *testing.T) {
 		want           bool
 	}{
 		{"/ingest", "Bearer s3cret", true},
+		{"/ingest", "bearer s3cret", true}, // RFC 7235: the scheme is case-insensitive
+		{"/ingest", "BEARER s3cret", true},
+		{"/ingest", "Bearer  s3cret", true},
+		{"/ingest", "Bearers3cret", false},
+		{"/ingest", "Basic s3cret", false},
 		{"/ingest?token=s3cret", "", true},
 		{"/ingest", "", false},
 		{"/ingest", "Bearer wrong", false},
