@@ -10,6 +10,7 @@ package sampling
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -41,17 +42,79 @@ type Stats struct {
 // Every calls sample at once and then, each time it returns, again after
 // interval() until ctx ends. interval is asked anew each round, so a source
 // can shorten it (RAPL near a counter wrap) or lengthen it (NVML missing).
+//
+// Every returns once ctx ends even if a sample never does (a read blocked
+// on a hung mount or a driver): it gives the sample in flight up to Settle
+// to see ctx and finish, none if it is stuck already, then leaves it to
+// finish on its own. It never starts a sample while one is in flight.
 func Every(ctx context.Context, interval func() time.Duration, sample func(context.Context)) {
-	t := time.NewTimer(0)
-	defer t.Stop()
+	every(ctx, interval, sample, nil)
+}
+
+// Settle is the longest Every waits, once ctx ends, for the sample in
+// flight: samples that heed ctx end well within it.
+const Settle = 500 * time.Millisecond
+
+// StuckAfter is how many intervals a sample may run before it is stuck.
+const StuckAfter = 2
+
+// Every is the package's Every, watched by t: a sample that has run for
+// StuckAfter intervals is stuck, and Health says so, naming how long it
+// has run, until it finishes (logged once each way).
+func (t *Tracker) Every(ctx context.Context, interval func() time.Duration, sample func(context.Context)) {
+	every(ctx, interval, sample, t)
+}
+
+func every(ctx context.Context, interval func() time.Duration, sample func(context.Context), t *Tracker) {
+	iv := interval() // what the first sample is measured against
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	done := make(chan struct{}, 1)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-timer.C:
 		}
-		sample(ctx)
-		t.Reset(interval())
+		if ctx.Err() != nil {
+			return
+		}
+		begin := time.Now()
+		t.begin(begin, iv)
+		go func() {
+			sample(ctx)
+			done <- struct{}{}
+		}()
+		if !await(ctx, done, begin.Add(StuckAfter*iv), t) {
+			return
+		}
+		iv = interval()
+		timer.Reset(iv)
+	}
+}
+
+// await waits for the sample that is stuck from stuckAt to signal done,
+// telling t when it is stuck and when it ends; false when ctx ended first.
+func await(ctx context.Context, done <-chan struct{}, stuckAt time.Time, t *Tracker) bool {
+	stuck := time.NewTimer(time.Until(stuckAt))
+	defer stuck.Stop()
+	for {
+		select {
+		case <-done:
+			t.end()
+			return true
+		case <-stuck.C:
+			t.stuck()
+		case <-ctx.Done():
+			settle := time.NewTimer(min(Settle, time.Until(stuckAt)))
+			defer settle.Stop()
+			select {
+			case <-done:
+				t.end()
+			case <-settle.C:
+			}
+			return false
+		}
 	}
 }
 
@@ -70,6 +133,10 @@ type Tracker struct {
 	err   error
 	text  string
 	stats Stats
+	// The sample in flight under Every: when it began and when it is
+	// stuck from. Zero when none is.
+	began, stuckAt time.Time
+	saidStuck      bool // the log has said the sample in flight is stuck
 }
 
 // NewTracker returns a tracker for the source described by what (as the
@@ -112,11 +179,62 @@ func (t *Tracker) Observe(err error, end time.Time, took time.Duration) {
 // sample (an ingest line moved a stream).
 func (t *Tracker) Changed() { t.gen.Add(1) }
 
-// Health is the latest sample's error.
+// Health is the latest sample's error, or that the sample in flight is
+// stuck.
 func (t *Tracker) Health() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if now := time.Now(); !t.began.IsZero() && !now.Before(t.stuckAt) {
+		return t.stuckError(now)
+	}
 	return t.err
+}
+
+func (t *Tracker) stuckError(now time.Time) error {
+	err := fmt.Errorf("%s sampling is stuck: a sample has run for %v, %d sampling intervals, and not returned; serving the last complete sample",
+		t.what, now.Sub(t.began).Round(time.Millisecond), StuckAfter)
+	if t.err != nil {
+		err = fmt.Errorf("%w, whose error was: %w", err, t.err)
+	}
+	return err
+}
+
+// begin records that a sample began at begin, measured against interval iv.
+func (t *Tracker) begin(begin time.Time, iv time.Duration) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.began, t.stuckAt = begin, begin.Add(StuckAfter*iv)
+	t.mu.Unlock()
+}
+
+// stuck logs, once per sample, that the sample in flight is stuck.
+func (t *Tracker) stuck() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	err := t.stuckError(time.Now())
+	t.saidStuck = true
+	t.mu.Unlock()
+	t.log.Warn(t.what+" sampling stuck; /health reports it until the sample returns", "err", err)
+	t.Changed()
+}
+
+// end records that the sample in flight returned.
+func (t *Tracker) end() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	began, wasStuck := t.began, t.saidStuck
+	t.began, t.stuckAt, t.saidStuck = time.Time{}, time.Time{}, false
+	t.mu.Unlock()
+	if wasStuck {
+		t.log.Info(t.what+" sampling no longer stuck: the sample returned", "after", time.Since(began).Round(time.Millisecond))
+		t.Changed()
+	}
 }
 
 // Stats returns the figures so far.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,4 +78,121 @@ func TestEverySamplesAtOnceThenOnInterval(t *testing.T) {
 	if n.Load() != 5 {
 		t.Errorf("%d samples after cancel at the fifth", n.Load())
 	}
+}
+
+// blockingSampler's first sample returns at once; the second blocks until
+// the test ends, as a read of a FIFO or a hung mount would.
+type blockingSampler struct {
+	samples atomic.Int32
+	blocked chan time.Time // receives when the second sample began
+	release chan struct{}
+}
+
+func newBlockingSampler(t *testing.T) *blockingSampler {
+	b := &blockingSampler{blocked: make(chan time.Time, 1), release: make(chan struct{})}
+	t.Cleanup(func() { close(b.release) })
+	return b
+}
+
+func (b *blockingSampler) sample(tr *Tracker) func(context.Context) {
+	return func(context.Context) {
+		start := time.Now()
+		if b.samples.Add(1) == 2 {
+			b.blocked <- start
+			<-b.release
+		}
+		if tr != nil {
+			tr.Observe(nil, time.Now(), time.Since(start))
+		}
+	}
+}
+
+// TestEveryReturnsWhileASampleIsStuck: shutdown never waits on a sample
+// that does not return: Every returns once its context ends, leaves the
+// stuck sample behind, and starts no other.
+func TestEveryReturnsWhileASampleIsStuck(t *testing.T) {
+	b := newBlockingSampler(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	returned := make(chan time.Time)
+	go func() {
+		Every(ctx, func() time.Duration { return 10 * time.Millisecond }, b.sample(nil))
+		returned <- time.Now()
+	}()
+	<-b.blocked
+	cancelled := time.Now()
+	cancel()
+	select {
+	case at := <-returned:
+		t.Logf("Every returned %v after its context ended, the sample still blocked", at.Sub(cancelled))
+	case <-time.After(30 * time.Second):
+		t.Fatal("Every still waits on a stuck sample 30 s after its context ended")
+	}
+	if n := b.samples.Load(); n != 2 {
+		t.Errorf("%d samples started, want 2 (none beside the stuck one)", n)
+	}
+}
+
+// TestTrackerReportsAStuckSample: a sample that has run for StuckAfter
+// intervals is reported by Health and logged once; once it returns,
+// health is the sample's own again and the log says so.
+func TestTrackerReportsAStuckSample(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	var logs syncBuffer
+	tr := NewTracker(slog.New(slog.NewTextHandler(&logs, nil)), "RAPL", errors.New("not yet"))
+	b := newBlockingSampler(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() { defer close(ended); tr.Every(ctx, func() time.Duration { return interval }, b.sample(tr)) }()
+	defer func() { cancel(); <-ended }()
+
+	began := <-b.blocked
+	var err error
+	waitFor(t, func() bool { err = tr.Health(); return err != nil })
+	reported := time.Since(began)
+	t.Logf("stuck sample reported %v after it began (interval %v): %v", reported, interval, err)
+	if reported < StuckAfter*interval {
+		t.Errorf("reported after %v, before %d intervals", reported, StuckAfter)
+	}
+	if !strings.Contains(err.Error(), "RAPL sampling is stuck") {
+		t.Errorf("health %v, want it stuck", err)
+	}
+	waitFor(t, func() bool { return strings.Contains(logs.String(), "sampling stuck") })
+	if b.samples.Load() != 2 {
+		t.Errorf("%d samples started while one was stuck", b.samples.Load())
+	}
+
+	b.release <- struct{}{} // unblocks the stuck sample; Cleanup's close then finds none
+	waitFor(t, func() bool { return tr.Health() == nil && strings.Contains(logs.String(), "no longer stuck") })
+	if n := strings.Count(logs.String(), "sampling stuck"); n != 1 {
+		t.Errorf("stuck logged %d times, want once:\n%s", n, logs.String())
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
