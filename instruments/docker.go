@@ -42,6 +42,7 @@ var (
 	DockerTotalCPU         = Metric{Name: "docker_containers_total_cpu_percent", Unit: "%", Kind: Gauge, Help: "Sum of docker_container_cpu_percent over the containers served."}
 	DockerEngineCPU        = Metric{Name: "docker_engine_cpu_percent", Unit: "%", Kind: Gauge, Help: "CPU use of the container engine's own process (dockerd, or podman's API service), 100 per busy core, from /proc; left out when the process is not found (the debug log says why)."}
 	DockerInspectErrors    = Metric{Name: "docker_inspect_errors_total", Kind: Counter, Help: "Container inspect calls that failed since the exporter started; the container's restart, health, exit code and start time series are left out meanwhile."}
+	DockerFiguresPath      = Metric{Name: "docker_container_figures_path", Kind: Gauge, Attributes: []string{"container", "path"}, Help: "1 for the path a running container's figures come by, 0 for the other: cgroup (its cgroup files and /proc/<pid>/net/dev, read by the exporter) or stats (one Engine API stats call per interval; /health says why)."}
 	DockerSkipped          = Metric{Name: "docker_containers_skipped", Kind: Gauge, Help: "Matching containers left out at the latest collection: more than --docker.max-containers (running, then oldest, are kept)."}
 )
 
@@ -104,6 +105,13 @@ var dockerTable = table[docker.Snapshot, docker.Container]{
 			}
 		}},
 		{Metric: DockerInspectErrors, Once: func(s *docker.Snapshot, e *Emit) { e.Value(float64(s.InspectErrors)) }},
+		{Metric: DockerFiguresPath, Each: func(c *docker.Container, e *Emit) {
+			if c.State == "running" && c.Path != "" {
+				for _, p := range docker.Paths {
+					e.With(boolFloat(c.Path == p), attribute.String("path", p))
+				}
+			}
+		}},
 		{Metric: DockerSkipped, Once: func(s *docker.Snapshot, e *Emit) {
 			if s.Up {
 				e.Value(float64(s.Skipped))

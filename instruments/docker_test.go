@@ -35,14 +35,14 @@ var started = time.Unix(1_800_000_000, 500_000_000)
 // whose inspect failed, and an exited one.
 func TestDockerGolden(t *testing.T) {
 	snap := &staticDocker{Up: true, Skipped: 2, InspectErrors: 5, HasEngineCPU: true, EngineCPUPercent: 3.5, Containers: []docker.Container{
-		{ID: "aaaa", Name: "encoder-1", Image: "ffmpeg:7", State: "running", Labels: []docker.Label{{Key: "com.example.job", Value: "job42"}},
+		{ID: "aaaa", Name: "encoder-1", Image: "ffmpeg:7", State: "running", Labels: []docker.Label{{Key: "com.example.job", Value: "job42"}}, Path: docker.PathCgroup,
 			HasInspect: true, RestartCount: 1, Health: "healthy", StartedAt: started, OOMKills: 2,
 			HasStats: true, HasCPU: true, CPUPercent: 187.5, HasCPUUsage: true, CPUSeconds: 3600.25,
 			HasThrottling: true, ThrottledPeriods: 40, ThrottledSeconds: 2.5,
 			HasMemory: true, MemoryBytes: 512 << 20, HasMemoryLimit: true, MemoryLimitBytes: 2 << 30,
 			HasNetwork: true, RxBytes: 1e6, TxBytes: 5e8, Rx: docker.Packets{Known: true, Packets: 1000, Errors: 1, Dropped: 2},
 			Tx: docker.Packets{Known: true, Packets: 400000}, BlockReadBytes: 4096, BlockWriteBytes: 1 << 20, HasPIDs: true, PIDs: 17},
-		{ID: "bbbb", Name: "fresh", Image: "busybox", State: "running", HasInspect: true, Health: "none", StartedAt: started.Add(time.Hour),
+		{ID: "bbbb", Name: "fresh", Image: "busybox", State: "running", Path: docker.PathStats, HasInspect: true, Health: "none", StartedAt: started.Add(time.Hour),
 			HasStats: true, HasCPUUsage: true, CPUSeconds: 0.01, HasMemory: true, MemoryBytes: 1 << 20, HasPIDs: true, PIDs: 1},
 		{ID: "dddd", Name: "uninspected", Image: "busybox", State: "running", HasStats: true, HasCPU: true, CPUPercent: 12.5},
 		{ID: "cccc", Name: "old-job", Image: "ffmpeg:7", State: "exited", HasInspect: true, Health: "none", ExitCode: 3, StartedAt: started.Add(-time.Hour)},

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,7 +18,11 @@ const DefaultMaxResponseBytes = 16 << 20
 // Client is a Docker Engine API client whose responses are read at most
 // maxBody bytes each, so a huge or endless body from a broken or hostile
 // daemon fails with a clear error instead of taking the exporter's memory.
-// The event stream is bounded per event rather than in total.
+// The event stream is bounded per event rather than in total. Bodies are
+// read concurrently up to smallBody bytes each; past that, one at a time,
+// so that the bytes in flight stay near one maxBody however many calls
+// are out (a stats body is a few KiB; only a broken or hostile daemon
+// sends large ones).
 type Client struct {
 	*client.Client
 	transport *http.Transport // the client's own, whose idle connections Close closes
@@ -39,7 +44,7 @@ func NewClient(maxBody int64, opts ...client.Opt) (*Client, error) {
 				}
 			}
 		}
-		hc.Transport = bodyLimit{next: hc.Transport, max: maxBody}
+		hc.Transport = bodyLimit{next: hc.Transport, max: maxBody, large: make(chan struct{}, 1)}
 		return client.WithHTTPClient(hc)(cli)
 	}
 	cli, err := client.NewClientWithOpts(append(opts, limit)...)
@@ -58,10 +63,14 @@ func (c *Client) Close() error {
 	return c.Client.Close()
 }
 
+// smallBody is what a body may read before it needs the large-body token.
+const smallBody = 64 << 10
+
 // bodyLimit bounds the bodies of the responses it passes on.
 type bodyLimit struct {
-	next http.RoundTripper
-	max  int64
+	next  http.RoundTripper
+	max   int64
+	large chan struct{} // held by the one body reading past smallBody
 }
 
 func (b bodyLimit) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -72,6 +81,7 @@ func (b bodyLimit) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp.Body = &limitedBody{
 		rc: resp.Body, left: b.max, max: b.max, what: req.Method + " " + req.URL.Path,
 		perLine: strings.HasSuffix(req.URL.Path, "/events"), // a stream of JSON lines that never ends
+		large:   b.large, ctx: req.Context(),
 	}
 	return resp, nil
 }
@@ -83,6 +93,10 @@ type limitedBody struct {
 	max     int64
 	what    string
 	perLine bool
+
+	large   chan struct{} // nil: no bound on the bytes in flight
+	ctx     context.Context
+	holding bool // the large-body token
 }
 
 func (l *limitedBody) Read(p []byte) (int, error) {
@@ -91,6 +105,16 @@ func (l *limitedBody) Read(p []byte) (int, error) {
 	}
 	if int64(len(p)) > l.left+1 {
 		p = p[:l.left+1] // one byte more than allowed tells "at the limit" from "over it"
+	}
+	if l.large != nil && !l.perLine && !l.holding {
+		if read := l.max - l.left; read+int64(len(p)) > smallBody {
+			select {
+			case l.large <- struct{}{}:
+				l.holding = true
+			case <-l.ctx.Done():
+				return 0, context.Cause(l.ctx)
+			}
+		}
 	}
 	n, err := l.rc.Read(p)
 	if i := bytes.LastIndexByte(p[:n], '\n'); l.perLine && i >= 0 {
@@ -121,4 +145,10 @@ func (e *tooLarge) Error() string {
 	return fmt.Sprintf("Engine API %s to %s is over %d bytes: not read further (--docker.max-response-bytes)", unit, e.what, e.max)
 }
 
-func (l *limitedBody) Close() error { return l.rc.Close() }
+func (l *limitedBody) Close() error {
+	if l.holding {
+		l.holding = false
+		<-l.large
+	}
+	return l.rc.Close()
+}

@@ -1,17 +1,21 @@
-// Package docker reads container resources through the Docker Engine API
-// (github.com/docker/docker/client). It lists containers, inspects each and
-// takes one-shot stats of the running ones in the background, concurrently
-// with a bound and a per-call timeout, and publishes snapshots that scrapes
-// only read.
+// Package docker reads container resources. The Docker Engine API
+// (github.com/docker/docker/client) tells which containers exist and what
+// they are: a list, an inspect of each new or changed one, and the event
+// stream, which keeps the list current between full lists. Running
+// containers' figures come from their cgroups and their network namespace
+// (/proc/<pid>/net/dev), as cAdvisor reads them, where the host's cgroup
+// hierarchy is readable; elsewhere (a remote daemon, a rootless engine, no
+// cgroup mount) from one one-shot stats call per container per interval.
+// Everything is read in the background; scrapes only read snapshots.
 package docker
 
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,7 +26,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
@@ -49,7 +52,9 @@ type Config struct {
 	MaxContainers int           // containers served at most; those past it are left out and counted (0: no bound)
 	Labels        []string      // container labels carried as attributes (an allowlist)
 	Filter        Filter
-	Procfs        string // where /proc is, for the engine's own CPU use; empty: not measured
+	Procfs        string        // the host's /proc: the engine's own CPU use, containers' network figures; empty: not read
+	Cgroupfs      string        // the host's cgroup hierarchy (/sys/fs/cgroup); empty: figures from stats calls only
+	ListInterval  time.Duration // between full lists while the event stream is up (a safety net); 0: every collection
 	Log           *slog.Logger
 }
 
@@ -84,6 +89,10 @@ type Container struct {
 	Labels                 []Label // allowlisted labels present on the container, by key
 	OOMKills               uint64  // seen in the event stream since the exporter started
 
+	// Where a running container's figures come from (PathCgroup or
+	// PathStats; empty until decided) and, on the stats path, why.
+	Path, PathWhy string
+
 	// From inspect, of every container.
 	HasInspect   bool
 	RestartCount float64
@@ -91,8 +100,8 @@ type Container struct {
 	ExitCode     float64   // of the last run
 	StartedAt    time.Time // zero: never started
 
-	// From the one-shot stats of a running container.
-	HasStats         bool // the stats call succeeded
+	// The figures of a running container, from its cgroup or its stats.
+	HasStats         bool // the figures were read
 	HasCPU           bool // two samples exist, so CPU% can be computed
 	CPUPercent       float64
 	HasCPUUsage      bool
@@ -119,6 +128,15 @@ type Packets struct {
 	Packets, Errors, Dropped float64
 }
 
+// The paths a running container's figures come by.
+const (
+	PathCgroup = "cgroup" // its cgroup files and /proc/<pid>/net/dev, read here
+	PathStats  = "stats"  // one one-shot stats call per interval
+)
+
+// Paths are the paths, in the order the series and /health list them.
+var Paths = []string{PathCgroup, PathStats}
+
 // Label is a container label carried as an attribute.
 type Label struct{ Key, Value string }
 
@@ -132,8 +150,47 @@ type Snapshot struct {
 	EngineCPUPercent float64 // the engine's own process, 100 per busy core
 }
 
-// Source collects container stats. Its health is nil when the daemon
-// answered and every call about every container succeeded.
+// Notes say, for /health, which path the running containers' figures
+// come by, naming a few containers of each and why the stats path.
+func (s *Snapshot) Notes() []string {
+	var notes []string
+	for _, path := range Paths {
+		var names []string
+		whys := map[string]bool{}
+		for _, c := range s.Containers {
+			if c.Path == path {
+				names = append(names, c.Name)
+				if c.PathWhy != "" && len(whys) < 3 {
+					whys[c.PathWhy] = true
+				}
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		how := "from their cgroups"
+		if path == PathStats {
+			how = "from a stats call each per interval"
+		}
+		note := fmt.Sprintf("%d running containers' figures %s (%s): %s", len(names), how, path, nameList(names))
+		if len(whys) > 0 {
+			note += "; " + strings.Join(slices.Sorted(maps.Keys(whys)), "; ")
+		}
+		notes = append(notes, note)
+	}
+	return notes
+}
+
+// nameList joins names, at most maxNamed of them.
+func nameList(names []string) string {
+	if len(names) <= maxNamed {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:maxNamed], ", "), len(names)-maxNamed)
+}
+
+// Source collects container figures. Its health is nil when the daemon
+// answered and every call and read about every container succeeded.
 type Source struct {
 	*sampling.Tracker
 	snap atomic.Pointer[Snapshot]
@@ -141,13 +198,44 @@ type Source struct {
 
 	mu            sync.Mutex // serialises Sample
 	engine        *engineCPU
+	cgroups       *cgroupFS // nil: figures from stats calls only
+	noCgroups     string    // why cgroups is nil
+	hostMemory    uint64    // caps the limit of a container without one, as docker stats shows it
 	inspectErrors uint64
+	lastList      time.Time
+	main, slow    chan struct{} // stats call slots: containers that answer, and those that did not
+	calls         sync.WaitGroup
 
-	prevMu sync.Mutex
-	prev   map[string]cpuSample // container ID → last CPU sample
+	// The containers known, by ID. Sample changes the set; stats calls
+	// that outlive their collection write their figures under regMu.
+	regMu sync.Mutex
+	known map[string]*entry
+
+	events eventState
 
 	oomMu sync.Mutex
 	oom   map[string]*oomCount // container ID → OOM kills
+}
+
+// entry is what the source keeps of one container.
+type entry struct {
+	c       Container // identity, inspect and the latest figures
+	created int64
+	inspect bool // to inspect at the next collection
+
+	pid     int    // its init process, from inspect
+	netHost bool   // in the host's network namespace: no network figures of its own
+	parent  string // its --cgroup-parent
+	cg      *cgroupDirs
+	lookCg  bool // look for its cgroup at the next collection
+
+	prev       cpuSample // the previous CPU sample, for CPU%
+	hasPrev    bool
+	inspectErr error // of its latest inspect
+	figErr     error // of its latest figures
+
+	busy    bool // a stats call of it is out
+	failing bool // its latest stats call failed: its calls wait on no one
 }
 
 // oomCount is a container's OOM kills. The event can come before the
@@ -162,6 +250,11 @@ type oomCount struct {
 // be served: one created after a list is in the next. Past that, it is a
 // container left out (filtered, or over --docker.max-containers).
 const unservedCollections = 3
+
+// maxPending bounds what the event stream keeps between collections: the
+// containers it names (past it, the next collection lists them all
+// instead) and the OOM counts of containers not served yet.
+const maxPending = 4096
 
 // cpuSample is a container's CPU counter at a moment, for the next CPU%.
 type cpuSample struct {
@@ -181,21 +274,52 @@ func New(cfg Config) *Source {
 		cfg:     cfg,
 		Tracker: sampling.NewTracker(cfg.Log, "docker", errors.New("docker not sampled yet")),
 		engine:  newEngineCPU(cfg.Procfs, cfg.Client.DaemonHost(), cfg.Log),
-		prev:    map[string]cpuSample{},
+		main:    make(chan struct{}, cfg.Concurrency),
+		slow:    make(chan struct{}, max(1, cfg.Concurrency/4)),
+		known:   map[string]*entry{},
 		oom:     map[string]*oomCount{},
+	}
+	s.events.dirty = map[string]string{}
+	s.cgroups, s.noCgroups = openLocalCgroups(cfg)
+	if s.cgroups != nil {
+		s.hostMemory = hostMemory(cfg.Procfs)
+		cfg.Log.Debug("container figures from cgroups where readable", "root", cfg.Cgroupfs, "v2", s.cgroups.v2)
+	} else {
+		cfg.Log.Debug("container figures from stats calls", "reason", s.noCgroups)
 	}
 	s.snap.Store(&Snapshot{})
 	return s
 }
 
+// openLocalCgroups opens the cgroup hierarchy when the daemon's containers
+// are this host's: the daemon is on a unix socket, and /proc and the
+// hierarchy are there to read.
+func openLocalCgroups(cfg Config) (*cgroupFS, string) {
+	host := cfg.Client.DaemonHost()
+	switch {
+	case cfg.Cgroupfs == "":
+		return nil, "cgroups not read (--docker.cgroups=false)"
+	case cfg.Procfs == "":
+		return nil, "no procfs to read containers' network from"
+	case !strings.HasPrefix(host, "unix://"):
+		return nil, "the daemon at " + host + " is not on this host's unix socket"
+	}
+	g, err := openCgroups(cfg.Cgroupfs, cfg.Procfs)
+	if err != nil {
+		return nil, err.Error()
+	}
+	return g, ""
+}
+
 // Snapshot returns the latest snapshot; it never touches the daemon.
 func (s *Source) Snapshot() *Snapshot { return s.snap.Load() }
 
-// Run collects every Interval and follows OOM events until ctx ends,
-// reconnecting by itself when the daemon goes away and comes back. Then it
-// closes the client.
+// Run collects every Interval and follows the daemon's events until ctx
+// ends, reconnecting by itself when the daemon goes away and comes back.
+// Then it closes the client.
 func (s *Source) Run(ctx context.Context) {
 	defer s.cfg.Client.Close()
+	defer s.calls.Wait() // stats calls that outlived their collection end with ctx
 	var watching sync.WaitGroup
 	defer watching.Wait()
 	started := false
@@ -206,142 +330,198 @@ func (s *Source) Run(ctx context.Context) {
 		// lazily, racing with Events.
 		if !started && s.Snapshot().Up {
 			started = true
-			watching.Go(func() { s.watchOOM(ctx) })
+			watching.Go(func() { s.watch(ctx) })
 		}
 	})
 }
 
-// Sample lists containers, inspects each and takes one-shot stats of the
-// running ones. What the list says is served at once; the figures follow
-// when every call has answered or timed out.
+// Sample brings the known containers up to date (a full list when one is
+// due, an inspect of each new or changed one) and reads the running ones'
+// figures. What is known is served at once; the figures follow when every
+// read and call has answered, or timed out.
 func (s *Source) Sample(ctx context.Context) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	start := time.Now()
 	snap := Snapshot{InspectErrors: s.inspectErrors}
 	snap.EngineCPUPercent, snap.HasEngineCPU = s.engine.sample()
-	listCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	list, err := s.cfg.Client.ContainerList(listCtx, container.ListOptions{All: true})
-	cancel()
-	if err != nil {
-		hint := " (is it running, and may this user read its socket? add the user to the docker group)"
-		if errors.As(err, new(*tooLarge)) {
-			hint = ""
+
+	trusted := s.events.trusted()
+	if !trusted || s.cfg.ListInterval <= 0 || time.Since(s.lastList) >= s.cfg.ListInterval {
+		if err := s.list(ctx, !trusted); err != nil {
+			s.events.relistLater()
+			hint := " (is it running, and may this user read its socket? add the user to the docker group)"
+			if errors.As(err, new(*tooLarge)) {
+				hint = ""
+			}
+			s.publish(&snap, fmt.Errorf("docker daemon at %s: %w%s", s.cfg.Client.DaemonHost(), err, hint), start)
+			return
 		}
-		s.publish(&snap, fmt.Errorf("docker daemon at %s: %w%s", s.cfg.Client.DaemonHost(), err, hint), start)
-		return
+		s.lastList = time.Now()
 	}
 	snap.Up = true
-	var cs []Container
-	cs, snap.Skipped = s.choose(list)
-	s.serveListed(snap, cs)
+	s.applyEvents()
+	s.inspectMarked(ctx, s.unnamed()) // containers the events named: what are they?
+	served, skipped := s.choose()
+	snap.Skipped = skipped
+	s.serve(snap, served) // what is known, before any call
 
-	var (
-		wg            sync.WaitGroup
-		sem           = make(chan struct{}, s.cfg.Concurrency)
-		errs          = make([]error, len(cs)) // each worker writes its own
-		gone          = make([]bool, len(cs))  // removed since the list
-		inspectFailed = make([]bool, len(cs))
-	)
-	for i := range cs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			gone[i], inspectFailed[i], errs[i] = s.collect(ctx, &cs[i])
-		}()
-	}
-	wg.Wait()
+	s.inspectMarked(ctx, served)
+	s.readFigures(ctx, served)
 
-	kept := cs[:0]
 	var problems []error
 	if snap.Skipped > 0 {
 		problems = append(problems, fmt.Errorf("%d containers left out: more match than the %d allowed (--docker.max-containers)", snap.Skipped, s.cfg.MaxContainers))
 	}
 	named := 0
-	for i, c := range cs { // in name order, so the same problem reads the same every time
-		if inspectFailed[i] {
-			s.inspectErrors++
-		}
-		if errs[i] != nil {
+	s.regMu.Lock()
+	for _, e := range served { // in name order, so the same problem reads the same every time
+		if err := errors.Join(e.inspectErr, e.figErr); err != nil && s.known[e.c.ID] == e {
 			if named++; named <= maxNamed {
-				problems = append(problems, fmt.Errorf("container %s: %w", c.Name, errs[i]))
+				problems = append(problems, fmt.Errorf("container %s: %w", e.c.Name, err))
 			}
 		}
-		if !gone[i] {
-			kept = append(kept, c)
-		}
 	}
+	s.regMu.Unlock()
 	if named > maxNamed {
 		problems = append(problems, fmt.Errorf("and %d more containers", named-maxNamed))
 	}
 	snap.InspectErrors = s.inspectErrors
-	snap.Containers = kept
-	s.forget(kept)
-	s.publish(&snap, errors.Join(problems...), start)
+	s.publish(s.served(snap, served), errors.Join(problems...), start)
 }
 
 // maxNamed is how many failing containers the health error names, so that
 // it stays readable with hundreds of them.
 const maxNamed = 10
 
-// choose filters the list and, past MaxContainers, keeps the running
-// containers first, then the oldest, so the served set changes little as
-// containers come and go. The result is in name order.
-func (s *Source) choose(list []container.Summary) ([]Container, int) {
-	type listed struct {
-		Container
-		created int64
+// list lists every container and brings the known set to it: new ones
+// are inspected, gone ones dropped, and those whose state changed (or
+// all, when the event stream cannot be trusted to tell changes) inspected
+// again.
+func (s *Source) list(ctx context.Context, inspectAll bool) error {
+	listCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	list, err := s.cfg.Client.ContainerList(listCtx, container.ListOptions{All: true})
+	cancel()
+	if err != nil {
+		s.regMu.Lock()
+		clear(s.known) // the daemon is gone: so are its containers' series
+		s.known = map[string]*entry{}
+		s.regMu.Unlock()
+		return err
 	}
-	var ls []listed
-	for _, c := range list {
-		name := strings.TrimPrefix(firstOr(c.Names, c.ID), "/")
-		if !s.cfg.Filter.match(name, c.Image) {
+	listed := make(map[string]bool, len(list))
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	for _, l := range list {
+		name := strings.TrimPrefix(firstOr(l.Names, l.ID), "/")
+		if !s.cfg.Filter.match(name, l.Image) {
 			continue
 		}
-		ls = append(ls, listed{Container{ID: c.ID, Name: name, Image: c.Image, State: c.State, Labels: s.labels(c.Labels)}, c.Created})
+		listed[l.ID] = true
+		e := s.known[l.ID]
+		if e == nil {
+			e = &entry{inspect: true}
+			s.known[l.ID] = e
+		}
+		if e.c.State != l.State || inspectAll {
+			e.inspect = true
+		}
+		e.setState(l.State)
+		e.c.ID, e.c.Name, e.c.Image, e.c.Labels, e.created = l.ID, name, l.Image, s.labels(l.Labels), l.Created
 	}
+	for id := range s.known {
+		if !listed[id] {
+			delete(s.known, id)
+		}
+	}
+	return nil
+}
+
+// setState records the container's state; figures of another state are
+// not served.
+func (e *entry) setState(state string) {
+	if e.c.State == state {
+		return
+	}
+	e.c.State = state
+	e.clearFigures()
+	e.c.Path, e.c.PathWhy = "", ""
+	e.hasPrev, e.cg, e.lookCg, e.figErr = false, nil, true, nil
+}
+
+// clearFigures leaves e's figures out: they are not known now.
+func (e *entry) clearFigures() {
+	c := &e.c
+	c.HasStats, c.HasCPU, c.HasCPUUsage, c.HasThrottling, c.HasMemory, c.HasMemoryLimit, c.HasNetwork, c.HasPIDs = false, false, false, false, false, false, false, false
+	c.Rx, c.Tx = Packets{}, Packets{}
+}
+
+// choose picks the containers served and, past MaxContainers, keeps the
+// running containers first, then the oldest, so the served set changes
+// little as containers come and go. The result is in name order.
+func (s *Source) choose() ([]*entry, int) {
+	s.regMu.Lock()
+	es := slices.Collect(maps.Values(s.known))
+	s.regMu.Unlock()
 	skipped := 0
-	if max := s.cfg.MaxContainers; max > 0 && len(ls) > max {
-		slices.SortFunc(ls, func(a, b listed) int {
-			if ar, br := a.State == "running", b.State == "running"; ar != br {
+	if max := s.cfg.MaxContainers; max > 0 && len(es) > max {
+		slices.SortFunc(es, func(a, b *entry) int {
+			if ar, br := a.c.State == "running", b.c.State == "running"; ar != br {
 				if ar {
 					return -1
 				}
 				return 1
 			}
-			return cmp.Or(cmp.Compare(a.created, b.created), strings.Compare(a.Name, b.Name))
+			return cmp.Or(cmp.Compare(a.created, b.created), strings.Compare(a.c.Name, b.c.Name), strings.Compare(a.c.ID, b.c.ID))
 		})
-		skipped, ls = len(ls)-max, ls[:max]
+		skipped, es = len(es)-max, es[:max]
 	}
-	cs := make([]Container, len(ls))
-	for i, l := range ls {
-		cs[i] = l.Container
-	}
-	slices.SortFunc(cs, func(a, b Container) int { return strings.Compare(a.Name, b.Name) })
-	return cs, skipped
+	slices.SortFunc(es, func(a, b *entry) int {
+		return cmp.Or(strings.Compare(a.c.Name, b.c.Name), strings.Compare(a.c.ID, b.c.ID))
+	})
+	return es, skipped
 }
 
-// serveListed serves the listed containers at once, each with its figures
-// of the previous collection while its state has not changed, so that
-// containers whose calls are slow delay nobody's series, nor daemon_up.
-func (s *Source) serveListed(snap Snapshot, cs []Container) {
-	prev := map[string]*Container{}
-	old := s.Snapshot().Containers
-	for i := range old {
-		prev[old[i].ID] = &old[i]
-	}
-	snap.Containers = make([]Container, len(cs))
-	for i, c := range cs {
-		if p, ok := prev[c.ID]; ok && p.State == c.State {
-			figures := *p
-			figures.Name, figures.Image, figures.Labels = c.Name, c.Image, c.Labels
-			c = figures
+// unnamed are the containers known from events only, not inspected yet.
+func (s *Source) unnamed() []*entry {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	var es []*entry
+	for _, e := range s.known {
+		if e.c.Name == "" {
+			es = append(es, e)
 		}
-		snap.Containers[i] = c
 	}
-	s.snap.Store(&snap)
+	return es
+}
+
+// serve serves the chosen containers at once, each with its latest
+// figures, so that containers whose calls are slow delay nobody's series,
+// nor daemon_up.
+func (s *Source) serve(snap Snapshot, es []*entry) {
+	s.snap.Store(s.snapshot(snap, es, false))
 	s.Changed()
+}
+
+// served is the collection's result: snap with the containers es still
+// known, as they are now.
+func (s *Source) served(snap Snapshot, es []*entry) *Snapshot {
+	return s.snapshot(snap, es, true)
+}
+
+// snapshot is snap with the containers es as they are now; collected:
+// the collection is over, so OOM counts of containers gone are dropped.
+func (s *Source) snapshot(snap Snapshot, es []*entry, collected bool) *Snapshot {
+	snap.Containers = make([]Container, 0, len(es))
+	s.regMu.Lock()
+	for _, e := range es {
+		if s.known[e.c.ID] == e && e.c.Name != "" {
+			snap.Containers = append(snap.Containers, e.c)
+		}
+	}
+	s.regMu.Unlock()
+	s.countOOM(snap.Containers, collected)
+	return &snap
 }
 
 // publish serves snap as the collection's result and records it.
@@ -351,33 +531,75 @@ func (s *Source) publish(snap *Snapshot, err error, start time.Time) {
 	s.Observe(err, now, now.Sub(start))
 }
 
-// collect inspects c and, when it runs, takes its stats. gone: the
-// container was removed since the list (not an error, and no series).
-func (s *Source) collect(ctx context.Context, c *Container) (gone, inspectFailed bool, err error) {
+// inspectMarked inspects the containers marked for it, concurrently: what
+// only inspect tells (restarts, health, exit code, start time) and what
+// reading the cgroup needs (init process, network mode, cgroup parent).
+func (s *Source) inspectMarked(ctx context.Context, es []*entry) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, s.cfg.Concurrency)
+	var failed atomic.Uint64
+	for _, e := range es {
+		if !e.inspect {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if s.inspect(ctx, e) {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	s.inspectErrors += failed.Load()
+}
+
+// inspect inspects one container; failed: the call failed (a container
+// removed meanwhile is not a failure: it goes at once).
+func (s *Source) inspect(ctx context.Context, e *entry) (failed bool) {
 	callCtx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	info, inspectErr := s.cfg.Client.ContainerInspect(callCtx, c.ID)
+	info, err := s.cfg.Client.ContainerInspect(callCtx, e.c.ID)
 	cancel()
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
 	switch {
-	case cerrdefs.IsNotFound(inspectErr):
-		return true, false, nil
-	case inspectErr == nil && (info.ContainerJSONBase == nil || info.State == nil):
-		inspectErr = errors.New("inspect: the answer has no state")
-	case inspectErr != nil:
-		inspectErr = fmt.Errorf("inspect: %w", inspectErr)
-	default:
-		fillInspect(c, info)
+	case cerrdefs.IsNotFound(err):
+		delete(s.known, e.c.ID)
+		return false
+	case err == nil && (info.ContainerJSONBase == nil || info.State == nil):
+		err = errors.New("inspect: the answer has no state")
+	case err != nil:
+		err = fmt.Errorf("inspect: %w", err)
 	}
-	if c.State != "running" {
-		return false, inspectErr != nil, inspectErr
+	e.inspectErr = err
+	if err != nil {
+		e.c.HasInspect = false
+		return true
 	}
-	statsErr := s.stats(ctx, c)
-	if cerrdefs.IsNotFound(statsErr) {
-		return true, false, nil
+	e.inspect = false
+	if name := strings.TrimPrefix(info.Name, "/"); name != "" {
+		e.c.Name = name
 	}
-	if statsErr != nil {
-		statsErr = fmt.Errorf("stats: %w", statsErr)
+	if cfg := info.Config; cfg != nil {
+		e.c.Image, e.c.Labels = cmp.Or(cfg.Image, e.c.Image), s.labels(cfg.Labels)
 	}
-	return false, inspectErr != nil, errors.Join(inspectErr, statsErr)
+	if e.c.Name == "" || !s.cfg.Filter.match(e.c.Name, e.c.Image) {
+		delete(s.known, e.c.ID) // filtered out (a container the events named, or renamed)
+		return false
+	}
+	if t, err := time.Parse(time.RFC3339Nano, info.Created); err == nil {
+		e.created = t.Unix()
+	}
+	e.setState(string(info.State.Status))
+	fillInspect(&e.c, info)
+	e.pid = info.State.Pid
+	e.netHost, e.parent = false, ""
+	if hc := info.HostConfig; hc != nil {
+		e.netHost, e.parent = hc.NetworkMode.IsHost(), hc.CgroupParent
+	}
+	e.lookCg = true
+	return false
 }
 
 // fillInspect takes what only inspect tells: restarts, health, exit code
@@ -394,121 +616,30 @@ func fillInspect(c *Container, info container.InspectResponse) {
 		c.Health = ""
 	}
 	c.ExitCode = float64(st.ExitCode)
+	c.StartedAt = time.Time{}
 	if t, err := time.Parse(time.RFC3339Nano, st.StartedAt); err == nil && t.Year() > 1 {
 		c.StartedAt = t
 	}
 }
 
-// stats fills c from one one-shot stats call.
-func (s *Source) stats(ctx context.Context, c *Container) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	resp, err := s.cfg.Client.ContainerStatsOneShot(ctx, c.ID)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var st container.StatsResponse
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return fmt.Errorf("decoding: %w", err)
-	}
-	s.fill(c, &st)
-	return nil
-}
-
-// fill computes a container's figures from its stats, as docker stats
-// does. The API omits zero memory, limit and PID figures, so a zero there
-// is a figure the daemon did not give.
-func (s *Source) fill(c *Container, st *container.StatsResponse) {
-	c.HasStats = true
-	mem := st.MemoryStats
-	c.HasMemory, c.MemoryBytes = mem.Usage > 0, float64(memoryUsage(mem))
-	c.HasMemoryLimit, c.MemoryLimitBytes = mem.Limit > 0, float64(mem.Limit)
-	for _, n := range st.Networks {
-		c.HasNetwork = true
-		c.RxBytes += float64(n.RxBytes)
-		c.TxBytes += float64(n.TxBytes)
-		c.Rx.add(n.RxPackets, n.RxErrors, n.RxDropped)
-		c.Tx.add(n.TxPackets, n.TxErrors, n.TxDropped)
-	}
-	// Bytes moved in no packets are counters the daemon does not fill
-	// (podman sends zeros): unknown, not zero.
-	c.Rx.Known = c.HasNetwork && (c.Rx.Packets > 0 || c.RxBytes == 0)
-	c.Tx.Known = c.HasNetwork && (c.Tx.Packets > 0 || c.TxBytes == 0)
-	for _, e := range st.BlkioStats.IoServiceBytesRecursive {
-		switch strings.ToLower(e.Op) {
-		case "read":
-			c.BlockReadBytes += float64(e.Value)
-		case "write":
-			c.BlockWriteBytes += float64(e.Value)
-		}
-	}
-	c.HasPIDs, c.PIDs = st.PidsStats.Current > 0, float64(st.PidsStats.Current)
-
-	cpu := st.CPUStats
-	c.HasCPUUsage, c.CPUSeconds = cpu.CPUUsage.TotalUsage > 0, float64(cpu.CPUUsage.TotalUsage)/1e9
-	// Without a CPU quota there are no periods to be throttled in; podman
-	// sends zeros even with one. Either way there is nothing to tell.
-	if th := cpu.ThrottlingData; th.Periods > 0 {
-		c.HasThrottling, c.ThrottledPeriods, c.ThrottledSeconds = true, float64(th.ThrottledPeriods), float64(th.ThrottledTime)/1e9
-	}
-	if !c.HasCPUUsage {
-		return
-	}
-	// CPU% from this container's previous sample: one-shot stats (and
-	// podman) send no precpu_stats. The elapsed time is the daemon's own
-	// "read" timestamps, which keeps 100% = one busy core on any daemon.
-	cur := cpuSample{usage: cpu.CPUUsage.TotalUsage, read: st.Read}
-	s.prevMu.Lock()
-	prev, ok := s.prev[c.ID]
-	s.prev[c.ID] = cur
-	s.prevMu.Unlock()
-	if ok && cur.read.After(prev.read) && cur.usage >= prev.usage {
-		c.HasCPU = true
-		c.CPUPercent = float64(cur.usage-prev.usage) / float64(cur.read.Sub(prev.read).Nanoseconds()) * 100
-	}
-}
-
-func (p *Packets) add(packets, errs, dropped uint64) {
-	p.Packets += float64(packets)
-	p.Errors += float64(errs)
-	p.Dropped += float64(dropped)
-}
-
-// memoryUsage is usage less inactive page cache, as the docker CLI computes
-// it: total_inactive_file on cgroup v1, inactive_file on cgroup v2.
-func memoryUsage(m container.MemoryStats) uint64 {
-	if v, v1 := m.Stats["total_inactive_file"]; v1 && v < m.Usage {
-		return m.Usage - v
-	}
-	if v := m.Stats["inactive_file"]; v < m.Usage {
-		return m.Usage - v
-	}
-	return m.Usage
-}
-
-// forget drops what is kept about containers no longer served: their CPU
-// samples and OOM counts go with their series. An OOM count of a container
-// not served yet waits unservedCollections for it. It sets the OOM counts
-// of the ones served.
-func (s *Source) forget(cs []Container) {
-	served := map[string]bool{}
-	for _, c := range cs {
-		served[c.ID] = true
-	}
-	s.prevMu.Lock()
-	for id := range s.prev {
-		if !served[id] {
-			delete(s.prev, id)
-		}
-	}
-	s.prevMu.Unlock()
+// countOOM sets the OOM counts of the containers served, and drops the
+// counts of containers no longer served. A count of a container not
+// served yet waits unservedCollections for it.
+func (s *Source) countOOM(cs []Container, collected bool) {
 	s.oomMu.Lock()
+	defer s.oomMu.Unlock()
+	served := map[string]bool{}
 	for i := range cs {
+		served[cs[i].ID] = true
 		if c := s.oom[cs[i].ID]; c != nil {
 			cs[i].OOMKills = c.kills
-			c.served, c.missed = true, 0
+			if collected {
+				c.served, c.missed = true, 0
+			}
 		}
+	}
+	if !collected {
+		return
 	}
 	for id, c := range s.oom {
 		if served[id] {
@@ -518,7 +649,6 @@ func (s *Source) forget(cs []Container) {
 			delete(s.oom, id)
 		}
 	}
-	s.oomMu.Unlock()
 }
 
 // labels picks the allowlisted labels a container carries.
@@ -537,36 +667,4 @@ func firstOr(names []string, fallback string) string {
 		return names[0]
 	}
 	return fallback
-}
-
-// watchOOM counts OOM kills from the daemon's event stream, reconnecting
-// after the daemon goes away.
-func (s *Source) watchOOM(ctx context.Context) {
-	opts := events.ListOptions{Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "oom"))}
-	for ctx.Err() == nil {
-		msgs, errs := s.cfg.Client.Events(ctx, opts)
-	read:
-		for {
-			select {
-			case m := <-msgs:
-				s.oomMu.Lock()
-				c := s.oom[m.Actor.ID]
-				if c == nil {
-					c = &oomCount{}
-					s.oom[m.Actor.ID] = c
-				}
-				c.kills++
-				s.oomMu.Unlock()
-			case err := <-errs:
-				s.cfg.Log.Debug("docker event stream ended; reconnecting", "err", err)
-				break read
-			case <-ctx.Done():
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(s.cfg.Interval):
-		}
-	}
 }

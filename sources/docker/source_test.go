@@ -41,7 +41,9 @@ func newSourceBounded(t *testing.T, e *fakeengine.Engine, maxResponse int64, mut
 	}
 	t.Cleanup(func() { cli.Close() })
 	var logs bytes.Buffer
-	cfg := Config{Client: cli, Interval: 50 * time.Millisecond, Timeout: 500 * time.Millisecond, Concurrency: 4,
+	// The interval bounds how long a collection waits for stats calls; tests
+	// call Sample themselves, or follow events that do not wait on it.
+	cfg := Config{Client: cli, Interval: time.Second, Timeout: 500 * time.Millisecond, Concurrency: 4,
 		Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	for _, m := range mutate {
 		m(&cfg)
@@ -200,8 +202,11 @@ func TestRemovedContainerGoes(t *testing.T) {
 	if cs := src.Snapshot().Containers; len(cs) != 1 || cs[0].Name != "keep" {
 		t.Errorf("after removal: %+v", cs)
 	}
-	if _, ok := src.prev["b"]; ok {
-		t.Error("the removed container's CPU sample is still kept")
+	src.regMu.Lock()
+	_, kept := src.known["b"]
+	src.regMu.Unlock()
+	if kept {
+		t.Error("the removed container is still kept")
 	}
 }
 
@@ -658,7 +663,7 @@ func TestOOMBeforeListed(t *testing.T) {
 	defer cancel()
 	src.Sample(ctx) // negotiates the API version before the event stream, as Run does
 	watched := make(chan struct{})
-	go func() { src.watchOOM(ctx); close(watched) }()
+	go func() { src.watch(ctx); close(watched) }()
 	defer func() { cancel(); <-watched }()
 
 	e.OOM("new")
