@@ -11,8 +11,12 @@ all: build
 
 # Static binaries (no libc: about 1 MiB less resident memory each), stripped;
 # gpu-exporter and worker-exporter need cgo, for NVML (go-nvml's headers warn about
-# deprecated calls we do not make).
-GOFLAGS_BUILD := -trimpath -ldflags='-s -w'
+# deprecated calls we do not make). The version and revision are stamped here:
+# Go records none when its VCS stamping is off (GOFLAGS=-buildvcs=false).
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BUILDINFO := github.com/ffmpeg-rtmp/worker-exporters/internal/buildinfo
+GOFLAGS_BUILD = -trimpath -ldflags='-s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).revision=$(REVISION)'
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 STATIC := $(filter-out ./cmd/gpu-exporter ./cmd/worker-exporter ./cmd/internal,$(patsubst %/,./%,$(wildcard cmd/*/)))
 
