@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -46,7 +47,8 @@ func (p *Pipeline) Watch(src Versioned) { p.metrics.watch(src) }
 // scrapes arriving during a render share it instead of rendering again.
 type metricsCache struct {
 	gatherer prometheus.Gatherer
-	filtered http.Handler // promhttp itself, for the rare scrape filtered by name[]: never cached
+	runtime  prometheus.Gatherer // process_* and go_*: rendered fresh beside every cached body
+	filtered http.Handler        // promhttp itself, for the rare scrape filtered by name[]: never cached
 	log      *slog.Logger
 
 	sources atomic.Pointer[[]Versioned] // copy on write; nil: nothing watched
@@ -77,7 +79,8 @@ type acceptKey struct{ accept, encoding string }
 func newMetricsCache(registry *prometheus.Registry, log *slog.Logger) *metricsCache {
 	return &metricsCache{
 		gatherer: registry,
-		filtered: promhttp.HandlerFor(registry, promhttp.HandlerOpts{
+		runtime:  runtimeRegistry(),
+		filtered: promhttp.HandlerFor(prometheus.Gatherers{registry, runtimeRegistry()}, promhttp.HandlerOpts{
 			ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
 			ErrorHandling: promhttp.ContinueOnError,
 		}),
@@ -111,8 +114,44 @@ func (c *metricsCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := c.variantFor(r.Header)
-	v.get(c).write(w, v)
+	v.get(c).write(w, v, c.renderRuntime(v))
 }
+
+// runtimeRegistry holds client_golang's process and Go collectors, which
+// every Prometheus exporter serves: the process's CPU, memory, descriptors
+// and Go runtime. One per process, as what they read is.
+var runtimeRegistry = sync.OnceValue(func() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	return r
+})
+
+// renderRuntime encodes the process and Go series in v's format, afresh:
+// they change with the clock, so no generation could tell when a kept
+// render of them went stale. They come after the cached body, as a gzip
+// member of their own when v is gzipped (RFC 1952 allows several).
+func (c *metricsCache) renderRuntime(v *variant) *bytes.Buffer {
+	mfs, err := c.runtime.Gather()
+	if err != nil {
+		c.log.Error("error gathering process and Go metrics", "err", err)
+	}
+	buf := runtimeBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	out := writerTo(buf, v.key.gzip)
+	enc := expfmt.NewEncoder(out, v.key.format.WithEscapingScheme(model.NoEscaping))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			c.log.Error("error encoding metric family", "family", mf.GetName(), "err", err)
+		}
+	}
+	if closer, ok := enc.(expfmt.Closer); ok { // OpenMetrics' "# EOF": after everything
+		_ = closer.Close()
+	}
+	_ = out.Close()
+	return buf
+}
+
+var runtimeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // variantFor negotiates as promhttp does: expfmt.Negotiate on Accept, and
 // gzip when Accept-Encoding takes it.
@@ -197,13 +236,12 @@ var (
 // render is one rendering of a variant: the body for the generations read
 // before gathering.
 type render struct {
-	id     uint64
-	gens   []uint64  // the watched generations, read before gathering
-	until  time.Time // zero: good until a generation moves; else no longer than this either
-	done   chan struct{}
-	body   []byte
-	length []string // Content-Length header values
-	err    error    // nothing could be gathered: answered 500, never kept
+	id    uint64
+	gens  []uint64  // the watched generations, read before gathering
+	until time.Time // zero: good until a generation moves; else no longer than this either
+	done  chan struct{}
+	body  []byte
+	err   error // nothing could be gathered: answered 500, never kept
 }
 
 // fresh reports whether r still shows what a render now would.
@@ -309,24 +347,21 @@ func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
 	// The bridge's translation strategy has escaped every name already
 	// (see Shared.Pipeline), so the encoder's own escaping pass, which
 	// copies every family to find nothing to escape, is skipped.
+	// (An OpenMetrics "# EOF" is left to renderRuntime, whose series follow.)
 	enc := expfmt.NewEncoder(out, v.key.format.WithEscapingScheme(model.NoEscaping))
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
 			c.log.Error("error encoding metric family", "family", mf.GetName(), "err", err)
 		}
 	}
-	if closer, ok := enc.(expfmt.Closer); ok {
-		if err := closer.Close(); err != nil {
-			c.log.Error("error closing the exposition", "err", err)
-		}
-	}
 	r.err = out.Close()
 	r.body = buf.Bytes()
-	r.length = []string{strconv.Itoa(len(r.body))}
 	finished = true
 }
 
-func (r *render) write(w http.ResponseWriter, v *variant) {
+// write answers with r's body followed by runtime's (renderRuntime).
+func (r *render) write(w http.ResponseWriter, v *variant, runtime *bytes.Buffer) {
+	defer runtimeBuffers.Put(runtime)
 	if r.err != nil {
 		http.Error(w, "An error has occurred while serving metrics:\n\n"+r.err.Error(), http.StatusInternalServerError)
 		return
@@ -337,8 +372,11 @@ func (r *render) write(w http.ResponseWriter, v *variant) {
 	if v.key.gzip {
 		h["Content-Encoding"] = gzipValues
 	}
-	h["Content-Length"] = r.length
-	_, _ = w.Write(r.body) // a scraper that went away is not an error of ours
+	h["Content-Length"] = []string{strconv.Itoa(len(r.body) + runtime.Len())}
+	// A scraper that went away is not an error of ours.
+	if _, err := w.Write(r.body); err == nil {
+		_, _ = w.Write(runtime.Bytes())
+	}
 }
 
 // gzipWriters are reused between renders; BestSpeed, because a scrape

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/prometheus/common/promslog"
 )
 
 // Options are the flags every binary shares.
@@ -77,22 +79,25 @@ func (o *Options) Logger(w io.Writer) (*slog.Logger, error) {
 
 // RegisterLogFlags registers --log.level and --log.format on fs.
 func RegisterLogFlags(fs *flag.FlagSet, level, format *string) {
-	fs.StringVar(level, "log.level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(format, "log.format", "text", "log format: text or json")
+	fs.StringVar(level, "log.level", "info", "log level: "+strings.Join(promslog.LevelFlagOptions, ", "))
+	fs.StringVar(format, "log.format", "text", "log format: text (logfmt) or json")
 }
 
-// NewLogger builds a slog logger of the given level and format (text or json).
+// NewLogger builds prometheus/common's logger (promslog), as the
+// Prometheus exporters log, of the given level and format, writing to w.
+// The format "text", which these binaries have always taken, is
+// promslog's logfmt.
 func NewLogger(w io.Writer, levelName, format string) (*slog.Logger, error) {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(levelName)); err != nil {
-		return nil, fmt.Errorf("--log.level %q: use debug, info, warn or error", levelName)
+	level := promslog.NewLevel()
+	if err := level.Set(levelName); err != nil {
+		return nil, fmt.Errorf("--log.level %q: use %s", levelName, strings.Join(promslog.LevelFlagOptions, ", "))
 	}
-	hopts := &slog.HandlerOptions{Level: level}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, hopts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	if format == "text" {
+		format = "logfmt"
 	}
-	return nil, fmt.Errorf("--log.format %q: use text or json", format)
+	f := promslog.NewFormat()
+	if err := f.Set(format); err != nil {
+		return nil, fmt.Errorf("--log.format %q: use text (or logfmt) or json", format)
+	}
+	return promslog.New(&promslog.Config{Level: level, Format: f, Writer: w}), nil
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"sync"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
@@ -14,52 +12,30 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// otlpExporter returns the OTLP exporter the OTEL_* environment asks for, or
-// nil when no endpoint is set. Endpoint, headers, timeout, TLS and
-// compression are read by the OTLP exporters themselves; the interval and
-// export timeout by each periodic reader. Only the protocol choice (grpc by
-// default) and OTEL_SDK_DISABLED are read here, as the Go SDK has no reader
-// for them.
-func otlpExporter(ctx context.Context, log *slog.Logger) (*loggingExporter, error) {
-	if disabled, _ := strconv.ParseBool(os.Getenv("OTEL_SDK_DISABLED")); disabled {
-		log.Info("OTLP push off: OTEL_SDK_DISABLED is true; /metrics still serves")
+// otlpExporter returns the OTLP exporter c asks for, or nil when c has no
+// endpoint.
+func otlpExporter(ctx context.Context, c Config, log *slog.Logger) (*loggingExporter, error) {
+	if c.Endpoint == "" {
+		log.Info("OTLP push off: " + c.Off + "; /metrics still serves")
 		return nil, nil
-	}
-	endpoint := firstEnv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
-	if endpoint == "" {
-		log.Info("OTLP push off: set OTEL_EXPORTER_OTLP_ENDPOINT to push metrics; /metrics serves them")
-		return nil, nil
-	}
-	protocol := firstEnv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-	if protocol == "" {
-		protocol = "grpc"
 	}
 	var (
 		exp sdkmetric.Exporter
 		err error
 	)
-	switch protocol {
+	switch c.Protocol {
 	case "grpc":
-		exp, err = otlpmetricgrpc.New(ctx)
+		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithEndpointURL(c.Endpoint))
 	case "http/protobuf":
-		exp, err = otlpmetrichttp.New(ctx)
+		exp, err = otlpmetrichttp.New(ctx, otlpmetrichttp.WithEndpointURL(c.Endpoint))
 	default:
-		return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q: use grpc or http/protobuf", protocol)
+		return nil, fmt.Errorf("OTLP protocol %q: use grpc or http/protobuf", c.Protocol)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("OTLP exporter: %w", err)
 	}
-	log.Info("OTLP push on", "endpoint", endpoint, "protocol", protocol)
+	log.Info("OTLP push on", "endpoint", c.Endpoint, "protocol", c.Protocol)
 	return &loggingExporter{Exporter: exp, log: log}, nil
-}
-
-func firstEnv(names ...string) string {
-	for _, n := range names {
-		if v := os.Getenv(n); v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // loggingExporter logs an export outage once when it starts and once when it

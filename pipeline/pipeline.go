@@ -27,31 +27,44 @@ import (
 const scope = "github.com/ffmpeg-rtmp/worker-exporters"
 
 // Shared is what the pipelines of one process share: the resource that
-// names the process, and the OTLP exporter (one connection).
+// names the process, the OTLP exporter (one connection) and the password
+// gate (one per process, so that wrong passwords cost the same however
+// many ports they are sent to).
 type Shared struct {
-	res  *resource.Resource
-	push *loggingExporter // nil: no push
-	log  *slog.Logger
+	cfg       Config
+	res       *resource.Resource
+	push      *loggingExporter // nil: no push
+	passwords *passwords
+	log       *slog.Logger
 }
 
-// NewShared reads the OTEL_* environment once for the process.
-// serviceName is the default service.name; instanceID the
-// service.instance.id, stable across restarts so series do not churn.
+// NewShared builds what a process's pipelines share, pushing as the OTEL_*
+// environment says. serviceName is the default service.name; instanceID
+// the service.instance.id, stable across restarts so series do not churn.
 func NewShared(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Shared, error) {
+	cfg, err := ConfigFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Shared(ctx, serviceName, instanceID, log)
+}
+
+// Shared builds what a process's pipelines share, pushing as c says.
+func (c Config) Shared(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Shared, error) {
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(serviceName), semconv.ServiceInstanceID(instanceID)),
 		resource.WithHost(),
 		resource.WithTelemetrySDK(),
-		resource.WithFromEnv(), // last, so OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win
+		resource.WithAttributes(c.Resource...), // last, so OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME win
 	)
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return nil, fmt.Errorf("resource: %w", err)
 	}
-	push, err := otlpExporter(ctx, log)
+	push, err := otlpExporter(ctx, c, log)
 	if err != nil {
 		return nil, err
 	}
-	return &Shared{res: res, push: push, log: log}, nil
+	return &Shared{cfg: c, res: res, push: push, passwords: newPasswords(), log: log}, nil
 }
 
 // SetErrorLog sends OpenTelemetry's own errors, process-wide, to log at
@@ -91,7 +104,8 @@ type Pipeline struct {
 	mux      *http.ServeMux
 	metrics  *metricsCache // GET /metrics; see Watch
 	pushing  bool
-	owned    *Shared // closed with the pipeline when New made it
+	shared   *Shared
+	owned    bool // the pipeline closes shared: New made it
 
 	mu        sync.Mutex
 	checks    []check
@@ -107,7 +121,8 @@ type check struct {
 
 type endpoint struct{ Pattern, About string }
 
-// New builds the pipeline of a single exporter o.Name listening on addr.
+// New builds the pipeline of a single exporter o.Name listening on addr,
+// pushing as the OTEL_* environment says.
 func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipeline, error) {
 	shared, err := NewShared(ctx, o.Name, InstanceID(addr), log)
 	if err != nil {
@@ -117,7 +132,7 @@ func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipel
 	if err != nil {
 		return nil, err
 	}
-	p.owned = shared
+	p.owned = true
 	return p, nil
 }
 
@@ -138,7 +153,14 @@ func (s *Shared) Pipeline(name string, seriesLimit int) (*Pipeline, error) {
 	}
 	opts := []sdkmetric.Option{sdkmetric.WithResource(s.res), sdkmetric.WithReader(bridge)}
 	if s.push != nil {
-		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(s.push)))
+		var ropts []sdkmetric.PeriodicReaderOption
+		if s.cfg.Interval > 0 {
+			ropts = append(ropts, sdkmetric.WithInterval(s.cfg.Interval))
+		}
+		if s.cfg.Timeout > 0 {
+			ropts = append(ropts, sdkmetric.WithTimeout(s.cfg.Timeout))
+		}
+		opts = append(opts, sdkmetric.WithReader(sdkmetric.NewPeriodicReader(s.push, ropts...)))
 	}
 	if seriesLimit > 0 {
 		opts = append(opts, sdkmetric.WithCardinalityLimit(seriesLimit))
@@ -151,6 +173,7 @@ func (s *Shared) Pipeline(name string, seriesLimit int) (*Pipeline, error) {
 		provider: provider,
 		mux:      http.NewServeMux(),
 		pushing:  s.push != nil,
+		shared:   s,
 	}
 	p.metrics = newMetricsCache(registry, s.log)
 	p.mux.Handle("GET /metrics", p.metrics)
@@ -210,8 +233,8 @@ func (p *Pipeline) Handler() http.Handler { return p.mux }
 // exporter too when New made it.
 func (p *Pipeline) Close(ctx context.Context) error {
 	err := p.provider.Shutdown(ctx)
-	if p.owned != nil {
-		err = errors.Join(err, p.owned.Close(ctx))
+	if p.owned {
+		err = errors.Join(err, p.shared.Close(ctx))
 	}
 	return err
 }

@@ -42,7 +42,35 @@ func newTestPipeline(t *testing.T, logs io.Writer) *Pipeline {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close(context.Background()) })
-	_, err = p.Meter.Float64ObservableGauge("test_power_watts", metric.WithUnit("W"), metric.WithDescription("A gauge."),
+	addTestInstruments(t, p)
+	return p
+}
+
+// newTestPipelines builds n pipelines of one process (one Shared), as
+// worker-exporter's ports are, each with newTestPipeline's instruments.
+func newTestPipelines(t *testing.T, n int) []*Pipeline {
+	t.Helper()
+	shared, err := Config{}.Shared(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shared.Close(context.Background()) })
+	var ps []*Pipeline
+	for range n {
+		p, err := shared.Pipeline("test-exporter", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close(context.Background()) })
+		addTestInstruments(t, p)
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+func addTestInstruments(t *testing.T, p *Pipeline) {
+	t.Helper()
+	_, err := p.Meter.Float64ObservableGauge("test_power_watts", metric.WithUnit("W"), metric.WithDescription("A gauge."),
 		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
 			o.Observe(42.5, metric.WithAttributes(attribute.String("zone", "package")))
 			return nil
@@ -58,7 +86,6 @@ func newTestPipeline(t *testing.T, logs io.Writer) *Pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
 }
 
 func scrape(t *testing.T, h http.Handler) string {
@@ -81,7 +108,7 @@ test_energy_joules_total{zone="package"} 1234.5
 # TYPE test_power_watts gauge
 test_power_watts{zone="package"} 42.5
 `
-	if got := scrape(t, p.Handler()); got != want {
+	if got := ownPart(scrape(t, p.Handler())); got != want {
 		t.Errorf("exposition:\n%s\nwant:\n%s", got, want)
 	}
 }
@@ -138,7 +165,7 @@ func TestOTLPPush(t *testing.T) {
 			}
 			waitFor(t, func() bool { return len(recv.Points()) == 2 })
 
-			scraped, err := otlptest.ParseProm(scrape(t, p.Handler()))
+			scraped, err := otlptest.ParseProm(ownPart(scrape(t, p.Handler()))) // process_* and go_* are not pushed
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -327,7 +354,7 @@ func TestShutdownBoundedWithDeadCollector(t *testing.T) {
 // the rest into one overflow series.
 func TestSeriesLimit(t *testing.T) {
 	clearOTELEnv(t)
-	shared, err := NewShared(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
+	shared, err := Config{}.Shared(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

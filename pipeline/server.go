@@ -35,7 +35,7 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 		return fail(err)
 	}
 	conns := newConns(ln, w.MaxConnections, log)
-	g := &guard{next: p.mux, route: p.route, passwords: newPasswords(), conns: conns, bodyTimeout: w.ReadHeaderTimeout, writeTimeout: w.IdleTimeout, log: log}
+	g := &guard{next: p.mux, route: p.route, passwords: p.shared.passwords, conns: conns, bodyTimeout: w.ReadHeaderTimeout, writeTimeout: w.IdleTimeout, log: log}
 	srv := &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: w.ReadHeaderTimeout,

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/exporter-toolkit/web"
-	"go.yaml.in/yaml/v3"
+	"go.yaml.in/yaml/v2"
 )
 
 // Web is how every port of a process serves HTTP: the Prometheus web
@@ -82,11 +82,14 @@ func (f *configFile) load() (*web.Config, error) {
 	if err := web.Validate(f.path); err != nil {
 		return nil, err
 	}
-	c := &web.Config{ // exporter-toolkit's defaults, as its own (unexported) reader has them
-		TLSConfig:  web.TLSConfig{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13},
+	// exporter-toolkit validates but does not hand out what it parsed; this
+	// decodes it as its own (unexported) reader does: its defaults, and its
+	// YAML library in strict mode, so no second YAML library is linked.
+	c := &web.Config{
+		TLSConfig:  web.TLSConfig{MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, PreferServerCipherSuites: true},
 		HTTPConfig: web.HTTPConfig{HTTP2: true},
 	}
-	if err := yaml.Unmarshal(data, c); err != nil {
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
 		return nil, err
 	}
 	c.TLSConfig.SetDirectory(filepath.Dir(f.path))

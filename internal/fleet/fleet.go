@@ -7,11 +7,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
 
 // Fleet is simulated workers pushing to one endpoint.
 type Fleet struct {
 	push     Push
+	base     pipeline.Config // the process's own, read once
+	baseErr  error
 	log      *slog.Logger
 	problems *problemCounter
 
@@ -23,13 +27,17 @@ type Fleet struct {
 // workers' warnings and errors (export outages); Problems counts them.
 func New(push Push, log *slog.Logger) *Fleet {
 	problems := newProblemCounter(log.Handler())
-	return &Fleet{push: push, log: slog.New(problems), problems: problems}
+	base, err := pipeline.ConfigFromEnv()
+	return &Fleet{push: push, base: base, baseErr: err, log: slog.New(problems), problems: problems}
 }
 
 // Grow starts workers until the fleet has n, their starts spread evenly
 // over one push interval, as the pushes of workers started at random
 // times are: it returns about an interval later, or when ctx ends.
 func (f *Fleet) Grow(ctx context.Context, n int) error {
+	if f.baseErr != nil {
+		return f.baseErr
+	}
 	from := f.Len()
 	if n <= from {
 		return nil
@@ -42,7 +50,7 @@ func (f *Fleet) Grow(ctx context.Context, n int) error {
 			return ctx.Err()
 		case <-time.After(time.Until(next)):
 		}
-		w, err := StartWorker(ctx, i, f.push, f.log)
+		w, err := StartWorker(ctx, i, f.push, f.base, f.log)
 		if err != nil {
 			return err
 		}

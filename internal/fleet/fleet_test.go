@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,5 +211,47 @@ func TestExportOutagesAreCounted(t *testing.T) {
 	exportertest.WaitFor(t, 30*time.Second, func() bool { n, _ := f.Problems(); return n >= 2 })
 	if _, last := f.Problems(); last == "" {
 		t.Error("the last problem has no message")
+	}
+}
+
+// TestWorkersLeaveTheEnvironmentAlone: each worker's pipeline configuration
+// is a struct passed down, not the process's environment set for a while:
+// starting workers never shows another endpoint, interval or host to the
+// process (or to a worker being built beside it).
+func TestWorkersLeaveTheEnvironmentAlone(t *testing.T) {
+	_, endpoint := startResourceReceiver(t)
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_RESOURCE_ATTRIBUTES"} {
+		t.Setenv(name, "")
+	}
+	var seen atomic.Pointer[string]
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, name := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_METRIC_EXPORT_INTERVAL", "OTEL_RESOURCE_ATTRIBUTES"} {
+				if v := os.Getenv(name); v != "" {
+					s := name + "=" + v
+					seen.Store(&s)
+				}
+			}
+			runtime.Gosched()
+		}
+	}()
+	f := New(Push{Endpoint: endpoint, Interval: 500 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { f.Close(context.Background()) })
+	err := f.Grow(t.Context(), 20)
+	close(stop)
+	<-watched
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := seen.Load(); s != nil {
+		t.Errorf("starting workers set %s in the process's environment", *s)
 	}
 }

@@ -12,14 +12,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
-	"os"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/otel/metric"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
@@ -51,22 +51,19 @@ type Worker struct {
 func WorkerName(i int) string { return fmt.Sprintf("fleet-worker-%05d", i) }
 
 // StartWorker starts simulated worker i pushing to push.Endpoint every
-// push.Interval; the first push is one interval from now. log receives
-// what the pipeline logs (export outages, once each). ctx bounds the
-// start only: the worker runs until Close.
-func StartWorker(ctx context.Context, i int, push Push, log *slog.Logger) (*Worker, error) {
+// push.Interval; the first push is one interval from now. base is the
+// process's own pipeline configuration (pipeline.ConfigFromEnv): its
+// resource attributes and export timeout are every worker's too. log
+// receives what the pipeline logs (export outages, once each). ctx bounds
+// the start only: the worker runs until Close.
+func StartWorker(ctx context.Context, i int, push Push, base pipeline.Config, log *slog.Logger) (*Worker, error) {
 	w := &Worker{Name: WorkerName(i), Machine: &Machine{Index: i, Start: time.Now()}}
-	// The pipeline reads the push settings and the resource from the
-	// OTEL_* environment once, when it is built: give each worker its own
-	// host.name the way a real worker gets one, through OTEL_RESOURCE_ATTRIBUTES.
-	err := withEnv(func() map[string]string {
-		return map[string]string{
-			"OTEL_EXPORTER_OTLP_ENDPOINT": push.Endpoint,
-			"OTEL_METRIC_EXPORT_INTERVAL": fmt.Sprint(push.Interval.Milliseconds()),
-			"OTEL_RESOURCE_ATTRIBUTES":    resourceAttributes(w.Name),
-		}
-	}, func() (err error) {
-		if w.shared, err = pipeline.NewShared(context.WithoutCancel(ctx), ServiceName, w.Name, log); err != nil {
+	cfg := base
+	cfg.Endpoint, cfg.Protocol, cfg.Interval = push.Endpoint, "grpc", push.Interval
+	// Its own host.name, last so that it wins, as a real worker's host gives it.
+	cfg.Resource = append(slices.Clip(base.Resource), semconv.HostName(w.Name))
+	err := func() (err error) {
+		if w.shared, err = cfg.Shared(context.WithoutCancel(ctx), ServiceName, w.Name, log); err != nil {
 			return err
 		}
 		// worker-exporter's four ports, each a pipeline of its own.
@@ -101,7 +98,7 @@ func StartWorker(ctx context.Context, i int, push Push, log *slog.Logger) (*Work
 			}
 		}
 		return nil
-	})
+	}()
 	if err != nil {
 		w.Close(context.Background())
 		return nil, fmt.Errorf("worker %s: %w", w.Name, err)
@@ -129,6 +126,9 @@ func (w *Worker) Series() (int, error) {
 			return 0, fmt.Errorf("%s /metrics: %w", w.Name, err)
 		}
 		for name, f := range families {
+			if strings.HasPrefix(name, "go_") || strings.HasPrefix(name, "process_") {
+				continue // the simulator's own process and Go series: served, never pushed
+			}
 			for _, m := range f.GetMetric() {
 				key := name
 				for _, l := range m.GetLabel() {
@@ -152,38 +152,4 @@ func (w *Worker) Close(ctx context.Context) error {
 		errs = append(errs, w.shared.Close(ctx))
 	}
 	return errors.Join(errs...)
-}
-
-// envMu serialises withEnv: the environment is the process's.
-var envMu sync.Mutex
-
-// withEnv runs f with the variables vars returns set, then puts back what
-// was there.
-func withEnv(vars func() map[string]string, f func() error) error {
-	envMu.Lock()
-	defer envMu.Unlock()
-	for k, v := range vars() {
-		old, had := os.LookupEnv(k)
-		if err := os.Setenv(k, v); err != nil {
-			return err
-		}
-		defer func() {
-			if had {
-				os.Setenv(k, old)
-			} else {
-				os.Unsetenv(k)
-			}
-		}()
-	}
-	return f()
-}
-
-// resourceAttributes is OTEL_RESOURCE_ATTRIBUTES for worker name: the
-// process's own, with name's host.name last, so that it wins.
-func resourceAttributes(name string) string {
-	attrs := []string{"host.name=" + name}
-	if own := os.Getenv("OTEL_RESOURCE_ATTRIBUTES"); own != "" {
-		attrs = append([]string{own}, attrs...)
-	}
-	return strings.Join(attrs, ",")
 }
