@@ -37,11 +37,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logLevel, logFormat, listenHost string
 		all                             = exporters.All()
 		ports                           = make([]int, len(all))
+		readers                         = exporters.NewReaders()
 	)
 	for i, s := range all {
 		fs.IntVar(&ports[i], s.Source+".port", s.GuidePort, fmt.Sprintf("port of the %s source (what %s serves); 0 disables it", s.Source, s.Binary))
-		s.Flags(fs)
 	}
+	exporters.Register(fs, readers, all...)
 	fs.StringVar(&listenHost, "web.listen-host", "", "host every port listens on (default: all interfaces)")
 	web := pipeline.RegisterWeb(fs)
 	pipeline.RegisterLogFlags(fs, &logLevel, &logFormat)
@@ -65,5 +66,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("every source is disabled (all --*.port are 0)")
 	}
 	host, _ := os.Hostname()
-	return exporters.Serving{Service: "worker-exporter", InstanceID: host, Web: *web, Log: log}.Serve(ctx, serve)
+	return exporters.Serving{Service: "worker-exporter", InstanceID: host, Web: *web, Readers: readers, Log: log}.Serve(ctx, serve)
 }

@@ -8,7 +8,10 @@ package gpumock
 
 import (
 	"fmt"
+	"reflect"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
@@ -155,3 +158,31 @@ type Toggle struct {
 
 func (t *Toggle) Set(on bool) { t.mu.Lock(); t.on = on; t.mu.Unlock() }
 func (t *Toggle) On() bool    { t.mu.Lock(); defer t.mu.Unlock(); return t.on }
+
+// CountCalls counts, in calls, every call made to any device of m from now
+// on (each of the mock's Get*Func and friends that is set), and in sets
+// every XID event set created: what a test needs to prove NVML is read once
+// per interval however many users share the reader.
+func CountCalls(m *Machine) (calls, sets *atomic.Int64) {
+	calls, sets = new(atomic.Int64), new(atomic.Int64)
+	for _, d := range m.Devices {
+		v := reflect.ValueOf(&d.(*server.Device).Device).Elem()
+		for i := range v.NumField() {
+			f := v.Field(i)
+			if f.Kind() != reflect.Func || f.IsNil() || !strings.HasSuffix(v.Type().Field(i).Name, "Func") {
+				continue
+			}
+			inner := f.Interface()
+			f.Set(reflect.MakeFunc(f.Type(), func(args []reflect.Value) []reflect.Value {
+				calls.Add(1)
+				return reflect.ValueOf(inner).Call(args)
+			}))
+		}
+	}
+	create := m.EventSetCreateFunc
+	m.EventSetCreateFunc = func() (nvml.EventSet, nvml.Return) {
+		sets.Add(1)
+		return create()
+	}
+	return calls, sets
+}

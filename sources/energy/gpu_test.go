@@ -189,7 +189,9 @@ func TestHungNVML(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); r.src.Run(ctx) }()
-	defer func() { g.hang.Set(false); close(g.release); cancel(); <-done }()
+	gpuDone := make(chan struct{}) // NVML samples on its own, as the runner's shared reader does
+	go func() { defer close(gpuDone); nv.Run(ctx) }()
+	defer func() { g.hang.Set(false); close(g.release); cancel(); <-done; <-gpuDone }()
 	job := func() Stream { st, _ := stream(r.src.Snapshot(), "job"); return st }
 	exportertest.WaitFor(t, 10*time.Second, func() bool {
 		g.millijoules.Add(1000)

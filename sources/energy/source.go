@@ -21,24 +21,24 @@ import (
 // Streams is the ffmpeg hub whose streams are linked.
 type Streams interface{ Snapshot() ffmpeg.Snapshot }
 
-// RAPL is a RAPL source of this source's own: sampled at each window, so
-// that its energy and the CPU times cover the same window.
+// RAPL is the process's RAPL reader, shared with the cpu port: a window
+// reads its cumulative, wrap-corrected totals right after it samples (see
+// Config.Windows) and takes its own deltas, so other readers of it change
+// nothing.
 type RAPL interface {
-	Sample()
 	Snapshot() *rapl.Snapshot
-	Interval() time.Duration
 	Health() error
 }
 
-// GPUs is an NVML source of this source's own. It samples on its own
-// (Run), not inside a window: a driver that hangs would hold every window
-// up. Each window takes the latest sample of each GPU that is newer than
-// the one taken before (NVML's per-process utilisation covers the time
-// since the previous sample).
+// GPUs is the process's NVML reader, shared with the gpu port and sampling
+// on its own: a driver that hangs must not hold a window up. Each window
+// takes the latest sample of each GPU that is newer than the one taken
+// before (NVML's per-process utilisation covers the time since the
+// previous sample).
 type GPUs interface {
-	Run(context.Context)
 	Snapshot() *nvml.Snapshot
 	Health() error
+	Ready() <-chan struct{} // closed once NVML has been tried
 }
 
 // Config is what the source needs.
@@ -48,6 +48,11 @@ type Config struct {
 	RAPL     RAPL          // nil: no CPU energy
 	GPUs     GPUs          // nil: no GPU energy
 	Interval time.Duration // sampling window
+	// Windows runs window at each interval until ctx ends, right after
+	// each sample of RAPL (the shared reader's Follow), so that a window's
+	// energy and the CPU times read in it cover the same time. nil: a
+	// window each Interval.
+	Windows func(ctx context.Context, interval time.Duration, window func(context.Context))
 	// Retry is how often a live stream that could not be linked is tried
 	// again (linking reads every process's descriptors); default 30 s.
 	Retry time.Duration
@@ -155,22 +160,13 @@ func New(cfg Config) *Source {
 	}
 }
 
-// Run samples every window until ctx ends, and runs the GPUs' sampling
-// beside it.
+// Run runs a window each interval until ctx ends.
 func (s *Source) Run(ctx context.Context) {
-	if s.cfg.GPUs != nil {
-		done := make(chan struct{})
-		go func() { defer close(done); s.cfg.GPUs.Run(ctx) }()
-		defer func() { <-done }()
+	if s.cfg.Windows != nil {
+		s.cfg.Windows(ctx, s.cfg.Interval, s.Sample)
+		return
 	}
-	sampling.Every(ctx, s.interval, s.Sample)
-}
-
-func (s *Source) interval() time.Duration {
-	if s.cfg.RAPL != nil {
-		return min(s.cfg.Interval, s.cfg.RAPL.Interval())
-	}
-	return s.cfg.Interval
+	sampling.Every(ctx, func() time.Duration { return s.cfg.Interval }, s.Sample)
 }
 
 // Sample runs one window: link new streams, read the linked processes and
@@ -210,12 +206,15 @@ func (s *Source) Sample(context.Context) {
 }
 
 // sayAvailability logs, when it changes, whether each device's energy can
-// be read: the RAPL and NVML readers of this source are quiet (the cpu and
-// gpu ports report on their own), so this is where a single
-// ffmpeg-exporter says why its streams have no energy.
+// be read: the RAPL and NVML readers are quiet where the process serves
+// no cpu or gpu port, so this is where a single ffmpeg-exporter says why
+// its streams have no energy. GPUs are judged once NVML has been tried.
 func (s *Source) sayAvailability(now [NumDevices]bool) {
 	for d, ok := range now {
 		if s.said[d] && s.was[d] == ok {
+			continue
+		}
+		if Device(d) == GPU && s.cfg.GPUs != nil && !closed(s.cfg.GPUs.Ready()) {
 			continue
 		}
 		s.said[d], s.was[d] = true, ok
@@ -231,6 +230,15 @@ func (s *Source) sayAvailability(now [NumDevices]bool) {
 			why = s.cfg.GPUs.Health()
 		}
 		s.cfg.Log.Info("energy per encode: "+what+" unavailable; streams are served without it", "why", why)
+	}
+}
+
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -277,7 +285,6 @@ func (s *Source) readMachine() (readings, *nvml.Snapshot, error) {
 		cur.ok = true
 	}
 	if s.cfg.RAPL != nil {
-		s.cfg.RAPL.Sample()
 		if snap := s.cfg.RAPL.Snapshot(); snap.Available {
 			cur.zones = map[[2]string]float64{}
 			for _, z := range snap.Zones {

@@ -24,6 +24,7 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // The fixture's powers: energy is attributed from package and dram only;
@@ -45,6 +46,7 @@ type rig struct {
 	hub   *ffmpeg.Hub
 	src   *Source
 	meter *raplfixture.Meter
+	rapl  *rapl.Source // the shared RAPL reader: sampled before each window, as the runner's is
 	proc  *procfs.FS
 	gpus  interface{ Sample(context.Context) } // sampled before each window, as its Run would
 }
@@ -67,11 +69,21 @@ func newRigOn(t *testing.T, gpus GPUs, zones []raplfixture.Zone) *rig {
 		gpu = gpus
 		r.gpus, _ = gpus.(interface{ Sample(context.Context) })
 	}
+	r.rapl = rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second})
 	r.src = New(Config{
 		Proc: proc, Streams: r.hub, GPUs: gpu, Interval: time.Second, Retry: time.Hour,
-		RAPL: rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second}),
+		RAPL: r.rapl, Windows: r.followRAPL,
 	})
 	return r
+}
+
+// followRAPL runs a window right after each RAPL sample, as the runner's
+// shared reader does.
+func (r *rig) followRAPL(ctx context.Context, interval time.Duration, window func(context.Context)) {
+	sampling.Every(ctx, func() time.Duration { return interval }, func(ctx context.Context) {
+		r.rapl.Sample()
+		window(ctx)
+	})
 }
 
 // window advances the fixture by what it drew since the last window, then
@@ -83,6 +95,7 @@ func (r *rig) window() *Snapshot {
 	if r.gpus != nil {
 		r.gpus.Sample(context.Background())
 	}
+	r.rapl.Sample()
 	r.src.Sample(context.Background())
 	if err := r.src.Health(); err != nil {
 		r.t.Fatalf("health: %v", err)
@@ -542,6 +555,7 @@ func TestProcessesLeftOut(t *testing.T) {
 	if err := r.meter.Advance(); err != nil {
 		r.t.Fatal(err)
 	}
+	r.rapl.Sample()
 	r.src.Sample(context.Background())
 	st, _ := stream(r.src.Snapshot(), "crowd")
 	if len(st.Processes) != MaxProcesses || st.ProcessesLeftOut != extra {

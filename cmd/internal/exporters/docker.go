@@ -24,21 +24,22 @@ func Docker() Source {
 	maxResponse := int64(docker.DefaultMaxResponseBytes)
 	return Source{
 		Group: instruments.DockerExporter, DefaultPort: 9501, GuidePort: 9501, PortEnv: "DOCKER_STATS_PORT",
+		Reads: ReadsProcfs,
 		Flags: func(fs *flag.FlagSet) {
 			fs.DurationVar(&cfg.Interval, "docker.interval", defaults.Interval, "collection interval")
 			fs.DurationVar(&cfg.Timeout, "docker.timeout", defaults.Timeout, "timeout of each Engine API call")
 			fs.IntVar(&cfg.Concurrency, "docker.concurrency", defaults.Concurrency, "containers collected at once (an inspect, and stats when running)")
 			fs.IntVar(&cfg.MaxContainers, "docker.max-containers", defaults.MaxContainers, "containers served at most; those past it are left out, counted in docker_containers_skipped and named on /health")
 			fs.Int64Var(&maxResponse, "docker.max-response-bytes", maxResponse, "largest Engine API response read (the container list, one stats or inspect body, one event)")
-			SharedStringVar(fs, &cfg.Procfs, "path.procfs", defaults.Procfs, "procfs mount point") // energy per encode reads it too
 			fs.StringVar(&labels, "docker.labels", "", "comma-separated container labels to add to every series as container_label_<name> (an allowlist: never all labels)")
 			fs.StringVar(&includeName, "docker.include-name", "", "only containers whose name matches this regexp")
 			fs.StringVar(&excludeName, "docker.exclude-name", "", "skip containers whose name matches this regexp")
 			fs.StringVar(&includeImage, "docker.include-image", "", "only containers whose image matches this regexp")
 			fs.StringVar(&excludeImage, "docker.exclude-image", "", "skip containers whose image matches this regexp")
 		},
-		Open: func(log *slog.Logger) (Built, error) {
+		Open: func(r *Readers, log *slog.Logger) (Built, error) {
 			c := cfg // Open builds from the flags; it never changes them
+			c.Procfs = r.procfs
 			if c.MaxContainers < 1 {
 				return Built{}, fmt.Errorf("--docker.max-containers %d: must be at least 1", c.MaxContainers)
 			}

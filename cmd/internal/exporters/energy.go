@@ -6,51 +6,45 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // energyFlags configure energy per encode, served on the ffmpeg port.
 type energyFlags struct {
-	interval      time.Duration
-	sysfs, procfs string
+	interval time.Duration
 }
 
 func (f *energyFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.interval, "energy.interval", time.Second, "energy per encode: sampling window (0 turns it off)")
-	SharedStringVar(fs, &f.sysfs, "path.sysfs", "/sys", "sysfs mount point")
-	SharedStringVar(fs, &f.procfs, "path.procfs", "/proc", "procfs mount point")
 }
 
-// open builds energy per encode over hub: its own RAPL and NVML readers,
-// sampled at each window so that the energy and the CPU and GPU use they
-// are shared by cover the same window (the cpu and gpu ports sample theirs
-// on their own schedules, and may be off). nil when turned off.
-func (f energyFlags) open(hub *ffmpeg.Hub, log *slog.Logger) (*energy.Source, error) {
+// open builds energy per encode over hub and the process's readers: its
+// windows follow the shared RAPL reader's samples, so that the energy and
+// the CPU times they are shared by cover the same window, and take the
+// shared NVML reader's latest samples. nil when turned off.
+func (f energyFlags) open(r *Readers, hub *ffmpeg.Hub, log *slog.Logger) (*energy.Source, error) {
 	if f.interval < 0 {
 		return nil, fmt.Errorf("--energy.interval %v: must not be negative", f.interval)
 	}
 	if f.interval == 0 {
 		return nil, nil
 	}
-	proc, err := procfs.New(f.procfs)
+	proc, err := r.Procfs()
 	if err != nil {
 		return nil, err
 	}
-	quiet := slog.New(slog.DiscardHandler) // the cpu and gpu ports report on these; energy per encode reports what it misses itself
+	meter := r.RAPL()
 	return energy.New(energy.Config{
 		Proc:     proc,
 		Streams:  hub,
-		RAPL:     rapl.New(rapl.Config{FS: os.DirFS(f.sysfs), Root: f.sysfs, Interval: f.interval, Log: quiet}),
-		GPUs:     nvml.New(nvml.Config{Interval: f.interval, Timeout: 5 * time.Second, RetryInterval: 30 * time.Second, Log: quiet}),
+		RAPL:     meter,
+		Windows:  meter.Follow,
+		GPUs:     r.GPUs(),
 		Interval: f.interval,
 		Log:      log,
 	}), nil
@@ -61,19 +55,21 @@ func (f energyFlags) open(hub *ffmpeg.Hub, log *slog.Logger) (*energy.Source, er
 type withEnergy struct {
 	sampling.Source // the hub, or the hub fed from stdin
 	energy          *energy.Source
+	gpus            *GPUReader // sampled while energy per encode runs
 	ready           chan struct{}
 }
 
-func newWithEnergy(s sampling.Source, e *energy.Source) *withEnergy {
-	return &withEnergy{Source: s, energy: e, ready: make(chan struct{})}
+func newWithEnergy(s sampling.Source, e *energy.Source, gpus *GPUReader) *withEnergy {
+	return &withEnergy{Source: s, energy: e, gpus: gpus, ready: make(chan struct{})}
 }
 
 // Run runs both until ctx ends or the ffmpeg source ends by itself
 // (--stdin at the end of its input).
 func (w *withEnergy) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); w.energy.Run(ctx) }()
+	done := make(chan struct{}, 2)
+	go func() { defer func() { done <- struct{}{} }(); w.energy.Run(ctx) }()
+	go func() { defer func() { done <- struct{}{} }(); w.gpus.Run(ctx) }()
 	go func() {
 		for _, c := range []<-chan struct{}{w.Source.Ready(), w.energy.Ready()} {
 			select {
@@ -86,6 +82,7 @@ func (w *withEnergy) Run(ctx context.Context) {
 	}()
 	w.Source.Run(ctx)
 	cancel()
+	<-done
 	<-done
 }
 

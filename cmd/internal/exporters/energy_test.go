@@ -2,8 +2,6 @@ package exporters
 
 import (
 	"context"
-	"flag"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -14,13 +12,7 @@ import (
 
 func openFFmpeg(t *testing.T, args ...string) (Built, error) {
 	t.Helper()
-	src := FFmpeg()
-	fs := flag.NewFlagSet(src.Binary, flag.ContinueOnError)
-	src.Flags(fs)
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
-	return src.Open(slog.New(slog.DiscardHandler))
+	return open(t, FFmpeg(), args...)
 }
 
 // TestFFmpegWithEnergy: the ffmpeg source runs energy per encode beside

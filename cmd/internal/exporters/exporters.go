@@ -23,13 +23,16 @@ type Source struct {
 	GuidePort   int    // the port the deployment guide runs it on: worker-exporter's default
 	PortEnv     string // the guide's port variable
 
-	// Flags registers the source's flags.
+	// Reads are the readers of the machine it needs: the runner registers
+	// their flags once and builds each once per process (Readers).
+	Reads Reads
+	// Flags registers the source's own flags.
 	Flags func(fs *flag.FlagSet)
-	// Open builds the source from its parsed flags. A flag value that cannot
-	// work is an error here, and the binary exits; missing hardware or a
-	// daemon that is down is not: the source reports it on /health and keeps
-	// trying.
-	Open func(log *slog.Logger) (Built, error)
+	// Open builds the source from its parsed flags over the process's
+	// readers. A flag value that cannot work is an error here, and the
+	// binary exits; missing hardware or a daemon that is down is not: the
+	// source reports it on /health and keeps trying.
+	Open func(r *Readers, log *slog.Logger) (Built, error)
 }
 
 // Built is a source ready to attach to a pipeline and run.
@@ -46,3 +49,16 @@ type Built struct {
 
 // All are the sources worker-exporter runs, in the guide's order.
 func All() []Source { return []Source{CPU(), GPU(), FFmpeg(), Docker()} }
+
+// Register registers the flags of sources and of the readers they need,
+// each once.
+func Register(fs *flag.FlagSet, r *Readers, sources ...Source) {
+	var reads Reads
+	for _, s := range sources {
+		reads |= s.Reads
+	}
+	r.Register(fs, reads)
+	for _, s := range sources {
+		s.Flags(fs)
+	}
+}

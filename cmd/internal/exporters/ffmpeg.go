@@ -25,6 +25,7 @@ func FFmpeg() Source {
 	)
 	return Source{
 		Group: instruments.FFmpegExporter, DefaultPort: 9506, GuidePort: 9506, PortEnv: "FFMPEG_EXPORTER_PORT",
+		Reads: ReadsRAPL | ReadsNVML | ReadsProcfs, // energy per encode
 		Flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&cfg.MaxStreams, "ingest.max-streams", cfg.MaxStreams, "streams tracked at once; more get 429")
 			fs.DurationVar(&cfg.Silence, "stream.silence", cfg.Silence, "a stream silent this long is reported inactive")
@@ -36,7 +37,7 @@ func FFmpeg() Source {
 			fs.DurationVar(&linger, "stdin.linger", 15*time.Second, "with --stdin: keep serving this long after input ends, then end the ffmpeg source (and a single ffmpeg-exporter with it)")
 			en.register(fs)
 		},
-		Open: func(log *slog.Logger) (Built, error) {
+		Open: func(r *Readers, log *slog.Logger) (Built, error) {
 			if cfg.MaxStreams < 1 {
 				return Built{}, errors.New("--ingest.max-streams must be at least 1")
 			}
@@ -50,7 +51,7 @@ func FFmpeg() Source {
 			}
 			hub := ffmpeg.NewHub(c)
 			var err error
-			if perEncode, err = en.open(hub, log); err != nil {
+			if perEncode, err = en.open(r, hub, log); err != nil {
 				return Built{}, err
 			}
 			register := func(p *pipeline.Pipeline) error {
@@ -69,7 +70,7 @@ func FFmpeg() Source {
 				src = &ffmpeg.Stdin{Hub: hub, Stream: streamName, Linger: linger}
 			}
 			if perEncode != nil {
-				src = newWithEnergy(src, perEncode)
+				src = newWithEnergy(src, perEncode, r.GPUs())
 			}
 			limit := max(instruments.FFmpegSeriesLimit(c.MaxStreams), instruments.EnergySeriesLimit(c.MaxStreams))
 			return Built{Source: src, Register: register, SeriesLimit: limit}, nil

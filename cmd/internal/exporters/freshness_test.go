@@ -32,8 +32,23 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/docker"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
 )
+
+// open parses args as src's flags and those of the readers it needs, as
+// the runner does, and builds it over fresh readers.
+func open(t testing.TB, src Source, args ...string) (Built, error) {
+	t.Helper()
+	fs := flag.NewFlagSet(src.Binary, flag.ContinueOnError)
+	readers := NewReaders()
+	Register(fs, readers, src)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := readers.serving(slog.New(slog.DiscardHandler), []Port{{Source: src}}); err != nil {
+		return Built{}, err
+	}
+	return src.Open(readers, slog.New(slog.DiscardHandler))
+}
 
 // attached opens src with args as its flags and attaches it to a fresh
 // pipeline, without running it: the test publishes by hand.
@@ -44,13 +59,8 @@ func attached(t *testing.T, src Source, args ...string) (*pipeline.Pipeline, Bui
 			t.Setenv(name, "")
 		}
 	}
-	fs := flag.NewFlagSet(src.Binary, flag.ContinueOnError)
-	src.Flags(fs)
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.DiscardHandler)
-	b, err := src.Open(log)
+	b, err := open(t, src, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +103,7 @@ func energyKey(pkg, zone string) string {
 func TestFreshRAPLSample(t *testing.T) {
 	root := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
 	p, b := attached(t, CPU(), "--path.sysfs", root)
-	src := b.Source.(*rapl.Source)
+	src := b.Source.(*RAPLReader)
 	src.Sample()
 	if got := scrape(t, p)[energyKey("0", "package")]; got != 10 {
 		t.Fatalf("package 0 energy %v J, want 10", got)
@@ -125,7 +135,7 @@ func TestFreshRAPLSample(t *testing.T) {
 func TestFreshScrapesRacingRAPLSamples(t *testing.T) {
 	root := raplfixture.Build(t, t.TempDir(), raplfixture.TwoSockets)
 	p, b := attached(t, CPU(), "--path.sysfs", root)
-	src := b.Source.(*rapl.Source)
+	src := b.Source.(*RAPLReader)
 	src.Sample()
 
 	// Sample k sets every zone to its starting energy + k µJ.

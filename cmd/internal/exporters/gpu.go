@@ -3,7 +3,6 @@ package exporters
 import (
 	"flag"
 	"log/slog"
-	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
@@ -14,21 +13,15 @@ import (
 // not known until NVML loads, the series limit is needed before.
 const maxGPUs = 16
 
-// GPU is NVIDIA GPUs through NVML.
+// GPU is NVIDIA GPUs, from the process's NVML reader.
 func GPU() Source {
-	cfg := nvml.Config{Interval: time.Second, Timeout: 5 * time.Second, RetryInterval: 30 * time.Second}
 	return Source{
 		Group: instruments.GPUExporter, DefaultPort: 9505, GuidePort: 9511, PortEnv: "GPU_EXPORTER_PORT",
-		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&cfg.Interval, "nvml.interval", cfg.Interval, "NVML sampling interval")
-			fs.DurationVar(&cfg.Timeout, "nvml.timeout", cfg.Timeout, "an NVML sample taking longer is reported as stuck; scrapes keep the previous values")
-			fs.DurationVar(&cfg.RetryInterval, "nvml.retry-interval", cfg.RetryInterval, "how often to retry loading NVML while it is missing")
-		},
-		Open: func(log *slog.Logger) (Built, error) {
-			c := cfg
-			c.Log = log
-			src := nvml.New(c)
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return RegisterGPU(p, src) },
+		Reads: ReadsNVML,
+		Flags: func(*flag.FlagSet) {},
+		Open: func(r *Readers, _ *slog.Logger) (Built, error) {
+			src := r.GPUs()
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return RegisterGPU(p, src.Source) },
 				SeriesLimit: instruments.GPUSeriesLimit(maxGPUs)}, nil
 		},
 	}

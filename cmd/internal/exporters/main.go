@@ -17,10 +17,19 @@ import (
 // RunFunc runs a binary with its arguments until ctx ends.
 type RunFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
-// Main runs a binary until SIGINT or SIGTERM and exits as the Prometheus
-// exporters do: 0 after --help, --version or a clean stop; 2 for a flag
+// Main runs a binary until SIGINT or SIGTERM (SIGHUP and SIGUSR1 do not
+// stop it: see pipeline.Signal) and exits as the Prometheus exporters do: 0 after --help, --version or a clean stop; 2 for a flag
 // that does not parse; 1 for anything else, with the cause on stderr.
 func Main(name string, run RunFunc) {
+	// SIGHUP and SIGUSR1 would kill the process (Go's default): a daemon
+	// reloads what it can on them, or logs and ignores them.
+	others := make(chan os.Signal, 1)
+	signal.Notify(others, syscall.SIGHUP, syscall.SIGUSR1)
+	go func() {
+		for sig := range others {
+			pipeline.Signal(sig)
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -79,7 +88,8 @@ func (s Source) Main() { Main(s.Binary, s.Run) }
 func (s Source) Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(s.Binary, flag.ContinueOnError)
 	opts := pipeline.NewOptions(fs, s.Binary, s.DefaultPort, s.PortEnv)
-	s.Flags(fs)
+	readers := NewReaders()
+	Register(fs, readers, s)
 	if err := Parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
@@ -91,6 +101,6 @@ func (s Source) Run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	return Serving{Service: s.Binary, InstanceID: pipeline.InstanceID(addr), Web: opts.Web(), Log: log}.
+	return Serving{Service: s.Binary, InstanceID: pipeline.InstanceID(addr), Web: opts.Web(), Readers: readers, Log: log}.
 		Serve(ctx, []Port{{s, addr}})
 }

@@ -24,6 +24,7 @@ type Serving struct {
 	Service    string       // the default service.name: the binary
 	InstanceID string       // service.instance.id, stable across restarts
 	Web        pipeline.Web // --web.config.file and the connection bounds
+	Readers    *Readers     // the machine's readers, built once for every port
 	Log        *slog.Logger
 }
 
@@ -49,10 +50,16 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 		return err
 	}
 	pipeline.SetErrorLog(s.Log)
+	if s.Readers == nil {
+		s.Readers = NewReaders()
+	}
+	if err := s.Readers.serving(s.Log, ports); err != nil {
+		return err
+	}
 	built := make([]Built, len(ports))
 	for i, p := range ports {
 		var err error
-		if built[i], err = p.Source.Open(s.Log.With("source", p.Source.Source)); err != nil {
+		if built[i], err = p.Source.Open(s.Readers, s.Log.With("source", p.Source.Source)); err != nil {
 			return fmt.Errorf("%s: %w", p.Source.Source, err)
 		}
 	}
