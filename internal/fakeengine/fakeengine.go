@@ -1,6 +1,7 @@
 // Package fakeengine is a Docker Engine API server for tests of what a real
 // daemon (podman here) cannot show on demand: cgroup v1 and v2 payloads,
-// slow and failing stats and inspect calls, huge bodies, OOM events, and a
+// slow and failing stats and inspect calls, huge bodies, events on demand
+// (a flood of them too, whatever filters the client asked for), and a
 // daemon that goes away and comes back. It serves on a unix socket, as
 // dockerd does.
 package fakeengine
@@ -37,17 +38,21 @@ type Container struct {
 	StatsFail              bool          // its stats call answers 500
 	StatsGone              bool          // listed, but removed before its stats call (404)
 	StatsPadding           int64         // its stats body is padded to about this many bytes
+	Pid                    int           // its init process, as inspect tells it
+	NetworkMode            string        // as inspect tells it ("host": the host's network)
 }
 
 // Engine is the fake daemon.
 type Engine struct {
-	sock string
-	oom  chan string
+	sock   string
+	events chan events.Message
 
-	mu         sync.Mutex
-	containers []*Container
-	listPad    int64
-	srv        *http.Server
+	mu            sync.Mutex
+	containers    []*Container
+	listPad       int64
+	srv           *http.Server
+	lists         int // container lists answered
+	statsInFlight int // stats calls being answered
 }
 
 // Start serves until the test ends.
@@ -57,7 +62,7 @@ func Start(t testing.TB) *Engine {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Engine{sock: filepath.Join(dir, "docker.sock"), oom: make(chan string, 16)}
+	e := &Engine{sock: filepath.Join(dir, "docker.sock"), events: make(chan events.Message, 1024)}
 	e.Up(t)
 	t.Cleanup(func() { e.Down(); os.RemoveAll(dir) })
 	return e
@@ -114,7 +119,27 @@ func (e *Engine) PadList(n int64) {
 }
 
 // OOM emits an OOM event for container id on the event stream.
-func (e *Engine) OOM(id string) { e.oom <- id }
+func (e *Engine) OOM(id string) { e.Emit(events.ActionOOM, id) }
+
+// Emit sends a container event on the event stream (to the one client
+// reading it; it waits while the stream's buffer is full).
+func (e *Engine) Emit(action events.Action, id string) {
+	e.events <- events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: id}, Time: time.Now().Unix()}
+}
+
+// Lists is how many container lists the daemon has answered.
+func (e *Engine) Lists() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lists
+}
+
+// StatsInFlight is how many stats calls the daemon is answering now.
+func (e *Engine) StatsInFlight() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.statsInFlight
+}
 
 var versioned = regexp.MustCompile(`^/v[0-9.]+`)
 
@@ -132,6 +157,7 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 			list = append(list, container.Summary{ID: c.ID, Names: []string{"/" + c.Name}, Image: c.Image, State: c.State, Labels: c.Labels, Created: c.Created})
 		}
 		pad := e.listPad
+		e.lists++
 		e.mu.Unlock()
 		if pad > 0 { // one more container, whose command is the padding
 			list = append(list, container.Summary{ID: "padding", Names: []string{"/padding"}, State: "exited", Command: padMark})
@@ -149,7 +175,12 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 		if c.Health != "" {
 			state.Health = &container.Health{Status: c.Health}
 		}
-		info := container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: c.ID, Name: "/" + c.Name, RestartCount: c.RestartCount, State: state}}
+		state.Pid = c.Pid
+		info := container.InspectResponse{
+			ContainerJSONBase: &container.ContainerJSONBase{ID: c.ID, Name: "/" + c.Name, RestartCount: c.RestartCount, State: state,
+				Created: time.Unix(c.Created, 0).UTC().Format(time.RFC3339Nano), HostConfig: &container.HostConfig{NetworkMode: container.NetworkMode(c.NetworkMode)}},
+			Config: &container.Config{Image: c.Image, Labels: c.Labels},
+		}
 		fail := c.InspectFail
 		e.mu.Unlock()
 		if fail {
@@ -165,7 +196,13 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		e.mu.Lock()
 		delay, fail, gone, stats, pad := c.StatsDelay, c.StatsFail, c.StatsGone, c.Stats, c.StatsPadding
+		e.statsInFlight++
 		e.mu.Unlock()
+		defer func() {
+			e.mu.Lock()
+			e.statsInFlight--
+			e.mu.Unlock()
+		}()
 		if gone {
 			http.Error(w, `{"message":"No such container: `+c.ID+`"}`, http.StatusNotFound)
 			return
@@ -190,9 +227,13 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 		enc := json.NewEncoder(w)
 		for {
 			select {
-			case id := <-e.oom:
-				enc.Encode(events.Message{Type: events.ContainerEventType, Action: events.ActionOOM, Actor: events.Actor{ID: id}})
-				w.(http.Flusher).Flush()
+			case m := <-e.events:
+				if enc.Encode(m) != nil {
+					return
+				}
+				if len(e.events) == 0 { // a burst goes out in as few writes as the buffer allows
+					w.(http.Flusher).Flush()
+				}
 			case <-r.Context().Done():
 				return
 			}

@@ -58,7 +58,7 @@ func Start(t testing.TB) *Podman {
 	data, err := os.ReadFile(busybox)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), data, 0o755))
-	for _, applet := range []string{"sh", "sleep", "dd", "cat"} {
+	for _, applet := range []string{"sh", "sleep", "dd", "cat", "nc", "head"} {
 		must(t, os.Symlink("busybox", filepath.Join(rootfs, "bin", applet)))
 	}
 	tar := filepath.Join(dir, "busybox.tar")
@@ -148,4 +148,15 @@ func must(t testing.TB, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Gateway is the address on the host that container name's network
+// reaches the host by (its bridge's gateway).
+func (p *Podman) Gateway(t testing.TB, name string) string {
+	t.Helper()
+	gw := p.Podman(t, "inspect", "--format", "{{.NetworkSettings.Gateway}}", name)
+	if gw == "" {
+		t.Fatalf("container %s has no gateway: no bridge network", name)
+	}
+	return gw
 }

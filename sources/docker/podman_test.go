@@ -1,0 +1,152 @@
+package docker
+
+// The cgroup path against the stats path on real podman containers (the
+// Docker Engine API of Debian's podman, internal/podmantest), read from
+// this host's cgroups and /proc.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
+)
+
+// TestCgroupPathMatchesStatsOnPodman: a busy, an idle, a memory-filling
+// and a network-sending container, each read from its cgroup and by a
+// stats call. Counters are read cgroup, stats, cgroup: the stats path's
+// must lie between the two cgroup readings (2% either side); memory and
+// PIDs within 2%.
+//
+// podman before 4.4 swaps rx and tx in its stats (containers/podman#16618,
+// fixed by #16628): the container's own view (its eth0) is what the cgroup
+// path serves, as Docker does, so against such a podman rx is compared with
+// tx.
+func TestCgroupPathMatchesStatsOnPodman(t *testing.T) {
+	pm := podmantest.Start(t)
+	sink, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	go func() {
+		for {
+			c, err := sink.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	pm.Run(t, "idle", "sleep 3600")
+	gw, port := pm.Gateway(t, "idle"), sink.Addr().(*net.TCPAddr).Port
+	pm.Run(t, "busy", "while :; do :; done")
+	pm.Run(t, "filler", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 2>/dev/null; sleep 3600")
+	pm.Run(t, "sender", fmt.Sprintf("while :; do dd if=/dev/zero bs=64k count=32 2>/dev/null | nc %s %d; sleep 0.2; done", gw, port))
+
+	source := func(cgroups bool) *Source {
+		cli, err := NewClient(DefaultMaxResponseBytes, client.WithHost(pm.DockerHost), client.WithAPIVersionNegotiation())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.Close() })
+		cfg := Config{Client: cli, Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 4, Procfs: "/proc"}
+		if cgroups {
+			cfg.Cgroupfs = "/sys/fs/cgroup"
+		}
+		return New(cfg)
+	}
+	byCgroup, byStats := source(true), source(false)
+	ctx := context.Background()
+	exportertest.WaitFor(t, 60*time.Second, func() bool {
+		byCgroup.Sample(ctx)
+		snap := byCgroup.Snapshot()
+		if len(snap.Containers) != 4 {
+			return false
+		}
+		for _, c := range snap.Containers {
+			if c.Path != PathCgroup {
+				t.Fatalf("%s: figures by %q (%s), want its cgroup", c.Name, c.Path, c.PathWhy)
+			}
+		}
+		return find(t, byCgroup, "filler").MemoryBytes >= 48<<20 && find(t, byCgroup, "sender").TxBytes >= 4<<20 && find(t, byCgroup, "busy").CPUSeconds >= 1
+	})
+	if err := byCgroup.Health(); err != nil {
+		t.Fatal(err)
+	}
+
+	byCgroup.Sample(ctx)
+	before := byCgroup.Snapshot()
+	byStats.Sample(ctx)
+	viaStats := byStats.Snapshot()
+	byCgroup.Sample(ctx)
+	after := byCgroup.Snapshot()
+	if err := byStats.Health(); err != nil {
+		t.Fatal(err)
+	}
+	get := func(s *Snapshot, name string) Container {
+		for _, c := range s.Containers {
+			if c.Name == name {
+				return c
+			}
+		}
+		t.Fatalf("no %s in %+v", name, s.Containers)
+		return Container{}
+	}
+	sender := get(viaStats, "sender")
+	swapped := sender.RxBytes > sender.TxBytes // the container sends far more than it receives
+	if c := get(after, "sender"); c.TxBytes <= c.RxBytes {
+		t.Errorf("sender: rx %v tx %v by its cgroup path, want tx (what it sends) the larger", c.RxBytes, c.TxBytes)
+	}
+	if swapped {
+		t.Log("this podman swaps rx and tx in its stats (containers/podman#16618): compared crosswise")
+	}
+	for _, name := range []string{"busy", "idle", "filler", "sender"} {
+		lo, mid, hi := get(before, name), get(viaStats, name), get(after, name)
+		if mid.Path != PathStats || !mid.HasStats || !hi.HasStats {
+			t.Fatalf("%s: stats path %q %v, cgroup path %v", name, mid.Path, mid.HasStats, hi.HasStats)
+		}
+		rx, tx := mid.RxBytes, mid.TxBytes
+		if swapped {
+			rx, tx = tx, rx
+		}
+		for _, counter := range []struct {
+			what        string
+			lo, mid, hi float64
+		}{
+			{"CPU seconds", lo.CPUSeconds, mid.CPUSeconds, hi.CPUSeconds},
+			{"rx bytes", lo.RxBytes, rx, hi.RxBytes},
+			{"tx bytes", lo.TxBytes, tx, hi.TxBytes},
+			{"block read bytes", lo.BlockReadBytes, mid.BlockReadBytes, hi.BlockReadBytes},
+			{"block written bytes", lo.BlockWriteBytes, mid.BlockWriteBytes, hi.BlockWriteBytes},
+		} {
+			if counter.mid < counter.lo*0.98 || counter.mid > counter.hi*1.02 {
+				t.Errorf("%s %s: stats path %v, cgroup path %v before and %v after", name, counter.what, counter.mid, counter.lo, counter.hi)
+			}
+		}
+		for _, gauge := range []struct {
+			what          string
+			cgroup, stats float64
+		}{
+			{"memory bytes", hi.MemoryBytes, mid.MemoryBytes},
+			{"memory limit bytes", hi.MemoryLimitBytes, mid.MemoryLimitBytes},
+			{"PIDs", hi.PIDs, mid.PIDs},
+		} {
+			if math.Abs(gauge.cgroup-gauge.stats) > 0.02*gauge.stats {
+				t.Errorf("%s %s: cgroup path %v, stats path %v", name, gauge.what, gauge.cgroup, gauge.stats)
+			}
+		}
+		t.Logf("%-6s CPU s %.3f|%.3f|%.3f  memory %.0f|%.0f  rx %.0f|%.0f  tx %.0f|%.0f  (cgroup|stats)", name,
+			lo.CPUSeconds, mid.CPUSeconds, hi.CPUSeconds, hi.MemoryBytes, mid.MemoryBytes, hi.RxBytes, rx, hi.TxBytes, tx)
+	}
+	if busy, idle := get(after, "busy"), get(after, "idle"); !busy.HasCPU || !idle.HasCPU || busy.CPUPercent <= idle.CPUPercent {
+		t.Errorf("CPU%%: busy %v (%v), idle %v (%v)", busy.CPUPercent, busy.HasCPU, idle.CPUPercent, idle.HasCPU)
+	}
+}
