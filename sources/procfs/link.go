@@ -1,19 +1,18 @@
 package procfs
 
 import (
-	"bufio"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
+
+	prom "github.com/prometheus/procfs"
 )
 
 // TCPConn is a TCP connection as its server sees it: our local address
@@ -35,72 +34,32 @@ func (f *FS) ClientInodes(conns []TCPConn) (map[TCPConn]uint64, error) {
 		want[TCPConn{Local: unmap(c.Remote), Remote: unmap(c.Local)}] = c
 	}
 	found := make(map[TCPConn]uint64, len(conns))
-	for _, table := range []string{"net/tcp", "net/tcp6"} {
-		file, err := os.Open(filepath.Join(f.root, table))
-		if errors.Is(err, fs.ErrNotExist) && table == "net/tcp6" {
+	for _, table := range []struct {
+		name string
+		read func() (prom.NetTCP, error)
+	}{{"net/tcp", f.fs.NetTCP}, {"net/tcp6", f.fs.NetTCP6}} {
+		sockets, err := table.read()
+		if errors.Is(err, fs.ErrNotExist) && table.name == "net/tcp6" {
 			continue // a kernel without IPv6
 		}
 		if err != nil {
-			return found, err
+			return found, fmt.Errorf("%s: %w", filepath.Join(f.root, table.name), err)
 		}
-		err = scanTCP(file, want, found)
-		file.Close()
-		if err != nil {
-			return found, fmt.Errorf("%s: %w", file.Name(), err)
+		for _, s := range sockets {
+			c, ok := want[TCPConn{Local: addrPort(s.LocalAddr, s.LocalPort), Remote: addrPort(s.RemAddr, s.RemPort)}]
+			if ok && s.Inode != 0 { // 0: a socket in TIME_WAIT, which no process holds
+				found[c] = s.Inode
+			}
 		}
 	}
 	return found, nil
 }
 
-// scanTCP reads one net/tcp table, recording the inode of every socket
-// that want names.
-func scanTCP(r io.Reader, want map[TCPConn]TCPConn, found map[TCPConn]uint64) error {
-	sc := bufio.NewScanner(r)
-	sc.Scan() // the header
-	for sc.Scan() {
-		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-		f := strings.Fields(sc.Text())
-		if len(f) < 10 {
-			return fmt.Errorf("line %q: %d fields, want at least 10", sc.Text(), len(f))
-		}
-		local, err1 := parseHexAddrPort(f[1])
-		remote, err2 := parseHexAddrPort(f[2])
-		if err := errors.Join(err1, err2); err != nil {
-			return err
-		}
-		c, ok := want[TCPConn{Local: local, Remote: remote}]
-		if !ok {
-			continue
-		}
-		inode, err := strconv.ParseUint(f[9], 10, 64)
-		if err != nil {
-			return fmt.Errorf("line %q: inode: %w", sc.Text(), err)
-		}
-		if inode != 0 { // 0: a socket in TIME_WAIT, which no process holds
-			found[c] = inode
-		}
-	}
-	return sc.Err()
-}
-
-// parseHexAddrPort parses an address as net/tcp prints it: the address's
-// 32-bit words in the host's byte order, in hex, then ':' and the port in
-// hex. IPv4-mapped IPv6 addresses come back as IPv4.
-func parseHexAddrPort(s string) (netip.AddrPort, error) {
-	a, p, ok := strings.Cut(s, ":")
-	port, err := strconv.ParseUint(p, 16, 16)
-	if !ok || err != nil {
-		return netip.AddrPort{}, fmt.Errorf("address %q: bad port", s)
-	}
-	raw, err := hex.DecodeString(a)
-	if err != nil || (len(raw) != 4 && len(raw) != 16) {
-		return netip.AddrPort{}, fmt.Errorf("address %q: want 8 or 32 hex digits", s)
-	}
-	for i := 0; i < len(raw); i += 4 { // each word was printed as a host-order integer
-		binary.BigEndian.PutUint32(raw[i:], binary.NativeEndian.Uint32(raw[i:]))
-	}
-	addr, _ := netip.AddrFromSlice(raw)
-	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), nil
+// addrPort is an address of the TCP tables; IPv4-mapped IPv6 addresses
+// (a dual-stack listener's) come back as IPv4.
+func addrPort(ip net.IP, port uint64) netip.AddrPort {
+	a, _ := netip.AddrFromSlice(ip)
+	return netip.AddrPortFrom(a.Unmap(), uint16(port))
 }
 
 func unmap(ap netip.AddrPort) netip.AddrPort {
@@ -118,7 +77,8 @@ func Pipe(inode uint64) Target   { return Target("pipe:[" + strconv.FormatUint(i
 // Holders is what a scan of every process's descriptors found.
 type Holders struct {
 	// Found lists, for each target, the processes holding it (for a pipe,
-	// those holding it open for writing).
+	// those holding it open for writing). Callers that shared a scan share
+	// these slices: read them, do not change them.
 	Found map[Target][]Process
 	// Denied counts the processes whose descriptors could not be read:
 	// another user's, without CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE.
@@ -128,25 +88,26 @@ type Holders struct {
 // FindHolders looks through every process's descriptors for the targets,
 // as `ss -p` and `lsof` do. A pipe counts only where it is open for
 // writing, so the reader (this exporter, for --stdin) is not its holder.
-// It costs a readlink per open descriptor on the machine: call it once for
-// all the targets wanted.
+// It costs a readlink per open descriptor on the machine: ask once for all
+// the targets wanted. Callers asking while a scan runs share the next one,
+// which looks for all their targets: every answer comes from a scan that
+// began after its call.
 func (f *FS) FindHolders(targets map[Target]bool) (Holders, error) {
+	return f.scan.find(targets, f.findHolders)
+}
+
+// findHolders is one scan of every process's descriptors.
+func (f *FS) findHolders(targets map[Target]bool) (Holders, error) {
 	h := Holders{Found: map[Target][]Process{}}
-	dir, err := os.Open(f.root)
+	procs, err := f.fs.AllProcs()
 	if err != nil {
 		return h, err
 	}
-	names, err := dir.Readdirnames(-1)
-	dir.Close()
-	if err != nil {
-		return h, err
-	}
-	for _, name := range names {
-		pid, err := strconv.Atoi(name)
-		if err != nil || pid <= 0 {
-			continue // not a process
+	for _, p := range procs {
+		if p.PID <= 0 {
+			continue
 		}
-		denied, err := f.scanProcess(pid, targets, &h)
+		denied, err := f.scanProcess(p, targets, &h)
 		if denied {
 			h.Denied++
 		}
@@ -157,22 +118,18 @@ func (f *FS) FindHolders(targets map[Target]bool) (Holders, error) {
 	return h, nil
 }
 
-// scanProcess records the targets process pid holds. A process that is
-// gone is skipped; one whose descriptors are not ours to read is denied.
-func (f *FS) scanProcess(pid int, targets map[Target]bool, h *Holders) (denied bool, err error) {
-	fdDir := filepath.Join(f.root, strconv.Itoa(pid), "fd")
-	dir, err := os.Open(fdDir)
+// scanProcess records the targets process p holds. A process that is gone
+// is skipped; one whose descriptors are not ours to read is denied.
+func (f *FS) scanProcess(p prom.Proc, targets map[Target]bool, h *Holders) (denied bool, err error) {
+	fds, err := p.FileDescriptors()
 	if err != nil {
 		return errors.Is(err, fs.ErrPermission), nil
 	}
-	fds, err := dir.Readdirnames(-1)
-	dir.Close()
-	if err != nil {
-		return errors.Is(err, fs.ErrPermission), nil
-	}
+	fdDir := filepath.Join(f.root, strconv.Itoa(p.PID), "fd")
 	var held []Target
 	for _, fd := range fds {
-		link, err := os.Readlink(filepath.Join(fdDir, fd))
+		name := strconv.FormatUint(uint64(fd), 10)
+		link, err := os.Readlink(filepath.Join(fdDir, name))
 		if errors.Is(err, fs.ErrPermission) {
 			return true, nil // listing needs CAP_DAC_READ_SEARCH, reading links CAP_SYS_PTRACE
 		}
@@ -180,7 +137,7 @@ func (f *FS) scanProcess(pid int, targets map[Target]bool, h *Holders) (denied b
 		if err != nil || !targets[t] {
 			continue
 		}
-		if strings.HasPrefix(link, "pipe:") && !f.writable(pid, fd) {
+		if strings.HasPrefix(link, "pipe:") && !writable(p, name) {
 			continue
 		}
 		held = append(held, t)
@@ -188,7 +145,7 @@ func (f *FS) scanProcess(pid int, targets map[Target]bool, h *Holders) (denied b
 	if len(held) == 0 {
 		return false, nil
 	}
-	st, err := f.Stat(pid)
+	st, err := f.Stat(p.PID)
 	if errors.Is(err, ErrNoProcess) {
 		return false, nil // it exited meanwhile
 	}
@@ -203,21 +160,15 @@ func (f *FS) scanProcess(pid int, targets map[Target]bool, h *Holders) (denied b
 	return false, nil
 }
 
-// writable reports whether descriptor fd of pid is open for writing, from
-// the access mode in /proc/PID/fdinfo/FD's flags (octal).
-func (f *FS) writable(pid int, fd string) bool {
-	var buf [256]byte
-	b, err := f.read(filepath.Join(f.root, strconv.Itoa(pid), "fdinfo", fd), buf[:])
+// writable reports whether descriptor fd of p is open for writing, from
+// the access mode in its fdinfo's flags (octal).
+func writable(p prom.Proc, fd string) bool {
+	info, err := p.FDInfo(fd)
 	if err != nil {
 		return false
 	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "flags:"); ok {
-			flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64)
-			return err == nil && flags&syscall.O_ACCMODE != syscall.O_RDONLY
-		}
-	}
-	return false
+	flags, err := strconv.ParseUint(info.Flags, 8, 64)
+	return err == nil && flags&syscall.O_ACCMODE != syscall.O_RDONLY
 }
 
 // PipeInode returns the inode of the pipe file is, if it is one: what

@@ -1,28 +1,45 @@
-// Package procfs reads what attributing energy to encodes needs from
-// /proc: a process's CPU time and start time, the machine's CPU time, and
-// which processes hold the other end of a TCP connection or a pipe. It
-// reads through a root (--path.procfs), so an exporter in a container can
-// read the host's /proc.
+// Package procfs reads what attributing energy to encodes, and finding the
+// container engine's process, need from /proc, through a root
+// (--path.procfs) so that an exporter in a container can read the host's.
+//
+// github.com/prometheus/procfs does the reading: a process's stat, the
+// machine's stat, the TCP tables, the process list, each process's
+// descriptors and their fdinfo. This package keeps only what it lacks:
+//   - /proc/uptime, the clock that process start times count on;
+//   - which processes hold a socket or a pipe. The library's
+//     FileDescriptorTargets neither says which descriptor each target is
+//     (a pipe's holder is its writer, told by that descriptor's open mode)
+//     nor tells an unreadable link (another user's process, without
+//     CAP_SYS_PTRACE) from a closed one, so the links are read here;
+//   - pairing a connection with its client's socket in the TCP tables;
+//   - one scan of every descriptor shared by the callers that ask at the
+//     same moment (the docker source's engine lookup and energy per encode
+//     share one FS).
 package procfs
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
+
+	prom "github.com/prometheus/procfs"
 )
 
-// UserHZ is the unit of the times in /proc/PID/stat and /proc/stat: the
-// kernel reports them in USER_HZ ticks, 100 per second on every Linux
-// architecture we run on (as prometheus/procfs assumes too).
+// UserHZ is the unit of the start time in /proc/PID/stat: the kernel
+// reports it in USER_HZ ticks, 100 per second on every Linux architecture
+// we run on (as prometheus/procfs assumes for the CPU times it converts).
 const UserHZ = 100
 
 // FS is a procfs mount.
 type FS struct {
 	root string
+	fs   prom.FS
+	scan holderScans
 }
 
 // New returns the procfs mounted at root, after checking that it is one.
@@ -30,7 +47,11 @@ func New(root string) (*FS, error) {
 	if _, err := os.Stat(filepath.Join(root, "stat")); err != nil {
 		return nil, fmt.Errorf("--path.procfs %s is not a procfs mount: %w", root, err)
 	}
-	return &FS{root: root}, nil
+	pfs, err := prom.NewFS(root)
+	if err != nil {
+		return nil, fmt.Errorf("--path.procfs %s: %w", root, err)
+	}
+	return &FS{root: root, fs: pfs}, nil
 }
 
 // Root is where the procfs is mounted.
@@ -56,58 +77,23 @@ var ErrNoProcess = errors.New("no such process")
 
 // Stat reads /proc/PID/stat. A process that is gone is ErrNoProcess.
 func (f *FS) Stat(pid int) (Stat, error) {
-	var buf [1024]byte
-	b, err := f.read(filepath.Join(f.root, strconv.Itoa(pid), "stat"), buf[:])
-	if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ESRCH) {
+	p, err := f.fs.Proc(pid)
+	var st prom.ProcStat
+	if err == nil {
+		st, err = p.Stat()
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 		return Stat{}, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}
 	if err != nil {
-		return Stat{}, err
+		return Stat{}, fmt.Errorf("pid %d: stat: %w", pid, err)
 	}
-	return parseStat(pid, b)
-}
-
-// parseStat parses the contents of /proc/PID/stat.
-func parseStat(pid int, b []byte) (Stat, error) {
-	// The command sits in parentheses and may hold spaces and parentheses
-	// itself: the fields start after the last ')'.
-	l, r := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-	if l < 0 || r < l {
-		return Stat{}, fmt.Errorf("pid %d: stat: no command in %.64q", pid, b)
-	}
-	s := Stat{Process: Process{PID: pid}, Comm: string(b[l+1 : r])}
-	var utime, stime uint64
-	// Fields after the command, counted from 3 (state) as proc(5) numbers them.
-	field, rest := 3, b[r+1:]
-	for field <= 22 {
-		rest = bytes.TrimLeft(rest, " ")
-		end := bytes.IndexAny(rest, " \n")
-		if end < 0 {
-			end = len(rest)
-		}
-		tok := rest[:end]
-		if len(tok) == 0 {
-			return Stat{}, fmt.Errorf("pid %d: stat: %d fields, want at least 22", pid, field-1)
-		}
-		var err error
-		switch field {
-		case 3:
-			s.Exited = tok[0] == 'Z' || tok[0] == 'X'
-		case 14:
-			utime, err = strconv.ParseUint(string(tok), 10, 64)
-		case 15:
-			stime, err = strconv.ParseUint(string(tok), 10, 64)
-		case 22:
-			s.Start, err = strconv.ParseUint(string(tok), 10, 64)
-		}
-		if err != nil {
-			return Stat{}, fmt.Errorf("pid %d: stat field %d: %w", pid, field, err)
-		}
-		rest = rest[end:]
-		field++
-	}
-	s.CPUSeconds = float64(utime+stime) / UserHZ
-	return s, nil
+	return Stat{
+		Process:    Process{PID: pid, Start: st.Starttime},
+		Comm:       st.Comm,
+		CPUSeconds: st.CPUTime(),
+		Exited:     st.State == "Z" || st.State == "X",
+	}, nil
 }
 
 // CPU is the machine's CPU time, all CPUs together, since boot.
@@ -116,74 +102,43 @@ type CPU struct {
 	IdleSeconds  float64 // idle and iowait
 }
 
-// CPU reads the first line of /proc/stat.
+// CPU reads the aggregate cpu line of /proc/stat. Guest time is part of
+// user and nice already, so it is not added again.
 func (f *FS) CPU() (CPU, error) {
-	var buf [512]byte
-	b, err := f.read(filepath.Join(f.root, "stat"), buf[:])
+	st, err := f.fs.Stat()
 	if err != nil {
 		return CPU{}, err
 	}
-	return parseCPU(b)
-}
-
-// parseCPU parses the aggregate "cpu" line at the start of /proc/stat:
-// user nice system idle iowait irq softirq steal guest guest_nice, in
-// USER_HZ. Guest time is part of user and nice already, so it is not
-// added again.
-func parseCPU(b []byte) (CPU, error) {
-	line, _, _ := bytes.Cut(b, []byte("\n"))
-	fields := bytes.Fields(line)
-	if len(fields) < 5 || string(fields[0]) != "cpu" {
-		return CPU{}, fmt.Errorf("/proc/stat: first line %.80q is not the aggregate cpu line", line)
+	c := st.CPUTotal
+	idle := c.Idle + c.Iowait
+	total := c.User + c.Nice + c.System + idle + c.IRQ + c.SoftIRQ + c.Steal
+	if total <= 0 {
+		return CPU{}, fmt.Errorf("%s: no aggregate cpu line", filepath.Join(f.root, "stat"))
 	}
-	var total, idle uint64
-	for i, f := range fields[1:min(len(fields), 9)] {
-		v, err := strconv.ParseUint(string(f), 10, 64)
-		if err != nil {
-			return CPU{}, fmt.Errorf("/proc/stat: cpu field %d: %w", i+1, err)
-		}
-		total += v
-		if i == 3 || i == 4 { // idle, iowait
-			idle += v
-		}
-	}
-	return CPU{TotalSeconds: float64(total) / UserHZ, IdleSeconds: float64(idle) / UserHZ}, nil
+	return CPU{TotalSeconds: total, IdleSeconds: idle}, nil
 }
 
 // UptimeSeconds reads /proc/uptime: the time since boot, on the clock
-// process start times count on.
+// process start times count on. prometheus/procfs does not read it.
 func (f *FS) UptimeSeconds() (float64, error) {
-	var buf [128]byte
-	b, err := f.read(filepath.Join(f.root, "uptime"), buf[:])
+	path := filepath.Join(f.root, "uptime")
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	up, _, _ := bytes.Cut(b, []byte(" "))
-	v, err := strconv.ParseFloat(string(up), 64)
-	if err != nil {
-		return 0, fmt.Errorf("/proc/uptime: %w", err)
-	}
-	return v, nil
+	return parseUptime(path, string(b))
 }
 
-// read reads a small file into buf with one read, as procfs serves it,
-// without the allocations of os.ReadFile: it runs for every linked process
-// in every window. A file longer than buf is cut short, which the callers,
-// reading the fields at its start, allow.
-func (f *FS) read(path string, buf []byte) ([]byte, error) {
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+// parseUptime parses the first field of /proc/uptime: seconds, as a
+// decimal fraction.
+func parseUptime(path, s string) (float64, error) {
+	up, _, _ := strings.Cut(strings.TrimSpace(s), " ")
+	v, err := strconv.ParseFloat(up, 64)
+	if err == nil && !(v >= 0 && v < 1e12) { // NaN, Inf, negative: not a kernel's
+		err = fmt.Errorf("%q is not a time since boot", up)
+	}
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	defer syscall.Close(fd)
-	for {
-		n, err := syscall.Read(fd, buf)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "read", Path: path, Err: err}
-		}
-		return buf[:n], nil
-	}
+	return v, nil
 }

@@ -85,51 +85,67 @@ func TestStatMatchesRusage(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	// A command may hold spaces and parentheses.
-	line := "4242 (ffmpeg (x) 2) S 1 4242 4242 0 -1 4194560 2000 0 0 0 250 50 0 0 20 0 9 0 123456 1000000 2000 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-	s, err := parseStat(4242, []byte(line))
+// TestStatOddCommand: a command whose name holds spaces and parentheses
+// (the kernel takes it from the name the program was run by, here a link)
+// is read whole, and its fields after it are found.
+func TestStatOddCommand(t *testing.T) {
+	f := proc(t)
+	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Stat{Process: Process{PID: 4242, Start: 123456}, Comm: "ffmpeg (x) 2", CPUSeconds: 3}
-	if s != want {
-		t.Errorf("got %+v, want %+v", s, want)
+	odd := filepath.Join(t.TempDir(), "a (b) c")
+	if err := os.Symlink(sleep, odd); err != nil {
+		t.Fatal(err)
 	}
-	z, err := parseStat(7, []byte("7 (a) Z 1 1 1 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 99 0 0"))
-	if err != nil || !z.Exited || z.Start != 99 || z.CPUSeconds != 0.03 {
-		t.Errorf("zombie: %+v %v", z, err)
+	cmd := exec.Command(odd, "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
 	}
-	for _, bad := range []string{"", "1 (a", "1 (a) S 1 2 3", "1 (a) S 1 1 1 0 -1 0 0 0 0 0 x 2 0 0 20 0 1 0 99"} {
-		if _, err := parseStat(1, []byte(bad)); err == nil {
-			t.Errorf("parseStat(%q) accepted", bad)
-		}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	st, err := f.Stat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := f.Stat(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Comm != "a (b) c" || st.Exited || st.Start < self.Start || st.CPUSeconds < 0 {
+		t.Errorf("stat of %q: %+v (this test's: %+v)", odd, st, self)
+	}
+	if _, err := f.Stat(-1); !errors.Is(err, ErrNoProcess) {
+		t.Errorf("stat of pid -1: %v, want ErrNoProcess", err)
 	}
 }
 
-func FuzzParseStat(f *testing.F) {
-	f.Add([]byte("1 (init) S 0 1 1 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 10 100 10 1"))
-	f.Add([]byte("1 ()) ) Z 0 1 1 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 10"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := parseStat(1, b)
-		if err == nil && (s.CPUSeconds < 0 || math.IsNaN(s.CPUSeconds)) {
-			t.Errorf("CPU %v from %q", s.CPUSeconds, b)
-		}
-	})
-}
-
+// TestCPU: the machine's CPU time from this machine's /proc/stat, and the
+// sum over a stat file whose guest time must not count twice (a tree with
+// only that file: what it is read from, not a fake of a peer).
 func TestCPU(t *testing.T) {
-	c, err := parseCPU([]byte("cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 1 2 3 4\n"))
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "stat"), []byte("cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 100 5 50 1000 20 1 2 3 40 0\nbtime 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := fixed.CPU()
 	if err != nil {
 		t.Fatal(err)
 	}
 	// guest (40) is inside user already and is not added again.
-	if c.TotalSeconds != 11.81 || c.IdleSeconds != 10.2 {
-		t.Errorf("got %+v", c)
+	if math.Abs(c.TotalSeconds-11.81) > 1e-9 || math.Abs(c.IdleSeconds-10.2) > 1e-9 {
+		t.Errorf("got %+v, want 11.81 s in all, 10.2 s idle", c)
 	}
-	if _, err := parseCPU([]byte("intr 1 2 3\n")); err == nil {
-		t.Error("accepted a file without the cpu line")
+	if err := os.WriteFile(filepath.Join(root, "stat"), []byte("intr 1 2 3\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
+	if c, err := fixed.CPU(); err == nil {
+		t.Errorf("a stat file without the cpu line: %+v", c)
+	}
+
 	f := proc(t)
 	a, err := f.CPU()
 	if err != nil {
@@ -144,39 +160,22 @@ func TestCPU(t *testing.T) {
 	}
 }
 
-func FuzzParseCPU(f *testing.F) {
-	f.Add([]byte("cpu  100 5 50 1000 20 1 2 3 40 0\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := parseCPU(b)
-		if err == nil && (c.IdleSeconds > c.TotalSeconds || c.IdleSeconds < 0) {
-			t.Errorf("%+v from %q", c, b)
-		}
-	})
-}
-
-func TestParseHexAddrPort(t *testing.T) {
-	for in, want := range map[string]string{
-		"0100007F:1F40":                         "127.0.0.1:8000",
-		"00000000000000000000000001000000:0050": "[::1]:80",
-		"0000000000000000FFFF00000100007F:2522": "127.0.0.1:9506", // IPv4-mapped, as a dual-stack listener's sockets show
-	} {
-		got, err := parseHexAddrPort(in)
-		if err != nil || got.String() != want {
-			t.Errorf("%s: %v %v, want %s", in, got, err, want)
-		}
+func TestParseUptime(t *testing.T) {
+	if v, err := parseUptime("uptime", "350735.47 234388.90\n"); err != nil || v != 350735.47 {
+		t.Errorf("got %v %v", v, err)
 	}
-	for _, bad := range []string{"", "0100007F", "0100007F:", "0100007:1F40", "0100007F:1F4000", "zz00007F:1F40"} {
-		if _, err := parseHexAddrPort(bad); err == nil {
-			t.Errorf("accepted %q", bad)
+	for _, bad := range []string{"", "x 1", "-1 2", "NaN 1", "+Inf 1"} {
+		if v, err := parseUptime("uptime", bad); err == nil {
+			t.Errorf("parseUptime(%q) = %v", bad, v)
 		}
 	}
 }
 
-func FuzzParseHexAddrPort(f *testing.F) {
-	f.Add("0100007F:1F40")
+func FuzzParseUptime(f *testing.F) {
+	f.Add("350735.47 234388.90\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		if ap, err := parseHexAddrPort(s); err == nil && !ap.IsValid() {
-			t.Errorf("%q: invalid %v without an error", s, ap)
+		if v, err := parseUptime("uptime", s); err == nil && !(v >= 0 && v < 1e12) {
+			t.Errorf("%v from %q", v, s)
 		}
 	})
 }
