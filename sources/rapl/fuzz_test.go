@@ -23,11 +23,12 @@ func FuzzAdvance(f *testing.F) {
 		return b
 	}
 	const intel, small = 262143328850, 2_000_000_000
-	f.Add(uint64(intel), seq(step(5_000_000, 0), step(3_000_000, 1000), step(4_000_000, 1000)))       // backwards, no wrap
-	f.Add(uint64(small), seq(step(5_000_000_000, 0), step(1_000_000, 1000), step(3_000_000, 1000)))   // above the range, then small
-	f.Add(uint64(intel), seq(step(intel-1_000_000, 0), step(3_000_000, 1000), step(5_000_000, 1000))) // a genuine wrap
-	f.Add(uint64(1), seq(step(1, 0), step(0, 1), step(1, 1)))                                         // a range refused at discovery
-	f.Add(uint64(intel), seq(step(1_000_000, 0), step(1_000_000+2e9, 1000), step(1_000_000+2e9, 0)))  // a jump; no time
+	f.Add(uint64(intel), seq(step(5_000_000, 0), step(3_000_000, 1000), step(4_000_000, 1000)))         // backwards, no wrap
+	f.Add(uint64(small), seq(step(5_000_000_000, 0), step(1_000_000, 1000), step(3_000_000, 1000)))     // above the range, then small
+	f.Add(uint64(intel), seq(step(intel-1_000_000, 0), step(3_000_000, 1000), step(5_000_000, 1000)))   // a genuine wrap
+	f.Add(uint64(1), seq(step(1, 0), step(0, 1), step(1, 1)))                                           // a range refused at discovery
+	f.Add(uint64(intel), seq(step(1_000_000, 0), step(1_000_000+2e9, 1000), step(1_000_000+2e9, 0)))    // a jump; no time
+	f.Add(uint64(math.MaxUint64), seq(step(math.MaxUint64-1000, 0), step(500, 1000), step(9000, 1000))) // starts near 2^64, wraps
 
 	f.Fuzz(func(t *testing.T, maxRange uint64, data []byte) {
 		var st state
@@ -42,10 +43,11 @@ func FuzzAdvance(f *testing.F) {
 			before := st
 			st.advance("energy_uj", raw, maxRange, now)
 
-			if st.total < before.total {
-				t.Fatalf("total fell from %d to %d µJ on reading %d (range %d)", before.total, st.total, raw, maxRange)
+			if st.counted < before.counted || st.joules() < before.joules() || before.read && st.first != before.first {
+				t.Fatalf("total fell from %d+%d to %d+%d µJ (%v to %v J) on reading %d (range %d)",
+					before.first, before.counted, st.first, st.counted, before.joules(), st.joules(), raw, maxRange)
 			}
-			rise := st.total - before.total
+			rise := st.counted - before.counted
 			if before.read && rise > plausible(dt) {
 				t.Fatalf("total rose by %d µJ in %v, more than %d µJ", rise, dt, plausible(dt))
 			}
@@ -80,9 +82,9 @@ func FuzzReadZone(f *testing.F) {
 			"class/powercap/intel-rapl:0:0/name":                {Data: name},
 			"class/powercap/intel-rapl:0:0/max_energy_range_uj": {Data: maxRange},
 		}
-		zones, failed, err := discover(fsys, nil)
-		if err != nil || len(zones)+len(failed) > 2 {
-			t.Fatalf("%d zones, %d failed, %v", len(zones), len(failed), err)
+		zones, failed, refused, err := discover(fsys, nil)
+		if err != nil || len(zones)+len(failed)+len(refused) > 2 {
+			t.Fatalf("%d zones, %d failed, %d refused, %v", len(zones), len(failed), len(refused), err)
 		}
 		for _, z := range zones {
 			if !utf8.ValidString(z.Package) || !utf8.ValidString(z.Zone) {
@@ -92,7 +94,7 @@ func FuzzReadZone(f *testing.F) {
 				t.Errorf("range %d µJ accepted", z.MaxRange)
 			}
 		}
-		for _, e := range failed {
+		for _, e := range append(failed, refused...) {
 			if len(e.Error()) > 500 || !utf8.ValidString(e.Error()) {
 				t.Errorf("error of %d bytes for health and the log: %.300q", len(e.Error()), e)
 			}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
@@ -29,10 +30,19 @@ const MinInterval = 50 * time.Millisecond
 // instant.
 const clockSlack = 10 * time.Millisecond
 
+// MaxZones bounds the zones one source serves: far more than any machine
+// has (eight sockets with package, core, uncore and dram, and psys, make
+// 33). A zone past it is refused and named on health. Each zone is one
+// series per instrument, so MaxZones+1 (the SDK's overflow series) is a
+// cardinality limit that folds no zone served.
+const MaxZones = 256
+
 // Config is what the source needs.
 type Config struct {
-	FS       fs.FS         // rooted at sysfs (/sys)
-	Root     string        // that root, for messages
+	// FS is rooted at sysfs; nil reads the sysfs at Root through SysFS,
+	// where nothing can block a sample.
+	FS       fs.FS
+	Root     string        // that root (/sys), for messages
 	Interval time.Duration // sampling interval; shortened if a zone could wrap twice in it
 	Clock    func() time.Time
 	Log      *slog.Logger
@@ -61,23 +71,29 @@ type Source struct {
 	*sampling.Latest[Snapshot]
 	cfg Config
 
+	interval atomic.Int64 // the sampling interval in effect; read without waiting on a sample
+
 	mu       sync.Mutex // serialises Sample
 	zones    []zone
 	states   map[string]*state // by zone Dir, so they outlive rediscovery
 	complete bool              // every zone under powercap was identified
+	refused  []error           // zones identified but not served, for good
 }
 
 // state is a zone's counter between samples.
 type state struct {
-	read        bool   // total is known: a plausible reading has been taken
-	based       bool   // raw is a reading the next one can be measured from
-	raw         uint64 // last energy_uj
-	total       uint64 // µJ since the kernel's counter started, wrap-corrected
-	at          time.Time
-	watts       float64
-	power       bool
-	implausible uint64
-	doubt       error // the first of the latest implausible readings; nil since a plausible one
+	read  bool   // first is known: a plausible reading has been taken
+	based bool   // raw is a reading the next one can be measured from
+	raw   uint64 // last energy_uj
+	// The total is first plus counted, kept apart so that a first reading
+	// near 2^64 cannot wrap the sum: µJ the kernel had counted at the
+	// first plausible reading, and wrap-corrected µJ since.
+	first, counted uint64
+	at             time.Time
+	watts          float64
+	power          bool
+	implausible    uint64
+	doubt          error // the first of the latest implausible readings; nil since a plausible one
 }
 
 // New returns a source that has sampled once.
@@ -88,31 +104,39 @@ func New(cfg Config) *Source {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.FS == nil {
+		cfg.FS = SysFS(cfg.Root)
+	}
 	s := &Source{cfg: cfg, Latest: sampling.NewLatest(cfg.Log, "RAPL", &Snapshot{}, errors.New("RAPL not sampled yet"))}
+	s.interval.Store(int64(intervalFor(cfg.Interval, nil)))
 	s.Sample()
 	return s
 }
 
 // Interval is the sampling interval in effect: the configured one, or
 // shorter where a zone's counter could wrap twice at MaxPlausibleWatts.
-func (s *Source) Interval() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return intervalFor(s.cfg.Interval, s.zones)
-}
+// It never waits on a sample in flight.
+func (s *Source) Interval() time.Duration { return time.Duration(s.interval.Load()) }
 
 func intervalFor(iv time.Duration, zones []zone) time.Duration {
+	iv = max(iv, MinInterval)
 	for _, z := range zones {
-		wrap := time.Duration(float64(z.MaxRange) / MaxPlausibleWatts * float64(time.Microsecond))
-		iv = min(iv, wrap/2)
+		// The counter wraps after MaxRange/MaxPlausibleWatts µs at the
+		// soonest; in integers, as a range near 2^64 µJ overflows a
+		// Duration in ns.
+		half := z.MaxRange / MaxPlausibleWatts / 2
+		if half < uint64(iv/time.Microsecond) {
+			iv = time.Duration(half) * time.Microsecond
+		}
 	}
 	return max(iv, MinInterval)
 }
 
-// Run samples until ctx ends (New took the first sample).
+// Run samples until ctx ends (New took the first sample). A sample stuck
+// on sysfs is reported on health and does not hold Run past ctx.
 func (s *Source) Run(ctx context.Context) {
 	first := true
-	sampling.Every(ctx, s.Interval, func(context.Context) {
+	s.Every(ctx, s.Interval, func(context.Context) {
 		if !first {
 			s.Sample()
 		}
@@ -132,6 +156,7 @@ func (s *Source) Sample() {
 	if !s.complete {
 		errs = append(errs, s.discover()...)
 	}
+	errs = append(errs, s.refused...)
 
 	snap := &Snapshot{Discovered: len(s.zones)}
 	for _, z := range s.zones {
@@ -151,7 +176,7 @@ func (s *Source) Sample() {
 			snap.Zones = append(snap.Zones, Reading{
 				Package:        z.Package,
 				Zone:           z.Zone,
-				EnergyJoules:   float64(st.total) / 1e6,
+				EnergyJoules:   st.joules(),
 				PowerWatts:     st.watts,
 				HasPower:       st.power && err == nil,
 				MaxRangeJoules: float64(z.MaxRange) / 1e6,
@@ -165,13 +190,13 @@ func (s *Source) Sample() {
 // discover looks for zones, keeping the counters of those already known,
 // and returns why any could not be identified.
 func (s *Source) discover() []error {
-	zones, failed, err := discover(s.cfg.FS, s.zones)
+	zones, failed, refused, err := discover(s.cfg.FS, s.zones)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return []error{fmt.Errorf("no powercap at %s: load the intel_rapl_msr (Intel) or intel_rapl (AMD) module, or enable RAPL in the BIOS", path.Join(s.cfg.Root, powercapDir))}
+		return []error{fmt.Errorf("no powercap at %s: %s", path.Join(s.cfg.Root, powercapDir), loadHint)}
 	case err != nil:
 		return []error{err}
-	case len(zones) == 0 && len(failed) == 0:
+	case len(zones) == 0 && len(failed) == 0 && len(refused) == 0:
 		return []error{fmt.Errorf("no RAPL zones under %s: this CPU or kernel exposes none", path.Join(s.cfg.Root, powercapDir))}
 	}
 	states := make(map[string]*state, len(zones))
@@ -185,9 +210,17 @@ func (s *Source) discover() []error {
 	if len(zones) > len(s.zones) {
 		s.cfg.Log.Info("RAPL zones found", "zones", len(zones), "sampling_interval", intervalFor(s.cfg.Interval, zones))
 	}
-	s.zones, s.states, s.complete = zones, states, len(failed) == 0
+	s.zones, s.states, s.complete, s.refused = zones, states, len(failed) == 0, refused
+	s.interval.Store(int64(intervalFor(s.cfg.Interval, zones)))
 	return failed
 }
+
+// loadHint is what makes powercap appear. Since Linux 5.3 the powercap
+// RAPL driver is intel_rapl_msr (on intel_rapl_common; the old intel_rapl
+// module is gone), and since Linux 5.11 it drives AMD Zen (families 17h
+// and later) too. amd_energy, a hwmon driver removed in 5.13, never gave
+// powercap zones.
+const loadHint = "load the intel_rapl_msr module (Intel, and AMD Zen since Linux 5.11: modprobe intel_rapl_msr), or enable RAPL in the BIOS"
 
 // advance takes a new raw reading of file. A counter that fell has wrapped
 // at maxRange: the energy since the last reading is (max − previous +
@@ -230,16 +263,21 @@ func (st *state) advance(file string, raw, maxRange uint64, now time.Time) {
 		return
 	}
 	if !st.read {
-		st.read, st.total = true, raw
+		st.read, st.first = true, raw
 	}
 	st.power = st.based && dt > 0
 	if st.power {
 		st.watts = float64(delta) / 1e6 / dt.Seconds()
 	}
-	st.total += delta
+	st.counted += delta // at most plausible(dt) a reading: 584 years at MaxPlausibleWatts to wrap
 	st.based, st.doubt = true, nil
 	st.raw, st.at = raw, now
 }
+
+// joules is the zone's total: the kernel's first reading plus every change
+// counted since. Each part is exact and the sum of their float64s never
+// falls as counted rises.
+func (st *state) joules() float64 { return float64(st.first)/1e6 + float64(st.counted)/1e6 }
 
 // plausible is the most energy, in µJ, a zone can count in dt.
 func plausible(dt time.Duration) uint64 {

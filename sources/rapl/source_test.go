@@ -32,9 +32,7 @@ func newSource(t *testing.T, root string, fsys fs.FS) (*Source, *clock, *bytes.B
 	t.Helper()
 	c := &clock{t: time.Unix(1_800_000_000, 0)}
 	var logs bytes.Buffer
-	if fsys == nil {
-		fsys = os.DirFS(root)
-	}
+	// fsys nil: the sysfs at root, read as the exporter reads it (SysFS).
 	src := New(Config{FS: fsys, Root: root, Interval: time.Second, Clock: c.now, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	return src, c, &logs
 }

@@ -31,15 +31,24 @@ type zone struct {
 	MaxRange uint64 // max_energy_range_uj: where energy_uj wraps to 0
 }
 
-// discover lists the RAPL zones under fsys (rooted at sysfs), and why any
-// zone there could not be identified. A zone among known that cannot be
-// identified now stays as it was known: one failed read must not drop it,
-// nor let its intel-rapl-mmio view stand in. A domain that both intel-rapl
-// (MSR) and intel-rapl-mmio expose is counted once, from intel-rapl.
-func discover(fsys fs.FS, known []zone) (zones []zone, failed []error, err error) {
+// discover lists the RAPL zones under fsys (rooted at sysfs), why any
+// zone there could not be identified (failed: looked for again), and why
+// any identified is not served (refused: for good). A zone among known
+// that cannot be identified now stays as it was known: one failed read
+// must not drop it, nor let its intel-rapl-mmio view stand in. A domain
+// that both intel-rapl (MSR) and intel-rapl-mmio expose is counted once,
+// from intel-rapl; two zones that would share labels otherwise are not
+// both served: the second is refused, as is every zone past MaxZones.
+func discover(fsys fs.FS, known []zone) (zones []zone, failed, refused []error, err error) {
+	if _, ok := fsys.(sysFS); !ok {
+		// Another fs.FS (os.DirFS) opens blocking: look before opening.
+		if fi, err := fs.Stat(fsys, powercapDir); err == nil && !fi.IsDir() {
+			return nil, nil, nil, fmt.Errorf("%s: not a directory", powercapDir)
+		}
+	}
 	entries, err := fs.ReadDir(fsys, powercapDir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var names []string
 	for _, e := range entries {
@@ -49,14 +58,15 @@ func discover(fsys fs.FS, known []zone) (zones []zone, failed []error, err error
 	}
 	// intel-rapl before intel-rapl-mmio, parents before their subzones.
 	sort.Slice(names, func(i, j int) bool {
-		mi, mj := strings.HasPrefix(names[i], "intel-rapl-mmio:"), strings.HasPrefix(names[j], "intel-rapl-mmio:")
+		mi, mj := isMMIO(names[i]), isMMIO(names[j])
 		if mi != mj {
 			return mj
 		}
 		return names[i] < names[j]
 	})
 
-	seen := map[[2]string]bool{}
+	seen := map[[2]string]string{} // labels → the zone that has them
+	beyond := 0                    // zones past MaxZones
 	for _, name := range names {
 		z, err := readZone(fsys, name)
 		if err != nil {
@@ -68,14 +78,28 @@ func discover(fsys fs.FS, known []zone) (zones []zone, failed []error, err error
 			z = known[i]
 		}
 		key := [2]string{z.Package, z.Zone}
-		if seen[key] {
-			continue // the mmio view of a domain intel-rapl already gave us
+		if first, ok := seen[key]; ok {
+			if isMMIO(name) && !isMMIO(first) {
+				continue // the mmio view of a domain intel-rapl already gave us
+			}
+			refused = append(refused, fmt.Errorf("zone %s: not served: it has the labels of zone %s (package %q, zone %q), and two zones cannot share a series",
+				name, first, clip(z.Package), z.Zone))
+			continue
 		}
-		seen[key] = true
+		if len(zones) == MaxZones {
+			beyond++
+			continue
+		}
+		seen[key] = name
 		zones = append(zones, z)
 	}
-	return zones, failed, nil
+	if beyond > 0 {
+		refused = append(refused, fmt.Errorf("%d zones past the first %d not served: no machine has so many", beyond, MaxZones))
+	}
+	return zones, failed, refused, nil
 }
+
+func isMMIO(name string) bool { return strings.HasPrefix(name, "intel-rapl-mmio:") }
 
 // readZone identifies the zone class/powercap/<name>.
 func readZone(fsys fs.FS, name string) (zone, error) {
@@ -146,8 +170,19 @@ func sanitize(s string) string {
 const maxValue = 4096
 
 // readString reads a sysfs value, refusing one larger than sysfs can hold
-// rather than reading it whole.
+// rather than reading it whole, and a file that is not a regular file
+// (SysFS refuses it as it opens it; any other fs.FS may open it blocking,
+// so it is looked at first).
 func readString(fsys fs.FS, name string) (string, error) {
+	if _, ok := fsys.(sysFS); !ok {
+		fi, err := fs.Stat(fsys, name)
+		if err != nil {
+			return "", err
+		}
+		if !fi.Mode().IsRegular() {
+			return "", notRegular("open", name, fi.Mode())
+		}
+	}
 	f, err := fsys.Open(name)
 	if err != nil {
 		return "", err
