@@ -115,3 +115,36 @@ $(BIN)/victoria-metrics:
 
 clean:
 	rm -rf $(BIN) otel-collector/build
+
+# The .deb and .rpm (packaging/nfpm.yaml) into $(BIN)/packages: worker-exporter
+# and the single exporters' links under /opt/ffmpeg-rtmp/worker/bin, the
+# systemd units of examples/systemd, an environment file per unit, and the
+# scripts that create their user. Versioned from git describe
+# (packaging/version.sh) unless PKG_VERSION is given; the binaries carry the
+# commit too (-buildvcs: `worker-exporter --version` names it).
+NFPM        ?= $(BIN)/nfpm
+PKG_VERSION ?= $(shell packaging/version.sh)
+package: $(NFPM)
+	GOFLAGS="$$GOFLAGS -buildvcs=auto" $(MAKE) build BIN=$(BIN)
+	@mkdir -p $(BIN)/packages
+	@set -e; ctx=$$(mktemp -d); trap 'rm -rf "$$ctx"' EXIT; \
+	ln -s $(abspath $(BIN)) "$$ctx/bin"; ln -s $(CURDIR)/examples "$$ctx/examples"; ln -s $(CURDIR)/packaging "$$ctx/packaging"; \
+	for p in deb rpm; do \
+		(cd "$$ctx" && PKG_VERSION='$(PKG_VERSION)' GOARCH=$$($(GO) env GOARCH) \
+			$(abspath $(NFPM)) package --config packaging/nfpm.yaml --packager $$p --target $(abspath $(BIN))/packages/); \
+	done
+
+# nfpm, which builds the packages, and Helm, which checks the chart
+# (charts/worker-exporters), from the Go module proxy.
+nfpm: $(NFPM)
+$(NFPM):
+	@mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@)) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+
+HELM ?= $(BIN)/helm
+helm: $(HELM)
+$(HELM):
+	@mkdir -p $(dir $@)
+	GOBIN=$(abspath $(dir $@)) $(GO) install helm.sh/helm/v4/cmd/helm@v4.3.2
+
+.PHONY: package nfpm helm
