@@ -333,14 +333,38 @@ func decimal(b []byte) bool {
 }
 
 // number parses a decimal with an optional unit suffix, such as "1048.6kbits/s".
-// A number too large for a float64 reads as ±Inf, for the limits to refuse.
+// A number too large for a float64 reads as ±Inf, and NaN or ±Inf spelled
+// out ("nan", "-nan", "inf", "Infinity", any case) as themselves, for the
+// limits to refuse; N/A, other words and hex are unreadable.
 func number(b []byte, suffix string) (float64, bool) {
 	b = bytes.TrimSuffix(bytes.TrimSpace(b), []byte(suffix))
-	if len(b) == 0 || len(b) > 32 || !looksNumeric(b) {
+	if len(b) == 0 || len(b) > 32 {
 		return 0, false
+	}
+	if !looksNumeric(b) {
+		return notFinite(b)
 	}
 	v, err := strconv.ParseFloat(string(b), 64)
 	return v, err == nil || math.IsInf(v, 0)
+}
+
+// notFinite reads NaN or ±Inf spelled out with an optional sign, as C's
+// printf writes them ("-nan" included).
+func notFinite(b []byte) (float64, bool) {
+	sign := 1
+	if b[0] == '+' || b[0] == '-' {
+		if b[0] == '-' {
+			sign = -1
+		}
+		b = b[1:]
+	}
+	switch {
+	case bytes.EqualFold(b, []byte("nan")):
+		return math.NaN(), true
+	case bytes.EqualFold(b, []byte("inf")), bytes.EqualFold(b, []byte("infinity")):
+		return math.Inf(sign), true
+	}
+	return 0, false
 }
 
 // looksNumeric rejects N/A, inf, nan and hex before strconv sees them.

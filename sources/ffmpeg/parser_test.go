@@ -184,6 +184,7 @@ func FuzzParser(f *testing.F) {
 	f.Add([]byte("out_time=-00:00:00.040000\nprogress=end\n"))
 	f.Add([]byte("size=N/A time=99999999:00:00.00 bitrate=N/A speed=N/A\r\x00\xff"))
 	f.Add([]byte("frame=1 size=1e308kB time=1e300:00:00 speed=1e999x\rfps=1e308\nstream_0_0_q=1e400\nstream_1_0_q=-1.0\nprogress=continue\n"))
+	f.Add([]byte("frame=1 fps=-nan q=1.0 size=1kB time=00:00:01.00 bitrate=infkbits/s speed=Infinityx\rfps=NaN\nstream_0_0_q=nan\nprogress=continue\n"))
 	f.Add([]byte("[h264 @ 0x55] [error] error while decoding MB 1 2\n    Last message repeated 3 times\n[info] frame=1 fps=2 q=3.0 size=1kB time=00:00:01.00 bitrate=1kbits/s speed=1x\r"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		lr := newLineReader(strings.NewReader(string(data)), 64)
