@@ -138,8 +138,12 @@ func (s *Source) statsCalls(ctx context.Context, es []*entry) {
 			case s.main <- struct{}{}:
 				n++
 				s.calls.Go(func() { s.statsCall(waitCtx, e, s.main, wait, waited) })
-			case <-waitCtx.Done():
-				s.done(e, nil, fmt.Errorf("no call slot free within %v (--docker.concurrency)", wait))
+			case <-waitCtx.Done(): // not its fault: it stays in the lane of those that answer
+				s.regMu.Lock()
+				e.busy = false
+				e.figErr = fmt.Errorf("stats: no call slot free within %v (--docker.concurrency)", wait)
+				e.clearFigures()
+				s.regMu.Unlock()
 			}
 		}
 	}
@@ -198,6 +202,7 @@ func (s *Source) done(e *entry, st *container.StatsResponse, err error) {
 		e.clearFigures()
 		return
 	}
+	e.figErr = nil
 	if st != nil && e.c.State == "running" {
 		e.c.Path = PathStats
 		e.fill(st)
