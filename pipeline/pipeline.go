@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/otlptranslator"
@@ -68,21 +69,30 @@ func (c Config) Shared(ctx context.Context, serviceName, instanceID string, log 
 }
 
 // SetErrorLog sends OpenTelemetry's own errors, process-wide, to log at
-// debug level; the process's runner calls it once. (Export failures are
-// logged, once per outage, by loggingExporter.)
+// debug level, and makes log the one Signal writes to; the process's
+// runner calls it once. (Export failures are logged, once per outage, by
+// loggingExporter.)
 func SetErrorLog(log *slog.Logger) {
+	processLog.Store(log)
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Debug("opentelemetry", "err", err)
 	}))
 }
 
-// Close shuts the OTLP exporter down; call it after every pipeline has stopped.
+// Close shuts the OTLP exporter down; call it after every pipeline has
+// stopped. Their last exports are done by then, so it waits closeTimeout
+// at most, whatever ctx allows: a collector that never answers cannot hold
+// the process.
 func (s *Shared) Close(ctx context.Context) error {
 	if s.push == nil {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, closeTimeout)
+	defer cancel()
 	return s.push.Exporter.Shutdown(ctx)
 }
+
+const closeTimeout = 500 * time.Millisecond
 
 // InstanceID is HOST:PORT of addr on this host: a service.instance.id that
 // stays the same across restarts.

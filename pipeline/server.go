@@ -12,8 +12,11 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 )
 
-// shutdownTimeout bounds the graceful stop: draining HTTP and the last OTLP export.
-const shutdownTimeout = 5 * time.Second
+// shutdownTimeout bounds the graceful stop: draining HTTP and the last OTLP
+// export. The README promises the process is gone within 5 s of SIGTERM;
+// the last second is for closing the OTLP connection (Shared.Close, within
+// closeTimeout) and exiting, on a loaded machine too.
+const shutdownTimeout = 4 * time.Second
 
 // shutdownGrace is what requests in flight get to finish at shutdown (a
 // scrape takes milliseconds); the rest of shutdownTimeout is the last
@@ -52,6 +55,7 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 		if err != nil {
 			return fail(err)
 		}
+		defer watchConfig(g.config)()
 		g.limiter = newRateLimiter(c)
 		if useTLS = c.TLSConfig.IsEnabled(); useTLS {
 			srv.TLSConfig = serverTLS(g.config, c.HTTPConfig.HTTP2)

@@ -18,12 +18,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
@@ -39,7 +42,163 @@ func TestMain(m *testing.M) {
 	if plan := os.Getenv(hostilePlanEnv); plan != "" {
 		os.Exit(hostileClient(plan, os.Stdout))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// binDir holds the worker-exporter binary once a test that signals the
+// process (which the in-process run cannot take) has built it.
+var (
+	binOnce sync.Once
+	binDir  string
+)
+
+// binary is the built worker-exporter, for tests that need a process.
+func binary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() { binDir, _ = exportertest.BuildPackages(".", ".") })
+	return filepath.Join(binDir, "worker-exporter")
+}
+
+// process is a worker-exporter binary running on its cpu and ffmpeg ports.
+type process struct {
+	cmd    *exec.Cmd
+	logs   *exportertest.Buffer
+	ports  map[string]string
+	exited chan struct{} // closed once it has exited; then err holds why
+	err    error
+}
+
+// startProcess runs the binary on the cpu (RAPL fixture) and ffmpeg
+// ports with env and args, and waits until both answer.
+func startProcess(t *testing.T, env []string, args ...string) *process {
+	t.Helper()
+	sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket)
+	p := &process{logs: &exportertest.Buffer{}, ports: map[string]string{"cpu": exportertest.FreePort(t), "ffmpeg": exportertest.FreePort(t)}, exited: make(chan struct{})}
+	args = append([]string{"--web.listen-host", "127.0.0.1", "--path.sysfs", sysfs, "--gpu.port", "0", "--docker.port", "0",
+		"--cpu.port", p.ports["cpu"], "--ffmpeg.port", p.ports["ffmpeg"]}, args...)
+	p.cmd = exec.Command(binary(t), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "OTEL_") {
+			p.cmd.Env = append(p.cmd.Env, kv)
+		}
+	}
+	p.cmd.Env = append(p.cmd.Env, env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.exited
+		if t.Failed() {
+			t.Logf("worker-exporter log:\n%s", p.logs.String())
+		}
+	})
+	for _, port := range p.ports {
+		exportertest.WaitFor(t, 20*time.Second, func() bool {
+			resp, err := http.Get("http://127.0.0.1:" + port + "/health")
+			if err == nil {
+				resp.Body.Close()
+			}
+			return err == nil
+		})
+	}
+	return p
+}
+
+// signal sends sig and, for SIGTERM, returns how long the process took to
+// exit (failing the test past within).
+func (p *process) stop(t *testing.T, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(within):
+		t.Fatalf("still running %v after SIGTERM", within)
+	}
+	return time.Since(start)
+}
+
+// TestReloadSignals: SIGHUP and SIGUSR1, which a process manager or an
+// operator sends a daemon, neither kill worker-exporter (Go's default for
+// them) nor stop it serving: SIGHUP re-reads the web configuration, and
+// says whether it loads; SIGUSR1 is logged and ignored. SIGTERM then stops
+// it cleanly.
+func TestReloadSignals(t *testing.T) {
+	p := startProcess(t, nil)
+	for _, sig := range []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGHUP} {
+		if err := p.cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		exportertest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(p.logs.String(), "signal="+unix.SignalName(sig)) })
+		select {
+		case <-p.exited:
+			t.Fatalf("%v killed the process: %v", sig, p.err)
+		default:
+		}
+		for _, port := range p.ports {
+			if code, _ := exportertest.Get(t, "http://127.0.0.1:"+port+"/metrics"); code != http.StatusOK {
+				t.Fatalf("after %v: /metrics %d", sig, code)
+			}
+		}
+	}
+	p.stop(t, 10*time.Second)
+	if p.err != nil || !strings.Contains(p.logs.String(), "shutting down") {
+		t.Errorf("SIGTERM after SIGHUP and SIGUSR1: exit %v; log:\n%s", p.err, p.logs.String())
+	}
+}
+
+// TestShutdownWithHangingCollector: with an OTLP collector that accepts
+// connections and never answers (over gRPC and over HTTP), an export in
+// flight and the last one at shutdown cannot hold the process past the
+// README's 5 s after SIGTERM.
+func TestShutdownWithHangingCollector(t *testing.T) {
+	for _, protocol := range []string{"grpc", "http/protobuf"} {
+		t.Run(strings.ReplaceAll(protocol, "/", "_"), func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var accepted atomic.Int64
+			var held sync.WaitGroup
+			held.Go(func() {
+				var conns []net.Conn
+				defer func() {
+					for _, c := range conns {
+						c.Close()
+					}
+				}()
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted.Add(1)
+					conns = append(conns, c) // read nothing, answer nothing
+				}
+			})
+			t.Cleanup(func() { ln.Close(); held.Wait() })
+			p := startProcess(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + ln.Addr().String(), "OTEL_EXPORTER_OTLP_PROTOCOL=" + protocol,
+				"OTEL_METRIC_EXPORT_INTERVAL=200"})
+			exportertest.WaitFor(t, 10*time.Second, func() bool { return accepted.Load() > 0 }) // an export is in flight
+			took := p.stop(t, 15*time.Second)
+			t.Logf("%s: exited %v after SIGTERM with a collector that never answers (%v)", protocol, took.Round(time.Millisecond), p.err)
+			if took > 5*time.Second {
+				t.Errorf("took %v to stop: past the README's 5 s", took)
+			}
+			if p.err != nil {
+				t.Errorf("exit: %v", p.err)
+			}
+		})
+	}
 }
 
 // attack is what the hostile client does to one port: Conns connections,
