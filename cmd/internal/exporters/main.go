@@ -18,8 +18,9 @@ import (
 type RunFunc func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // Main runs a binary until SIGINT or SIGTERM (SIGHUP and SIGUSR1 do not
-// stop it: see pipeline.Signal) and exits as the Prometheus exporters do: 0 after --help, --version or a clean stop; 2 for a flag
-// that does not parse; 1 for anything else, with the cause on stderr.
+// stop it: see pipeline.Signal) and exits as the Prometheus exporters do:
+// 0 after --help, --version or a clean stop; 2 for a flag that does not
+// parse; 1 for anything else, with the cause on stderr.
 func Main(name string, run RunFunc) {
 	// SIGHUP and SIGUSR1 would kill the process (Go's default): a daemon
 	// reloads what it can on them, or logs and ignores them.
