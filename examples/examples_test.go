@@ -7,6 +7,7 @@ package examples
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -296,41 +297,77 @@ func TestKubernetesAndCompose(t *testing.T) {
 	}
 }
 
-// TestStartScript runs the bare-metal script on freshly built binaries and
-// checks each exporter answers on the guide's port.
+// TestStartScript runs the bare-metal script on freshly built binaries:
+// each exporter answers on the guide's port; then, with one port taken,
+// the script fails naming that exporter and its log, and stops the others.
 func TestStartScript(t *testing.T) {
 	bins := buildAll(t)
 	worker := t.TempDir()
 	if err := os.Symlink(bins, filepath.Join(worker, "bin")); err != nil {
 		t.Fatal(err)
 	}
-	logs := t.TempDir()
-	cmd := exec.Command("bash", "bare-metal/start-exporters.sh")
-	cmd.Env = append(os.Environ(), "WORKER_DIR="+worker, "LOG_DIR="+logs)
-	out, err := cmd.CombinedOutput()
-	pids, _ := filepath.Glob(filepath.Join(logs, "*.pid"))
-	t.Cleanup(func() {
-		for _, p := range pids {
+	run := func(logs string) (string, []int, error) {
+		cmd := exec.Command("bash", "bare-metal/start-exporters.sh")
+		cmd.Env = append(os.Environ(), "WORKER_DIR="+worker, "LOG_DIR="+logs)
+		out, err := cmd.CombinedOutput()
+		files, _ := filepath.Glob(filepath.Join(logs, "*.pid"))
+		var pids []int
+		for _, p := range files {
 			if pid, err := strconv.Atoi(strings.TrimSpace(mustRead(t, p))); err == nil {
-				syscall.Kill(pid, syscall.SIGTERM)
+				pids = append(pids, pid)
 			}
 		}
-	})
+		t.Cleanup(func() {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGTERM)
+			}
+		})
+		return string(out), pids, err
+	}
+	health := func(port int) error {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+
+	out, pids, err := run(t.TempDir())
 	if err != nil {
 		t.Fatalf("start-exporters.sh: %v\n%s", err, out)
 	}
 	if len(pids) != 3 {
 		t.Fatalf("%d exporters started, want 3 (cpu, ffmpeg, docker)", len(pids))
 	}
-	for _, port := range []int{9510, 9506, 9501} {
-		exportertest.WaitFor(t, 10*time.Second, func() bool {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
-			if err == nil {
-				resp.Body.Close()
-			}
-			return err == nil
-		})
+	for _, port := range []int{9510, 9506, 9501} { // the script waited for each
+		if err := health(port); err != nil {
+			t.Errorf("after the script: %v", err)
+		}
 	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return health(9510) != nil && health(9506) != nil && health(9501) != nil })
+
+	// The ffmpeg exporter's port taken by another program.
+	ln, err := net.Listen("tcp", ":9506")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	logs := t.TempDir()
+	out, pids, err = run(logs)
+	if err == nil {
+		t.Fatalf("start-exporters.sh exited 0 with port 9506 taken:\n%s", out)
+	}
+	if want := "ffmpeg-exporter did not start (exited); see " + logs + "/ffmpeg-exporter.log"; !strings.Contains(out, want) || !strings.Contains(out, "address already in use") {
+		t.Errorf("start-exporters.sh output:\n%s\nwant %q and the log's reason", out, want)
+	}
+	if len(pids) > 0 {
+		t.Errorf("after a failed start, pid files remain: %v", pids)
+	}
+	// The exporters that did start are stopped.
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return health(9510) != nil && health(9501) != nil })
 }
 
 func mustRead(t *testing.T, path string) string {
