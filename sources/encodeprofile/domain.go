@@ -134,7 +134,7 @@ func rung(o Output) string {
 
 // fpsLabel rounds to two decimals (30000/1001 is 29.97): a bounded set.
 func fpsLabel(fps float64) string {
-	if !(fps > 0 && fps <= MaxFPS) {
+	if !fpsKnown(fps) {
 		return "?"
 	}
 	return strconv.FormatFloat(math.Round(fps*100)/100, 'f', -1, 64)
@@ -157,7 +157,7 @@ func ladderLabel(outs []Output) string {
 		return v
 	}
 	rate := func(f float64) float64 {
-		if !(f > 0 && f <= MaxFPS) {
+		if !fpsKnown(f) {
 			return -1
 		}
 		return math.Round(f * 100)

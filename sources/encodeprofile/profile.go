@@ -102,7 +102,8 @@ func (p *Profile) PixelsPerFrame() (float64, bool) {
 	return sum, true
 }
 
-func fpsKnown(f float64) bool { return f > 0 && f <= MaxFPS }
+// fpsKnown: a rate in the label's domain, 0.01 (its precision) to MaxFPS.
+func fpsKnown(f float64) bool { return f >= 0.01 && f <= MaxFPS }
 
 // Sources names the places that gave the Encoder, Preset and Ladder, in
 // order of trust and joined by "+" ("url", "stderr+cmdline"), or "none": at

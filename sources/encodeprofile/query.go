@@ -38,8 +38,8 @@ func (e *ParamError) Is(target error) bool { return target == ErrInvalid }
 // parameter is optional; one that is given must fit its bounded domain:
 // encoder one of Encoders (or mixed, other); preset one of the encoder's
 // Presets (any encoder's when the encoder is not given) or default; ladder
-// 1 to MaxRungs rungs WxH@fps, W and H 1..MaxDimension, fps in (0,
-// MaxFPS], "?" for a part the caller does not know. List the rungs in
+// 1 to MaxRungs rungs WxH@fps, W and H 1..MaxDimension, fps 0.01 to
+// MaxFPS, "?" for a part the caller does not know. List the rungs in
 // output order: the first is the output whose frames ffmpeg's frame=
 // counts (the label sorts them; PixelsPerFrame needs the first). Other
 // query parameters are ignored.
@@ -119,7 +119,7 @@ func parseLadder(s string) ([]Output, error) {
 	for i, r := range rungs {
 		o, ok := parseRung(r)
 		if !ok {
-			return nil, &ParamError{ParamLadder, fmt.Sprintf("rung %d is not WxH@fps (W and H 1-%d, fps above 0 and at most %d, ? for an unknown part)", i+1, MaxDimension, MaxFPS)}
+			return nil, &ParamError{ParamLadder, fmt.Sprintf("rung %d is not WxH@fps (W and H 1-%d, fps 0.01-%d, ? for an unknown part)", i+1, MaxDimension, MaxFPS)}
 		}
 		outs = append(outs, o)
 	}

@@ -25,7 +25,7 @@ const MaxStderrStreams = 64
 type Stderr struct {
 	section  byte // 'i' input, 'o' output, 'm' mapping, 0 elsewhere
 	file     int  // of the current Output section
-	mapped   bool // the mapping section was read
+	mapped   bool // the mapping section was read to its end
 	overflow bool
 	streams  []stderrStream
 }
@@ -50,6 +50,9 @@ func (s *Stderr) Line(line []byte) {
 		return
 	}
 	if line[0] != ' ' {
+		if s.section == 'm' {
+			s.mapped = true // the mapping section ends: every output stream is named
+		}
 		s.section = 0
 		switch {
 		case bytes.HasPrefix(line, []byte("Input #")):
@@ -63,7 +66,6 @@ func (s *Stderr) Line(line []byte) {
 			}
 		case bytes.Equal(line, []byte("Stream mapping:")):
 			s.section = 'm'
-			s.mapped = true
 		}
 		return
 	}
