@@ -54,8 +54,12 @@ type metricsCache struct {
 	sources atomic.Pointer[[]Versioned] // copy on write; nil: nothing watched
 
 	mu       sync.RWMutex
-	variants map[variantKey]*variant
-	accepts  map[acceptKey]*variant // negotiation results by request headers, bounded
+	pinned   map[variantKey]*variant // in scraperFormats: always kept
+	variants map[variantKey]*variant // the others, maxVariants at most
+	accepts  map[acceptKey]*variant  // negotiation results by request headers, bounded
+
+	uncached        chan struct{} // a token per render no cache shares
+	refusedUncached atomic.Int64
 }
 
 // Scrapers send the same few headers every time; a client sending others
@@ -68,6 +72,35 @@ const (
 	maxAccepts     = 32
 	maxAcceptBytes = 512
 )
+
+// Renders no cache shares run maxUncached at a time per port; a scrape
+// waits uncachedWait at most for its turn.
+const (
+	maxUncached  = 2
+	uncachedWait = 5 * time.Second
+)
+
+// scraperAccepts are the Accept headers of the scrapers a port is for:
+// Prometheus 3 and 2 (text; protobuf when native histograms are on) and
+// VictoriaMetrics' vmagent. The variants they negotiate are always kept,
+// beside the maxVariants others, so that clients asking first for unusual
+// formats cannot take their place.
+var scraperAccepts = []string{
+	"application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+	"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,*/*;q=0.1",
+	"application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+	"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1",
+	"text/plain;version=0.0.4;q=1,*/*;q=0.1",
+}
+
+// scraperFormats are the formats scraperAccepts negotiate.
+var scraperFormats = func() map[expfmt.Format]bool {
+	m := map[expfmt.Format]bool{}
+	for _, a := range scraperAccepts {
+		m[expfmt.Negotiate(http.Header{"Accept": {a}})] = true
+	}
+	return m
+}()
 
 type variantKey struct {
 	format expfmt.Format
@@ -85,8 +118,10 @@ func newMetricsCache(registry *prometheus.Registry, log *slog.Logger) *metricsCa
 			ErrorHandling: promhttp.ContinueOnError,
 		}),
 		log:      log,
+		pinned:   map[variantKey]*variant{},
 		variants: map[variantKey]*variant{},
 		accepts:  map[acceptKey]*variant{},
+		uncached: make(chan struct{}, maxUncached),
 	}
 }
 
@@ -110,11 +145,40 @@ func (c *metricsCache) watched() []Versioned {
 
 func (c *metricsCache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.RawQuery != "" && r.URL.Query().Has("name[]") {
-		c.filtered.ServeHTTP(w, r)
+		if c.uncachedSlot(w, r) {
+			defer func() { <-c.uncached }()
+			c.filtered.ServeHTTP(w, r)
+		}
 		return
 	}
-	v := c.variantFor(r.Header)
+	v, kept := c.variantFor(r.Header)
+	if !kept {
+		if !c.uncachedSlot(w, r) {
+			return
+		}
+		defer func() { <-c.uncached }()
+	}
 	v.get(c).write(w, v, c.renderRuntime(v))
+}
+
+// uncachedSlot waits for one of the maxUncached renders that no cache
+// shares (a scrape filtered by name[], a format no kept variant has), so
+// that many such scrapes at once cost the memory and CPU of a few; it
+// refuses the scrape with 503 when none frees up within uncachedWait or
+// the client goes away first.
+func (c *metricsCache) uncachedSlot(w http.ResponseWriter, r *http.Request) bool {
+	wait := time.NewTimer(uncachedWait)
+	defer wait.Stop()
+	select {
+	case c.uncached <- struct{}{}:
+		return true
+	case <-wait.C:
+	case <-r.Context().Done():
+	}
+	c.refusedUncached.Add(1)
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "too many uncached /metrics requests at once (name[] or an unusual format); retry", http.StatusServiceUnavailable)
+	return false
 }
 
 // runtimeRegistry holds client_golang's process and Go collectors, which
@@ -154,29 +218,36 @@ func (c *metricsCache) renderRuntime(v *variant) *bytes.Buffer {
 var runtimeBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // variantFor negotiates as promhttp does: expfmt.Negotiate on Accept, and
-// gzip when Accept-Encoding takes it.
-func (c *metricsCache) variantFor(h http.Header) *variant {
+// gzip when Accept-Encoding takes it. kept is false for a variant rendered
+// for this scrape alone: every place to keep one is taken.
+func (c *metricsCache) variantFor(h http.Header) (v *variant, kept bool) {
 	k := acceptKey{h.Get("Accept"), strings.Join(h.Values("Accept-Encoding"), ",")}
 	c.mu.RLock()
 	v, ok := c.accepts[k]
 	c.mu.RUnlock()
 	if ok {
-		return v
+		return v, true
 	}
 	vk := variantKey{expfmt.Negotiate(h), acceptsGzip(k.encoding)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if v = c.variants[vk]; v == nil {
-		v = newVariant(vk)
-		if len(c.variants) >= maxVariants {
-			return v // rendered for this scrape alone, kept by nobody
+	if v = c.pinned[vk]; v == nil {
+		if v = c.variants[vk]; v == nil {
+			v = newVariant(vk)
+			switch {
+			case scraperFormats[vk.format]:
+				c.pinned[vk] = v
+			case len(c.variants) < maxVariants:
+				c.variants[vk] = v
+			default:
+				return v, false
+			}
 		}
-		c.variants[vk] = v
 	}
 	if len(c.accepts) < maxAccepts && len(k.accept)+len(k.encoding) <= maxAcceptBytes {
 		c.accepts[acceptKey{strings.Clone(k.accept), strings.Clone(k.encoding)}] = v
 	}
-	return v
+	return v, true
 }
 
 // acceptsGzip reads an Accept-Encoding value (RFC 9110): gzip when the

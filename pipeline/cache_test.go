@@ -555,3 +555,111 @@ func TestCacheKeepsFewVariants(t *testing.T) {
 		t.Errorf("%d variants kept, want %d", kept, maxVariants)
 	}
 }
+
+// TestCacheScraperFormatsAlwaysKept: clients that ask first, right after
+// start, for unusual formats (other escapings, protobuf, gzip or not) take
+// every place kept for others, yet Prometheus's and VictoriaMetrics' own
+// formats are still rendered once per change and shared.
+func TestCacheScraperFormatsAlwaysKept(t *testing.T) {
+	var src genSource
+	var renders atomic.Int64
+	p := cachedPipeline(t, &src, &renders)
+	p.Watch(&src)
+	src.publish(9)
+	for _, escaping := range []string{"dots", "values"} {
+		for _, encoding := range []string{"identity", "gzip"} {
+			get(t, p.Handler(), "Accept", "text/plain;version=0.0.4;escaping="+escaping, "Accept-Encoding", encoding)
+		}
+	}
+	p.metrics.mu.RLock()
+	full := len(p.metrics.variants) == maxVariants
+	p.metrics.mu.RUnlock()
+	if !full {
+		t.Fatal("the unusual formats did not fill the places for others")
+	}
+	for _, accept := range scraperAccepts {
+		for _, encoding := range []string{"gzip", ""} {
+			renders.Store(0)
+			for range 3 {
+				get(t, p.Handler(), "Accept", accept, "Accept-Encoding", encoding)
+			}
+			if n := renders.Load(); n > 1 {
+				t.Errorf("Accept %.40q..., Accept-Encoding %q: %d renders for 3 scrapes of one snapshot, want 1 at most", accept, encoding, n)
+			}
+		}
+	}
+}
+
+// blockingCollector counts the Collect calls in flight, and the most at
+// once, each held until a token arrives on release.
+type blockingCollector struct {
+	inflight, most atomic.Int64
+	release        chan struct{}
+}
+
+func (b *blockingCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (b *blockingCollector) Collect(ch chan<- prometheus.Metric) {
+	n := b.inflight.Add(1)
+	for m := b.most.Load(); n > m && !b.most.CompareAndSwap(m, n); m = b.most.Load() {
+	}
+	<-b.release
+	b.inflight.Add(-1)
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc("cache_test_blocking", "A gauge.", nil, nil), prometheus.GaugeValue, 1)
+}
+
+// TestUncachedRendersBounded: many scrapes at once that no cache can
+// answer (filtered by name[], or in formats with no place left to keep
+// them) render maxUncached at a time, not all at once, and every one is
+// answered.
+func TestUncachedRendersBounded(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		target string
+		accept func(i int) string
+	}{
+		{"name[]", "/metrics?name[]=cache_test_blocking", func(int) string { return "" }},
+		{"unkept formats", "/metrics", func(i int) string { return fmt.Sprintf("text/plain;version=0.0.4;escaping=%s", []string{"dots", "values"}[i%2]) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			b := &blockingCollector{release: make(chan struct{})}
+			reg.MustRegister(b)
+			c := newMetricsCache(reg, slog.New(slog.DiscardHandler))
+			if tc.name == "unkept formats" {
+				c.mu.Lock()
+				for i := range maxVariants { // every place for others taken
+					vk := variantKey{format: expfmt.NewFormat(expfmt.TypeProtoText), gzip: i%2 == 0}
+					vk.format = expfmt.Format(fmt.Sprintf("%s; x=%d", vk.format, i))
+					c.variants[vk] = newVariant(vk)
+				}
+				c.mu.Unlock()
+			}
+			const scrapes = 12
+			codes := make([]int, scrapes)
+			var wg sync.WaitGroup
+			for i := range scrapes {
+				wg.Go(func() {
+					req := httptest.NewRequest(http.MethodGet, tc.target, nil)
+					req.Header.Set("Accept", tc.accept(i))
+					rec := httptest.NewRecorder()
+					c.ServeHTTP(rec, req)
+					codes[i] = rec.Code
+				})
+			}
+			for range scrapes {
+				exportertest.WaitFor(t, 10*time.Second, func() bool { return b.inflight.Load() > 0 })
+				b.release <- struct{}{}
+			}
+			wg.Wait()
+			if most := b.most.Load(); most > maxUncached {
+				t.Errorf("%d uncached renders at once, want %d at most", most, maxUncached)
+			}
+			for i, code := range codes {
+				if code != http.StatusOK {
+					t.Errorf("scrape %d: %d", i, code)
+				}
+			}
+		})
+	}
+}
