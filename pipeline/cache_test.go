@@ -619,7 +619,9 @@ func TestUncachedRendersBounded(t *testing.T) {
 		accept func(i int) string
 	}{
 		{"name[]", "/metrics?name[]=cache_test_blocking", func(int) string { return "" }},
-		{"unkept formats", "/metrics", func(i int) string { return fmt.Sprintf("text/plain;version=0.0.4;escaping=%s", []string{"dots", "values"}[i%2]) }},
+		{"unkept formats", "/metrics", func(i int) string {
+			return fmt.Sprintf("text/plain;version=0.0.4;escaping=%s", []string{"dots", "values"}[i%2])
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
