@@ -14,8 +14,8 @@ import (
 var (
 	StreamCPU = Metric{Name: "ffmpeg_stream_cpu_seconds_total", Unit: "s", Kind: Counter, Attributes: stream,
 		Help: "CPU time (user + system) of the processes linked to the stream's current encode, each since it was charged to the encode: from its start if it started just before the link, else from the link (as its energy); starts from zero."}
-	StreamEnergy = Metric{Name: "ffmpeg_stream_energy_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"stream", "device"},
-		Help: "Energy attributed to the stream's current encode: cpu from RAPL (package and dram) by CPU time, gpu from NVML by engine use; idle power is not attributed."}
+	StreamEnergy = Metric{Name: "ffmpeg_stream_energy_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"stream", "device", "mode"},
+		Help: "Energy attributed to the stream's current encode (cpu from RAPL package and dram, gpu from NVML): mode dynamic is what its work added over idle power, by its share of the busy CPU time or GPU engine use, the same whatever runs beside it; mode idle is its share of idle power, by its use of the whole device. Sum over mode for the stream's energy."}
 	StreamProcess = Metric{Name: "ffmpeg_stream_process_info", Kind: Gauge, Attributes: []string{"stream", "pid", "command"},
 		Help: "Process the stream is linked to now; always 1."}
 	StreamJoulesPerFrame = Metric{Name: "ffmpeg_stream_energy_per_frame_joules", Unit: "J", Kind: Gauge, Attributes: stream,
@@ -30,6 +30,14 @@ var (
 		Help: "Ingest connections that could not be linked to a process, by reason (each connection once per reason)."}
 	StreamProcessesLeftOut = Metric{Name: "ffmpeg_stream_processes_left_out", Kind: Gauge, Attributes: stream,
 		Help: "Processes found at the stream's latest link beyond the limit of " + strconv.Itoa(energy.MaxProcesses) + " per encode, which are not linked (/health names the stream)."}
+	EnergyIdlePower = Metric{Name: "ffmpeg_energy_idle_power_watts", Unit: "W", Kind: Gauge, Attributes: []string{"device", "gpu", "method"},
+		Help: "Idle power the latest window split off each device's energy (gpu: the GPU's index; none for the cpu), and how it was found: configured (--energy.idle-watts.*), estimated (intercept of window power against use over recent windows), minimum (lowest window power seen, until use has varied enough) or none."}
+	EnergyIdlePowerError = Metric{Name: "ffmpeg_energy_idle_power_stderr_watts", Unit: "W", Kind: Gauge, Attributes: []string{"device", "gpu"},
+		Help: "Standard error of an estimated idle power: how sure the estimate is (absent unless the method is estimated)."}
+	EnergyCounted = Metric{Name: "ffmpeg_energy_counted_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"device"},
+		Help: "Energy the device's counters counted over the windows energy per encode shared out: every stream's energy plus ffmpeg_energy_unattributed_joules_total."}
+	EnergyUnattributed = Metric{Name: "ffmpeg_energy_unattributed_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"device", "mode"},
+		Help: "Energy counted that no stream was charged: dynamic energy of other work, and idle power no stream used."}
 	EnergyAvailable = Metric{Name: "ffmpeg_energy_available", Kind: Gauge, Attributes: []string{"device"},
 		Help: "Whether the device's energy could be read in the latest window (1) or not (0): cpu is RAPL, gpu is NVML."}
 )
@@ -41,7 +49,9 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 		{Metric: StreamEnergy, Each: func(s *energy.Stream, e *Emit) {
 			for d, known := range s.HasEnergy {
 				if known {
-					e.With(s.Energy[d], attribute.String("device", energy.Devices[d]))
+					device := attribute.String("device", energy.Devices[d])
+					e.With(s.Dynamic[d], device, attribute.String("mode", energy.Modes[energy.Dynamic]))
+					e.With(max(s.Energy[d]-s.Dynamic[d], 0), device, attribute.String("mode", energy.Modes[energy.Idle]))
 				}
 			}
 		}},
@@ -76,6 +86,34 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 		{Metric: LinkFailures, Once: func(s *energy.Snapshot, e *Emit) {
 			e.Counts("reason", energy.Reasons[:], s.Failures[:])
 		}},
+		{Metric: EnergyIdlePower, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, p := range s.Idle {
+				e.With(p.Watts, idleAttrs(p, attribute.String("method", energy.IdleMethods[p.Method]))...)
+			}
+		}},
+		{Metric: EnergyIdlePowerError, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, p := range s.Idle {
+				if p.Method == energy.IdleEstimated {
+					e.With(p.StdErr, idleAttrs(p)...)
+				}
+			}
+		}},
+		{Metric: EnergyCounted, Once: func(s *energy.Snapshot, e *Emit) {
+			for d, ok := range s.Available {
+				if ok || s.Counted[d] > 0 {
+					e.With(s.Counted[d], attribute.String("device", energy.Devices[d]))
+				}
+			}
+		}},
+		{Metric: EnergyUnattributed, Once: func(s *energy.Snapshot, e *Emit) {
+			for d, ok := range s.Available {
+				if ok || s.Counted[d] > 0 {
+					for m, v := range s.Unattributed[d] {
+						e.With(v, attribute.String("device", energy.Devices[d]), attribute.String("mode", energy.Modes[m]))
+					}
+				}
+			}
+		}},
 		{Metric: EnergyAvailable, Once: func(s *energy.Snapshot, e *Emit) {
 			for d, ok := range s.Available {
 				e.With(boolFloat(ok), attribute.String("device", energy.Devices[d]))
@@ -88,12 +126,21 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 	},
 }
 
+// idleAttrs names a device's idle power: the cpu, or a GPU by its index.
+func idleAttrs(p energy.IdlePower, extra ...attribute.KeyValue) []attribute.KeyValue {
+	kvs := []attribute.KeyValue{attribute.String("device", energy.Devices[p.Device])}
+	if p.GPU != "" {
+		kvs = append(kvs, attribute.String("gpu", p.GPU))
+	}
+	return append(kvs, extra...)
+}
+
 // EnergySeriesLimit is the most series one energy-per-encode instrument
 // has within maxStreams streams: at most energy.MaxProcesses processes per
 // stream, NumEngines engines and NumDevices devices. The SDK keeps one more
 // for its overflow series.
 func EnergySeriesLimit(maxStreams int) int {
-	return maxStreams*max(energy.MaxProcesses, int(energy.NumEngines), int(energy.NumDevices)) + 1
+	return maxStreams*max(energy.MaxProcesses, int(energy.NumEngines), int(energy.NumDevices)*int(energy.NumModes)) + 1
 }
 
 // Energy is the catalogue of energy per encode, part of the ffmpeg-exporter's.

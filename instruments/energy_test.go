@@ -26,19 +26,25 @@ func (knownEnergy) Snapshot() *energy.Snapshot {
 		Streams: []energy.Stream{
 			{
 				Name:       "job41",
-				CPUSeconds: 120.5, Energy: [energy.NumDevices]float64{3012.5, 0}, HasEnergy: [energy.NumDevices]bool{true, false},
+				CPUSeconds: 120.5, Energy: [energy.NumDevices]float64{3012.5, 0}, Dynamic: [energy.NumDevices]float64{2410, 0}, HasEnergy: [energy.NumDevices]bool{true, false},
 				JoulesPerFrame: 1.205, HasJoulesPerFrame: true,
 			},
 			{
 				Name:       "job42",
 				Processes:  []energy.Process{{Process: procfs.Process{PID: 4242, Start: 1000}, Command: "ffmpeg"}},
-				CPUSeconds: 12.25, Energy: [energy.NumDevices]float64{300.5, 150.25}, HasEnergy: [energy.NumDevices]bool{true, true},
+				CPUSeconds: 12.25, Energy: [energy.NumDevices]float64{300.5, 150.25}, Dynamic: [energy.NumDevices]float64{240.5, 120.25}, HasEnergy: [energy.NumDevices]bool{true, true},
 				JoulesPerFrame: 0.5, HasJoulesPerFrame: true,
 				GPU: true, GPUSeconds: [energy.NumEngines]float64{1.5, 9, 0.25}, EncoderSessions: 2,
 			},
 		},
 		Unlinked: []energy.Unlinked{{Name: "job43", Reason: energy.Permission}, {Name: "job44", Reason: energy.Remote}},
 		Failures: failures, Available: [energy.NumDevices]bool{true, true},
+		Idle: []energy.IdlePower{
+			{Device: energy.CPU, Watts: 40.5, Method: energy.IdleEstimated, Windows: 600, StdErr: 1.25},
+			{Device: energy.GPU, GPU: "0", Watts: 62, Method: energy.IdleConfigured},
+		},
+		Counted:      [energy.NumDevices]float64{9000, 400},
+		Unattributed: [energy.NumDevices][energy.NumModes]float64{{4000, 1687}, {200, 49.75}},
 	}
 }
 

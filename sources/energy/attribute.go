@@ -1,9 +1,11 @@
 package energy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
@@ -28,29 +30,28 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) error {
 	}
 
 	if machine := cur.cpu.TotalSeconds - prev.cpu.TotalSeconds; prev.ok && cur.ok && machine > 0 && cur.zones != nil {
-		joules, shares, total := delta(prev.zones, cur.zones), map[*encode]float64{}, 0.0
+		joules := delta(prev.zones, cur.zones)
+		busy := max(machine-(cur.cpu.IdleSeconds-prev.cpu.IdleSeconds), 0)
+		s.cpuIdle.add(busy/machine, joules, cur.at.Sub(prev.at))
+		idle := s.cpuIdle.estimate()
+		s.setIdle(idle)
+		dyn, idl := map[*encode]float64{}, map[*encode]float64{}
 		for _, e := range s.encodes {
-			var share float64
+			if !e.inWindow() {
+				continue
+			}
+			var seconds float64
 			for _, p := range e.procs {
 				if p.window && p.cpu > p.prev {
-					share += (p.cpu - p.prev) / float64(users[p.Process]) / machine
+					seconds += (p.cpu - p.prev) / float64(users[p.Process])
 				}
 			}
-			if e.inWindow() {
-				shares[e] = share
-				total += share
+			if busy > 0 {
+				dyn[e] = seconds / busy
 			}
+			idl[e] = seconds / machine
 		}
-		// CPU times are read a moment apart from the machine's, and in
-		// ticks: never share out more than the zones counted.
-		scale := 1.0
-		if total > 1 {
-			scale = 1 / total
-		}
-		for e, share := range shares {
-			e.energy[CPU] += joules * share * scale
-			e.hasEnergy[CPU] = true
-		}
+		s.share(CPU, joules, idle.Watts*cur.at.Sub(prev.at).Seconds(), dyn, idl)
 	}
 	var err error
 	if gpus != nil {
@@ -96,14 +97,18 @@ func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uin
 		joules := cur.joules - prev.joules
 		ok := prev.hasJoules && cur.hasJoules && joules >= 0 // a driver reload restarts the counter
 		active := min(1, slices.Max(sum[:])/100)
+		model := s.gpuIdle[g.UUID]
+		if model == nil {
+			model = &idleModel{configured: s.cfg.IdleWatts[GPU]}
+			s.gpuIdle[g.UUID] = model
+		}
+		dyn, idl := map[*encode]float64{}, map[*encode]float64{}
 		for _, e := range s.encodes {
 			if !e.inWindow() {
 				continue
 			}
 			e.gpu = true
-			if ok {
-				e.hasEnergy[GPU] = true
-			}
+			dyn[e], idl[e] = 0, 0 // charged, if only nothing: the GPU's energy is known for it
 			for _, p := range e.procs {
 				pid := uint32(p.PID)
 				u, used := use[pid]
@@ -118,10 +123,19 @@ func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uin
 						e.gpuSeconds[k] += u[k] / 100 * dt / n
 					}
 				}
-				if ok && weight > 0 {
-					e.energy[GPU] += joules * active * w / weight / n
+				if weight > 0 {
+					dyn[e] += w / weight / n
 				}
+				idl[e] += min(1, slices.Max(u[:])/100) / n
 			}
+		}
+		if ok && seen {
+			window := cur.at.Sub(prev.at)
+			model.add(active, joules, window)
+			idle := model.estimate()
+			idle.Device, idle.GPU = GPU, strconv.Itoa(g.Index)
+			s.setIdle(idle)
+			s.share(GPU, joules, idle.Watts*window.Seconds(), dyn, idl)
 		}
 	}
 	return errors.Join(errs...)
@@ -156,6 +170,50 @@ func engineUse(g *nvml.GPU) map[uint32][NumEngines]float64 {
 		use[es.PID] = u
 	}
 	return use
+}
+
+// share charges each encode its dynamic and idle shares of a device's
+// window of joules, of which idleJoules is idle power; what no encode is
+// charged is unattributed. CPU times are read a moment apart from the
+// machine's, and in ticks: shares are scaled so that no more than the
+// device counted is ever charged.
+func (s *Source) share(d Device, joules, idleJoules float64, dyn, idl map[*encode]float64) {
+	idleJoules = min(max(idleJoules, 0), joules)
+	parts := [NumModes]float64{Dynamic: joules - idleJoules, Idle: idleJoules}
+	for m, shares := range [NumModes]map[*encode]float64{Dynamic: dyn, Idle: idl} {
+		var total float64
+		for _, v := range shares {
+			total += v
+		}
+		scale := 1.0
+		if total > 1 {
+			scale = 1 / total
+		}
+		for e, v := range shares {
+			j := parts[m] * v * scale
+			e.energy[d] += j
+			if Mode(m) == Dynamic {
+				e.dynamic[d] += j
+			}
+			e.hasEnergy[d] = true
+		}
+		s.unattributed[d][m] += parts[m] * (1 - min(total*scale, 1))
+	}
+	s.counted[d] += joules
+}
+
+// setIdle records the idle power a device's window used.
+func (s *Source) setIdle(p IdlePower) {
+	for i := range s.idle {
+		if s.idle[i].Device == p.Device && s.idle[i].GPU == p.GPU {
+			s.idle[i] = p
+			return
+		}
+	}
+	s.idle = append(s.idle, p)
+	slices.SortFunc(s.idle, func(a, b IdlePower) int {
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(len(a.GPU), len(b.GPU)), cmp.Compare(a.GPU, b.GPU))
+	})
 }
 
 // delta is the energy counted between two readings of the zones, over the

@@ -83,14 +83,15 @@ func session(pid, w, h, fps uint32) gonvml.EncoderSessionInfo {
 	return gonvml.EncoderSessionInfo{Pid: pid, HResolution: w, VResolution: h, AverageFps: fps}
 }
 
-// TestGPUAttribution: each GPU's energy goes to the processes using it by
-// their engine use, scaled by how busy its busiest engine was (idle power
-// stays with the GPU); a process of no stream keeps its share; a stream
-// expected on NVENC with no session reads zero GPU energy and zero
-// sessions while its CPU time grows.
+// TestGPUAttribution: each GPU's dynamic energy goes to the processes
+// using it by their engine use (idle power is configured as nothing here,
+// so the whole counter is dynamic; TestIdleSplit covers idle power); a
+// process of no stream keeps its share; a stream expected on NVENC with no
+// session reads zero GPU energy and zero sessions while its CPU time grows.
 func TestGPUAttribution(t *testing.T) {
 	g, nv := newGPU(t)
 	r := newRig(t, nv)
+	r.src.cfg.IdleWatts[GPU] = 1e-12
 	pids := map[string]int{}
 	for _, name := range []string{"a", "b", "c"} {
 		script := "sleep 60"
@@ -118,8 +119,8 @@ func TestGPUAttribution(t *testing.T) {
 		r.window()
 	}
 	snap := r.src.Snapshot()
-	// Busiest engine: the encoder at 80 %; weights 70, 30 and 20 of 120.
-	want := map[string]float64{"a": 3 * perWindow * 0.8 * 70 / 120, "b": 3 * perWindow * 0.8 * 30 / 120, "c": 0}
+	// Weights 70, 30 and 20 of 120.
+	want := map[string]float64{"a": 3 * perWindow * 70 / 120, "b": 3 * perWindow * 30 / 120, "c": 0}
 	sessions := map[string]int{"a": 2, "b": 1, "c": 0}
 	var sum float64
 	for name, w := range want {
@@ -128,7 +129,7 @@ func TestGPUAttribution(t *testing.T) {
 			t.Fatalf("%s: %+v, want GPU readings", name, st)
 		}
 		sum += st.Energy[GPU]
-		if math.Abs(st.Energy[GPU]-w) > 1e-6 {
+		if math.Abs(st.Energy[GPU]-w) > 1e-6 || math.Abs(st.Dynamic[GPU]-w) > 1e-6 {
 			t.Errorf("%s: %.3f J of GPU energy, want %.3f", name, st.Energy[GPU], w)
 		}
 		if st.EncoderSessions != sessions[name] {
@@ -164,7 +165,7 @@ func TestGPUAttribution(t *testing.T) {
 	pa, pb := 1920.0*1080, 1280.0*720
 	for name, share := range map[string]float64{"a": pa / (pa + pb), "b": pb / (pa + pb)} {
 		st, _ := stream(snap, name)
-		if got, w := st.Energy[GPU]-before[name], perWindow*0.5*share; math.Abs(got-w) > 1e-6 {
+		if got, w := st.Energy[GPU]-before[name], perWindow*share; math.Abs(got-w) > 1e-6 {
 			t.Errorf("%s: %.3f J from its sessions, want %.3f", name, got, w)
 		}
 	}

@@ -1,11 +1,16 @@
 // Package energy attributes energy to encodes. Each ingest stream is linked
-// to the process that sends its progress (sources/procfs finds it); in
-// each sampling window the stream gets its process's share of the energy
-// the hardware counted in that window: of the CPU energy RAPL counted
-// (package and dram zones), its CPU time over the machine's (idle
-// included, so idle power stays with the machine, as Kepler does it); of
-// each GPU's energy, its use of the GPU's engines. It samples in the
-// background and publishes a snapshot that scrapes only read.
+// to the process that sends its progress (sources/procfs finds it). In
+// each sampling window each device's energy (RAPL's package and dram
+// zones; each GPU's NVML counter) is split in two: idle power over the
+// window (estimated from the windows, or set by the operator) and the
+// dynamic rest. A stream gets, of the dynamic part, its share of the busy
+// resource (its CPU time over the machine's busy CPU time; its engine use
+// over the GPU's), so the same work costs the same joules whatever runs
+// beside it; and, of the idle part, its share of the whole device (its
+// CPU time over the machine's, idle included; its busiest engine's use),
+// which does not depend on its neighbours either. What no stream is
+// charged is counted as unattributed. It samples in the background and
+// publishes a snapshot that scrapes only read.
 package energy
 
 import "github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
@@ -67,6 +72,14 @@ type Snapshot struct {
 	// latest window (RAPL readable; NVML loaded with a GPU that counts
 	// energy).
 	Available [NumDevices]bool
+	// Idle is the idle power each device's latest window used (the CPU's
+	// first, then each GPU's).
+	Idle []IdlePower
+	// Counted is every device's energy the windows shared out since start;
+	// Unattributed, what of it, dynamic and idle, no stream was charged:
+	// the streams' energy plus Unattributed is Counted.
+	Counted      [NumDevices]float64
+	Unattributed [NumDevices][NumModes]float64
 }
 
 // Stream is one stream's encode.
@@ -83,10 +96,13 @@ type Stream struct {
 	// ProcessesLeftOut counts the processes found at the latest link
 	// beyond MaxProcesses, which are not linked.
 	ProcessesLeftOut int
-	// Energy is what was attributed to the encode so far, per device;
-	// HasEnergy says the device's energy was readable in a window since the
-	// stream was linked (otherwise the value is unknown, not zero).
+	// Energy is what was attributed to the encode so far, per device: its
+	// Dynamic energy (what its work added over idle power, the same
+	// whatever runs beside it) and its share of idle power. HasEnergy says
+	// the device's energy was readable in a window since the stream was
+	// linked (otherwise the value is unknown, not zero).
 	Energy    [NumDevices]float64
+	Dynamic   [NumDevices]float64
 	HasEnergy [NumDevices]bool
 	// JoulesPerFrame is the energy of every device over the frames
 	// encoded, once both are known and frames are counted.

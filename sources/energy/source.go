@@ -56,7 +56,10 @@ type Config struct {
 	// Retry is how often a live stream that could not be linked is tried
 	// again (linking reads every process's descriptors); default 30 s.
 	Retry time.Duration
-	Log   *slog.Logger
+	// IdleWatts is each device's idle power as the operator knows it (a
+	// GPU's applies to every GPU); 0: estimated from the windows.
+	IdleWatts [NumDevices]float64
+	Log       *slog.Logger
 }
 
 // MaxProcesses bounds the processes one encode keeps: far more than a
@@ -76,8 +79,15 @@ type Source struct {
 	failures [NumReasons]uint64
 	warned   bool                  // of missing permission
 	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
-	said     [NumDevices]bool      // a device's availability has been logged
-	was      [NumDevices]bool      // and what it was
+	cpuIdle  *idleModel
+	gpuIdle  map[string]*idleModel // by GPU UUID
+	idle     []IdlePower           // what the latest window used, the CPU's first
+	// counted is every device's energy the windows shared out;
+	// unattributed, what of it no stream was charged.
+	counted      [NumDevices]float64
+	unattributed [NumDevices][NumModes]float64
+	said         [NumDevices]bool // a device's availability has been logged
+	was          [NumDevices]bool // and what it was
 }
 
 // encode is one stream's current encode.
@@ -96,7 +106,8 @@ type encode struct {
 	retryAt    time.Time
 	leftOut    int // processes found at the latest link beyond MaxProcesses
 
-	energy     [NumDevices]float64
+	energy     [NumDevices]float64 // dynamic and idle share
+	dynamic    [NumDevices]float64
 	hasEnergy  [NumDevices]bool
 	gpu        bool
 	gpuSeconds [NumEngines]float64
@@ -156,6 +167,8 @@ func New(cfg Config) *Source {
 		cfg:     cfg,
 		encodes: map[string]*encode{},
 		gpuSeen: map[string]gpuReading{},
+		cpuIdle: &idleModel{configured: cfg.IdleWatts[CPU]},
+		gpuIdle: map[string]*idleModel{},
 		Latest:  sampling.NewLatest(cfg.Log, "energy per encode", &Snapshot{}, errors.New("energy per encode not sampled yet")),
 	}
 }
@@ -259,7 +272,7 @@ func (s *Source) reconcile(streams []ffmpeg.StreamSnapshot) {
 			for _, p := range e.procs {
 				p.linked = false
 			}
-			*e = encode{serial: e.serial, started: e.started, procs: e.procs, energy: e.energy, hasEnergy: e.hasEnergy, gpu: e.gpu, gpuSeconds: e.gpuSeconds}
+			*e = encode{serial: e.serial, started: e.started, procs: e.procs, energy: e.energy, dynamic: e.dynamic, hasEnergy: e.hasEnergy, gpu: e.gpu, gpuSeconds: e.gpuSeconds}
 			e.peer = hs.Peer
 		}
 		e.active = hs.Active
@@ -307,7 +320,7 @@ func (s *Source) readMachine() (readings, *nvml.Snapshot, error) {
 
 // snapshot builds what scrapes read.
 func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot) *Snapshot {
-	snap := &Snapshot{Failures: s.failures}
+	snap := &Snapshot{Failures: s.failures, Idle: slices.Clone(s.idle), Counted: s.counted, Unattributed: s.unattributed}
 	snap.Available[CPU] = len(cur.zones) > 0
 	if gpus != nil {
 		snap.Available[GPU] = slices.ContainsFunc(gpus.GPUs, func(g nvml.GPU) bool { return g.Has(nvml.EnergyJoules) })
@@ -334,7 +347,7 @@ func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot
 		if len(e.procs) == 0 {
 			continue
 		}
-		st := Stream{Name: name, Energy: e.energy, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
+		st := Stream{Name: name, Energy: e.energy, Dynamic: e.dynamic, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
 		var joules float64
 		var known bool
 		for d := range NumDevices {

@@ -16,11 +16,14 @@ import (
 
 // energyFlags configure energy per encode, served on the ffmpeg port.
 type energyFlags struct {
-	interval time.Duration
+	interval  time.Duration
+	idleWatts [energy.NumDevices]float64
 }
 
 func (f *energyFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.interval, "energy.interval", time.Second, "energy per encode: sampling window (0 turns it off)")
+	fs.Float64Var(&f.idleWatts[energy.CPU], "energy.idle-watts.cpu", 0, "energy per encode: idle power of the CPU packages and their memory (RAPL package + dram), W; 0: estimated from the windows")
+	fs.Float64Var(&f.idleWatts[energy.GPU], "energy.idle-watts.gpu", 0, "energy per encode: idle power of each GPU, W; 0: estimated from the windows")
 }
 
 // open builds energy per encode over hub and the process's readers: its
@@ -34,19 +37,25 @@ func (f energyFlags) open(r *Readers, hub *ffmpeg.Hub, log *slog.Logger) (*energ
 	if f.interval == 0 {
 		return nil, nil
 	}
+	for d, w := range f.idleWatts {
+		if !(w >= 0 && w < 1e6) {
+			return nil, fmt.Errorf("--energy.idle-watts.%s %v: must be 0 (estimate) or a power in watts", energy.Devices[d], w)
+		}
+	}
 	proc, err := r.Procfs()
 	if err != nil {
 		return nil, err
 	}
 	meter := r.RAPL()
 	return energy.New(energy.Config{
-		Proc:     proc,
-		Streams:  hub,
-		RAPL:     meter,
-		Windows:  meter.Follow,
-		GPUs:     r.GPUs(),
-		Interval: f.interval,
-		Log:      log,
+		Proc:      proc,
+		Streams:   hub,
+		RAPL:      meter,
+		Windows:   meter.Follow,
+		GPUs:      r.GPUs(),
+		Interval:  f.interval,
+		IdleWatts: f.idleWatts,
+		Log:       log,
 	}), nil
 }
 

@@ -59,6 +59,7 @@ func FFmpeg() Source {
 				p.HandleStream("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest, token)
 				p.HandleStream("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest, token)
 				if perEncode != nil {
+					p.AddHealthNotes(instruments.FFmpegExporter.Source, func() []string { return perEncode.Snapshot().IdleNotes() })
 					if err := instruments.RegisterEnergy(p.Meter, perEncode); err != nil {
 						return err
 					}
