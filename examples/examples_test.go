@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -377,4 +378,86 @@ func mustRead(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestHelmChart: helm lint accepts charts/worker-exporters, its default
+// rendering is kubernetes/daemonset.yaml, and its values do what they say:
+// ports (0 turns a source off), the OTLP endpoint, the ingest token as a
+// Secret, tolerations, and the Prometheus operator's monitors.
+func TestHelmChart(t *testing.T) {
+	helm := peer.RequireFile(t, "../bin/helm", "make helm")
+	const chart = "../charts/worker-exporters"
+	if out, err := exec.Command(helm, "lint", "--strict", chart).CombinedOutput(); err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+	render := func(set ...string) map[string]map[string]any {
+		t.Helper()
+		args := []string{"template", "worker-exporters", chart, "--namespace", "monitoring"}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		out, err := exec.Command(helm, args...).Output()
+		if err != nil {
+			t.Fatalf("helm template %v: %v", set, err)
+		}
+		objects := map[string]map[string]any{}
+		dec := yaml.NewDecoder(strings.NewReader(string(out)))
+		for {
+			var o map[string]any
+			if err := dec.Decode(&o); err != nil {
+				break
+			}
+			if o != nil {
+				objects[o["kind"].(string)] = o
+			}
+		}
+		return objects
+	}
+
+	var example map[string]any
+	if err := yaml.Unmarshal([]byte(mustRead(t, "kubernetes/daemonset.yaml")), &example); err != nil {
+		t.Fatal(err)
+	}
+	defaults := render()
+	if len(defaults) != 1 || !reflect.DeepEqual(defaults["DaemonSet"], example) {
+		got, _ := yaml.Marshal(defaults)
+		t.Errorf("helm template with the defaults is not kubernetes/daemonset.yaml:\n%s", got)
+	}
+
+	o := render("ports.gpu=0", "otlp.endpoint=http://gateway:4317", "ingestToken.value=s3cret",
+		"tolerations[0].key=nvidia.com/gpu", "tolerations[0].operator=Exists", "tolerations[0].effect=NoSchedule",
+		"serviceMonitor.enabled=true", "podMonitor.enabled=true", "podMonitor.interval=15s")
+	text, _ := yaml.Marshal(o)
+	for _, want := range []string{
+		"--gpu.port=0", "name: OTEL_EXPORTER_OTLP_ENDPOINT", "value: http://gateway:4317",
+		"name: FFMPEG_EXPORTER_INGEST_TOKEN", "name: worker-exporters-ingest", "token: czNjcmV0", // base64 of s3cret
+		"key: nvidia.com/gpu", "interval: 15s",
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("helm template with values lacks %q:\n%s", want, text)
+		}
+	}
+	for _, kind := range []string{"DaemonSet", "Secret", "Service", "ServiceMonitor", "PodMonitor"} {
+		if o[kind] == nil {
+			t.Errorf("helm template with values renders no %s", kind)
+		}
+	}
+	// Monitors scrape the sources that are on: cpu, ffmpeg, docker.
+	for kind, key := range map[string]string{"ServiceMonitor": "endpoints", "PodMonitor": "podMetricsEndpoints"} {
+		var ports []string
+		for _, e := range o[kind]["spec"].(map[string]any)[key].([]any) {
+			ports = append(ports, e.(map[string]any)["port"].(string))
+		}
+		if !slices.Equal(ports, []string{"cpu", "ffmpeg", "docker"}) {
+			t.Errorf("%s scrapes %v, want the ports that are on (cpu ffmpeg docker)", kind, ports)
+		}
+	}
+	if strings.Contains(string(text), "containerPort: 9511") {
+		t.Error("gpu off, yet its port is declared")
+	}
+	// An existing Secret: named, and none made.
+	o = render("ingestToken.existingSecret=ops-ingest")
+	if text, _ := yaml.Marshal(o); o["Secret"] != nil || !strings.Contains(string(text), "name: ops-ingest") {
+		t.Errorf("ingestToken.existingSecret: want the env var from ops-ingest and no Secret made:\n%s", text)
+	}
 }
