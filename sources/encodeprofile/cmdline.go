@@ -454,6 +454,11 @@ func (c *cmdline) output(out optGroup, s videoStream) Output {
 	if v, state := perStream(out, s, "b"); state == set {
 		o.BitrateBPS = bitrate(v)
 	}
+	if v, state := perStream(out, s, "crf"); state == set && plainDecimal(v) {
+		if crf, err := strconv.ParseFloat(v, 64); err == nil && crf <= 63 {
+			o.CRF, o.HasCRF = crf, true
+		}
+	}
 	return o
 }
 

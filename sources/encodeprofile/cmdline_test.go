@@ -151,3 +151,20 @@ func TestFromProcess(t *testing.T) {
 		t.Error("FromProcess(gone) did not fail")
 	}
 }
+
+func TestFromArgsNumbers(t *testing.T) {
+	p := FromArgs([]string{"ffmpeg", "-i", "in.flv",
+		"-filter_complex", "[0:v] split=2 [a][b];\n[b] scale=640:360 [b2]",
+		"-map", "[a]", "-c:v", "libx264", "-crf", "23", "-s", "hd720", "-r", "ntsc", "a.mp4",
+		"-map", "[b2]", "-c:v", "libx264", "-b:v", "2500k", "-b:a", "128k", "-r", "30000/1001", "b.mp4"})
+	if p.Ladder.Label != "1280x720@29.97,640x360@29.97" || len(p.Outputs) != 2 {
+		t.Fatalf("ladder %q, outputs %+v", p.Ladder.Label, p.Outputs)
+	}
+	a, b := p.Outputs[0], p.Outputs[1]
+	if !a.HasCRF || a.CRF != 23 || a.BitrateBPS != 0 || b.HasCRF || b.BitrateBPS != 2.5e6 {
+		t.Errorf("numbers: %+v %+v", a, b)
+	}
+	if px, ok := p.PixelsPerFrame(); !ok || px != 1280*720+640*360 {
+		t.Errorf("PixelsPerFrame = %v, %v", px, ok)
+	}
+}

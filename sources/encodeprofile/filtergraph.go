@@ -104,7 +104,7 @@ func splitGraph(g string) (chains [][]filter, ok bool) {
 				chain = nil
 			}
 		default:
-			if len(cur.outs) > 0 && c != ' ' {
+			if len(cur.outs) > 0 && !strings.ContainsRune(" \t\r\n", rune(c)) {
 				return nil, false // text after an output label
 			}
 			field.WriteByte(c)

@@ -43,6 +43,8 @@ type Output struct {
 	Height     int     //
 	FPS        float64 // frames per second after filters
 	BitrateBPS float64 // the target bit rate, where one was set; never a label
+	CRF        float64 // -crf, when HasCRF (command line only); never a label
+	HasCRF     bool    //
 
 	rateOf int // 1+the input whose rate this output keeps unchanged, when FPS is unknown (command line only)
 }
