@@ -115,8 +115,8 @@ func FromArgs(argv []string) Profile {
 	var (
 		inputs, outputs []optGroup
 		cur             optGroup
-		complex         string // -filter_complex
-		complexUnknown  bool   // a script, or more than one graph
+		complex         string // every -filter_complex, as one graph
+		complexUnknown  bool   // a script: not read
 		hasComplex      bool
 	)
 	for i := 1; i < len(argv); i++ {
@@ -142,10 +142,13 @@ func FromArgs(argv []string) Profile {
 		case "i":
 			inputs, cur = append(inputs, cur), nil // the input URL is not kept
 		case "filter_complex", "lavfi":
-			if hasComplex || fromFile {
+			if fromFile {
 				complexUnknown = true
 			}
-			hasComplex, complex = true, argv[i]
+			if hasComplex {
+				complex += ";" // labels are unique across graphs: one graph reads the same
+			}
+			hasComplex, complex = true, complex+argv[i]
 		case "filter_complex_script":
 			hasComplex, complexUnknown = true, true
 		default:
@@ -240,7 +243,7 @@ func (c *cmdline) videoStreams(out optGroup, first bool) ([]videoStream, bool) {
 		}
 	}
 	if len(maps) == 0 {
-		if c.hasGraph && (!c.graph.ok || (c.graph.unlabeled && first)) {
+		if c.hasGraph && first && (!c.graph.ok || c.graph.unlabeled) {
 			return nil, false // an unlabelled graph output goes to the first file
 		}
 		if noVideo {

@@ -69,6 +69,15 @@ func TestFromArgs(t *testing.T) {
 			wantProfile{"libx264", "medium", "640x360@30,426x240@15,?x?@30", "", 0}},
 		{in720 + "-filter_complex [0:v]split=2[a][b];[a]scale=1280:720[a2];[b]scale=640:360[b2] -map [a2] -c:v libx264 a.mp4 -map [b2] -c:v libx264 b.mp4",
 			wantProfile{"libx264", Default, "1280x720@?,640x360@?", "", 1280*720 + 640*360}},
+		// Two graphs read as one; an output without -map picks its own.
+		{in720 + "-filter_complex [0:v]scale=1280:720[a] -filter_complex [0:v]scale=640:360[b] -map [a] -c:v libx264 a.mp4 -map [b] -c:v libx264 b.mp4 -c:v libx264 -s 320x180 c.mp4",
+			wantProfile{"libx264", Default, "1280x720@?,640x360@?,320x180@?", "", 1280*720 + 640*360 + 320*180}},
+		// A label used before the filter that makes it is not followed
+		// back, and is no output of the graph; scale still sets the size.
+		{in720 + "-filter_complex [x]scale=640:360[y];[0:v]null[x] -map [y] -c:v libx264 o.mp4",
+			wantProfile{"libx264", Default, "640x360@?", "", 640 * 360}},
+		{in720 + "-filter_complex [x]scale=640:360[y];[0:v]null[x] -map [x] -c:v libx264 o.mp4",
+			wantProfile{Unknown, Unknown, Unknown, "", 0}},
 		// One .ts with two video streams, per-stream codecs and sizes.
 		{in720 + "-map 0:v -map 0:v -c:v:0 libx264 -preset:v:0 fast -c:v:1 libx264 -preset:v:1 fast -s:v:0 1280x720 -s:v:1 640x360 -r 30 -f mpegts out.ts",
 			wantProfile{"libx264", "fast", "1280x720@30,640x360@30", "", 1280*720 + 640*360}},

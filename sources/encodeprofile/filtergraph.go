@@ -367,7 +367,8 @@ func readGraph(desc string) graph {
 		return graph{}
 	}
 	g := graph{ok: true, outs: map[string]pad{}}
-	links := map[string]pad{} // labelled links not yet consumed
+	links := map[string]pad{}  // labelled links not yet consumed
+	early := map[string]bool{} // labels consumed before the filter that makes them
 	for _, chain := range chains {
 		var cur []pad
 		for i, f := range chain {
@@ -382,7 +383,8 @@ func readGraph(desc string) graph {
 				} else if p, isInput := inputPad(l); isInput {
 					in = append(in, p)
 				} else {
-					in = append(in, pad{}) // a label defined later, or not understood
+					early[l] = true
+					in = append(in, pad{}) // a label defined later: not followed
 				}
 			}
 			if len(in) == 0 {
@@ -394,7 +396,9 @@ func readGraph(desc string) graph {
 					cur = make([]pad, len(f.outs)) // not understood
 				}
 				for j, l := range f.outs {
-					links[l] = cur[j]
+					if !early[l] {
+						links[l] = cur[j]
+					}
 				}
 				cur = nil
 			}
