@@ -2,6 +2,7 @@ package encodeprofile
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -211,5 +212,44 @@ func TestRealFFmpegSecretsStayOut(t *testing.T) {
 	wantProfile{"libx264", "ultrafast", "320x180@?", "none", 320 * 180}.check(t, "cmdline", fromCmdline)
 	for name, p := range map[string]Profile{"stderr": fromStderr, "cmdline": fromCmdline, "merged": Merge(fromStderr, fromCmdline)} {
 		assertNoSecret(t, name, p)
+	}
+}
+
+// The caller's declaration travels in the -progress URL's query, which
+// ffmpeg sends through verbatim: the URL profile as the ingest reads it.
+func TestRealFFmpegProgressURL(t *testing.T) {
+	requireFFmpeg(t)
+	type result struct {
+		p   Profile
+		err error
+	}
+	got := make(chan result, 4)
+	ingest := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := FromQuery(r.URL.Query())
+		got <- result{p, err}
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	defer ingest.Close()
+	args := append(append([]string{}, source720...),
+		"-progress", ingest.URL+"/ingest?stream=cam1&encoder=libx264&preset=ultrafast&ladder=1280x720@30,640x360@15",
+		"-map", "0:v", "-c:v", "libx264", "-preset", "ultrafast", "-f", "null", "-",
+		"-map", "0:v", "-c:v", "libx264", "-preset", "ultrafast", "-s", "640x360", "-r", "15", "-f", "null", "-")
+	argv, stderr := encode(t, t.TempDir(), args...)
+	var r result
+	select {
+	case r = <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("ffmpeg never posted its progress")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	want := wantProfile{"libx264", "ultrafast", "1280x720@30,640x360@15", Unknown, 1280*720 + 640*360/2}
+	want.check(t, "url", r.p)
+	// Merged, the URL wins every field it declares; the three agree here.
+	fromStderr := readStderr(stderr)
+	m := Merge(FromArgs(argv), fromStderr, r.p)
+	if m.Sources() != "url" || m.Ladder.Label != fromStderr.Ladder.Label || m.Encoder.Label != fromStderr.Encoder.Label {
+		t.Errorf("merged %+v from %s; stderr says %+v", m, m.Sources(), fromStderr)
 	}
 }
