@@ -249,8 +249,9 @@ func nobody(t *testing.T, caps ...uintptr) *syscall.SysProcAttr {
 
 // TestAnotherUser: ffmpeg runs as root, the exporter as nobody, so the
 // kernel refuses it root's /proc/PID/fd. The stream is served, unlinked,
-// with the reason; ?pid= still links (/proc/PID/stat is readable by all);
-// with CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE the automatic link works.
+// with the reason; so is one naming its process with ?pid=, which cannot
+// be checked to hold the connection; with CAP_DAC_READ_SEARCH and
+// CAP_SYS_PTRACE both link.
 func TestAnotherUser(t *testing.T) {
 	const capDACReadSearch, capSysPtrace = 2, 19
 	for _, c := range []struct {
@@ -272,15 +273,21 @@ func TestAnotherUser(t *testing.T) {
 			autoInfo := key("ffmpeg_stream_process_info", "command", "ffmpeg", "pid", strconv.Itoa(auto.Process.Pid), "stream", "auto")
 			byPIDInfo := key("ffmpeg_stream_process_info", "command", "ffmpeg", "pid", strconv.Itoa(byPID.Process.Pid), "stream", "bypid")
 			denied := key("ffmpeg_stream_unlinked", "reason", "permission", "stream", "auto")
+			deniedByPID := key("ffmpeg_stream_unlinked", "reason", "permission", "stream", "bypid")
 			var s map[string]float64
 			exportertest.WaitFor(t, 15*time.Second, func() bool {
 				s = e.scrape()
 				_, a := s[autoInfo]
 				_, d := s[denied]
 				_, b := s[byPIDInfo]
-				return b && (a || d)
+				_, db := s[deniedByPID]
+				return (a || d) && (b || db)
 			})
 			_, linked := s[autoInfo]
+			_, linkedByPID := s[byPIDInfo]
+			if linkedByPID == (c.caps == nil) {
+				t.Errorf("bypid linked %v, want %v", linkedByPID, c.caps != nil)
+			}
 			_, frames := s[key("ffmpeg_total_frames", "stream", "auto")]
 			if !frames {
 				t.Error("the unlinked stream's progress is not served")

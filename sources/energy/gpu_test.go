@@ -3,13 +3,12 @@
 package energy
 
 // No GPU here: NVML is go-nvml's mock (internal/gpumock) behind the real
-// nvml.Source; the processes it names are real ones, linked by ?pid=.
+// nvml.Source; the processes it names are real ones, linked by the
+// loopback connections they hold.
 
 import (
 	"context"
 	"math"
-	"net/netip"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 )
 
@@ -98,13 +96,9 @@ func TestGPUAttribution(t *testing.T) {
 		if name == "c" {
 			script = busy // encodes on the CPU: NVENC was asked for and did not open
 		}
-		cmd := exec.Command("bash", "-c", script)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		cmd, conn := child(t, script)
 		pids[name] = cmd.Process.Pid
-		r.open(name, ffmpeg.Peer{Local: netip.MustParseAddrPort("127.0.0.1:9506"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"), PID: cmd.Process.Pid})
+		r.open(name, peer(conn, 0))
 	}
 	a, b := uint32(pids["a"]), uint32(pids["b"])
 	const other = 1 // a process of no stream
@@ -179,12 +173,8 @@ func TestHungNVML(t *testing.T) {
 	r := newRig(t, nv)
 	r.src.cfg.Interval = 100 * time.Millisecond // windows; NVML samples every second
 	r.meter.Start(50 * time.Millisecond)
-	cmd := exec.Command("bash", "-c", busy)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	r.open("job", ffmpeg.Peer{Local: netip.MustParseAddrPort("127.0.0.1:9506"), Remote: netip.MustParseAddrPort("127.0.0.1:40000"), PID: cmd.Process.Pid})
+	cmd, conn := child(t, busy)
+	r.open("job", peer(conn, 0))
 	g.set(map[uint32][3]uint32{uint32(cmd.Process.Pid): {0, 50, 0}}, 50)
 
 	ctx, cancel := context.WithCancel(context.Background())

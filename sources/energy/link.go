@@ -6,10 +6,14 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 )
 
-// link tries to link every live stream that has no process: by ?pid=, by
-// the writers of its pipe (--stdin), or by the process holding the other
-// end of its loopback connection. The connections and pipes wanted are
-// found in one pass over /proc.
+// link tries to link every live stream that has no process: to the
+// writers of its pipe (--stdin), or to the processes holding the other end
+// of its loopback connection, with their descendants. A ?pid=N is trusted
+// only when that process holds the connection or is an ancestor of one that
+// does (a wrapper such as sh -c): anyone on loopback can post a PID, and a
+// stream must never take another encode's energy or read another
+// process's name. The connections and pipes wanted are found in one pass
+// over /proc.
 func (s *Source) link(now time.Time) []error {
 	var (
 		errs    []error
@@ -31,8 +35,6 @@ func (s *Source) link(now time.Time) []error {
 			s.fail(e, NoPeer, now)
 		case !p.Remote.Addr().Unmap().IsLoopback():
 			s.fail(e, Remote, now)
-		case p.PID > 0:
-			s.linkPID(e, p.PID, now)
 		default:
 			c := procfs.TCPConn{Local: p.Local, Remote: p.Remote}
 			if byConn[c] == nil {
@@ -65,8 +67,28 @@ func (s *Source) link(now time.Time) []error {
 	errs = append(errs, err)
 	for t, es := range targets {
 		for _, e := range es {
+			found := h.Found[t]
+			// Once this connection was linked, the PID was checked: its
+			// holders now (a child the named process left it to) are the
+			// encode's.
+			if pid := e.peer.PID; pid > 0 && !e.connLinked {
+				named, err := s.cfg.Proc.Stat(pid)
+				switch {
+				case err != nil || named.Exited:
+					s.fail(e, NoProcess, now)
+					continue
+				case s.holdsOrAncestor(pid, found):
+					found = append([]procfs.Process{named.Process}, found...)
+				case len(found) == 0 && h.Denied > 0:
+					s.fail(e, Permission, now) // cannot be checked
+					continue
+				default:
+					s.fail(e, PIDMismatch, now)
+					continue
+				}
+			}
 			switch {
-			case s.linkTo(e, h.Found[t], now):
+			case s.linkTo(e, found, now):
 			case h.Denied > 0:
 				s.fail(e, Permission, now)
 			default:
@@ -77,24 +99,23 @@ func (s *Source) link(now time.Time) []error {
 	return errs
 }
 
-// linkPID links e to the process ?pid= names. Once linked, the stream
-// keeps to that process: a later process under the same PID is another
-// program and never inherits it.
-func (s *Source) linkPID(e *encode, pid int, now time.Time) {
-	st, err := s.cfg.Proc.Stat(pid)
-	if err != nil || st.Exited {
-		s.fail(e, NoProcess, now)
-		return
-	}
-	for _, p := range e.procs {
-		if p.PID == pid && p.Start != st.Start {
-			s.fail(e, Exited, now) // the PID was reused
-			return
+// holdsOrAncestor reports whether pid is one of holders or an ancestor of
+// one (at most maxDepth generations up).
+func (s *Source) holdsOrAncestor(pid int, holders []procfs.Process) bool {
+	const maxDepth = 32
+	for _, h := range holders {
+		for cur, depth := h.PID, 0; cur > 1 && depth < maxDepth; depth++ {
+			if cur == pid {
+				return true
+			}
+			st, err := s.cfg.Proc.Stat(cur)
+			if err != nil {
+				break
+			}
+			cur = st.PPID
 		}
 	}
-	if !s.linkTo(e, []procfs.Process{st.Process}, now) {
-		s.fail(e, NoProcess, now)
-	}
+	return false
 }
 
 // startSlack is how long before its encode began a process may have
@@ -128,7 +149,7 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 			// waits for a window) is charged from its start: its CPU time so
 			// far is shared out in this window, at this window's rate. An
 			// older one is charged from now, its CPU time and energy alike.
-			base := st.CPUSeconds
+			base := treeCPU(st)
 			if s.prev.ok {
 				started := float64(st.Start) / procfs.UserHZ // seconds since boot
 				began := s.prev.uptime - s.prev.at.Sub(e.started).Seconds()
@@ -136,10 +157,10 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 					base = 0
 				}
 			}
-			p = &proc{Process: st.Process, comm: st.Comm, base: base, prev: base}
+			p = &proc{Process: st.Process, ppid: st.PPID, comm: st.Comm, base: base, prev: base}
 			e.procs = append(e.procs, p)
 		}
-		p.cpu, p.comm, p.linked, p.window = max(p.cpu, st.CPUSeconds), st.Comm, true, true
+		p.cpu, p.comm, p.linked, p.window = max(p.cpu, treeCPU(st)-p.reaped), st.Comm, true, true
 	}
 	if !e.linked() {
 		return false
@@ -151,7 +172,7 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 // fail records why e could not be linked. A failure that cannot change for
 // this connection is not retried; others are, after Retry.
 func (s *Source) fail(e *encode, r Reason, now time.Time) {
-	if e.connLinked && (r == NotFound || r == NoProcess) {
+	if e.connLinked && (r == NotFound || r == NoProcess || r == PIDMismatch) {
 		r = Exited
 	}
 	if !e.hasReason || e.reason != r {
@@ -161,43 +182,88 @@ func (s *Source) fail(e *encode, r Reason, now time.Time) {
 	if r == Permission && !s.warned {
 		s.warned = true
 		s.cfg.Log.Warn("cannot read other users' /proc/PID/fd: streams whose encoder runs as another user are not linked; " +
-			"grant CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (or run as that user), or name the process with ?pid=N on the ingest URL")
+			"grant CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE (or run as that user)")
 	}
 	e.reason, e.hasReason = r, true
 	switch r {
-	case Remote, BadPID, NoPeer, Exited:
+	case Remote, BadPID, NoPeer, Exited, PIDMismatch:
 		e.retryAt = never
 	default:
 		e.retryAt = now.Add(s.cfg.Retry)
 	}
 }
 
-// readProcesses takes a reading of each process linked to e. A process
-// that has exited, or whose PID now belongs to another, is unlinked; its
-// last reading stands (a zombie's is final). When the last one goes while
-// the connection is open, the link is checked again at the next window.
-func (s *Source) readProcesses(e *encode) {
+// readProcesses takes a reading of each process linked to e, and links
+// the descendants they started since. A process that has exited, or whose
+// PID now belongs to another, is unlinked; its last reading stands (a
+// zombie's is final). When the last one goes while the connection is open,
+// the link is checked again at the next window.
+func (s *Source) readProcesses(e *encode, now time.Time) {
 	had := e.linked()
 	for _, p := range e.procs {
 		if p.linked {
-			s.read(p)
+			s.read(e, p)
 		}
+	}
+	if kids := s.descendants(e); len(kids) > 0 {
+		s.linkTo(e, kids, now)
 	}
 	if had && !e.linked() {
 		e.retryAt = time.Time{}
 	}
 }
 
-func (s *Source) read(p *proc) {
+// treeCPU is a process's CPU time with that of its children it has waited
+// for: work handed to a child that is gone is still the encode's.
+func treeCPU(st procfs.Stat) float64 { return st.CPUSeconds + st.ChildrenCPUSeconds }
+
+// read takes a reading of p. A linked child that is gone was charged on
+// its own: its time, on its way into its parent's children's time, is
+// taken off the parent's.
+func (s *Source) read(e *encode, p *proc) {
 	st, err := s.cfg.Proc.Stat(p.PID)
-	if err != nil || st.Start != p.Start {
-		p.linked = false
-		return
+	if err == nil && st.Start == p.Start {
+		p.cpu, p.window = max(p.cpu, treeCPU(st)-p.reaped), true
+		if !st.Exited {
+			return
+		}
 	}
-	p.cpu, p.window = max(p.cpu, st.CPUSeconds), true
-	if st.Exited {
-		p.linked = false
+	p.linked = false
+	for _, q := range e.procs {
+		if q.PID == p.ppid && q.linked {
+			q.reaped += p.cpu + p.reaped
+		}
 	}
+}
+
+// descendants are the live descendants of e's linked processes that are
+// not linked yet, as far as MaxProcesses allows.
+func (s *Source) descendants(e *encode) []procfs.Process {
+	known := map[int]bool{}
+	var queue []int
+	for _, p := range e.procs {
+		if p.linked {
+			known[p.PID] = true
+			queue = append(queue, p.PID)
+		}
+	}
+	var found []procfs.Process
+	for len(queue) > 0 && len(known) < 4*MaxProcesses {
+		pid := queue[0]
+		queue = queue[1:]
+		kids, _ := s.cfg.Proc.Children(pid) // gone meanwhile: nothing to add
+		for _, k := range kids {
+			if known[k] {
+				continue
+			}
+			known[k] = true
+			queue = append(queue, k)
+			if st, err := s.cfg.Proc.Stat(k); err == nil && !st.Exited {
+				found = append(found, st.Process)
+			}
+		}
+	}
+	return found
 }
 
 // Closed takes the final reading of the processes of stream's connection
@@ -213,7 +279,7 @@ func (s *Source) Closed(stream string, conn uint64) {
 	e.closed = true
 	for _, p := range e.procs {
 		if p.linked {
-			s.read(p)
+			s.read(e, p)
 			p.linked = false
 		}
 	}

@@ -44,18 +44,19 @@ var Engines = [NumEngines]string{"sm", "encoder", "decoder"}
 type Reason uint8
 
 const (
-	Remote     Reason = iota // the connection comes from another host: its process is not here
-	NotFound                 // no process here holds the other end of the connection (or pipe)
-	Permission               // processes of other users could not be read (needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE)
-	NoProcess                // ?pid=N names no running process
-	Exited                   // the linked process exited while the connection stayed open
-	BadPID                   // ?pid= is not a positive integer
-	NoPeer                   // the connection's peer is not known
+	Remote      Reason = iota // the connection comes from another host: its process is not here
+	NotFound                  // no process here holds the other end of the connection (or pipe)
+	Permission                // processes of other users could not be read (needs CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE)
+	NoProcess                 // ?pid=N names no running process
+	Exited                    // the linked process exited while the connection stayed open
+	BadPID                    // ?pid= is not a positive integer
+	NoPeer                    // the connection's peer is not known
+	PIDMismatch               // ?pid=N names a process that neither holds the connection nor is an ancestor of one that does
 	NumReasons
 )
 
 // Reasons names each Reason, for the metric attribute.
-var Reasons = [NumReasons]string{"remote", "not_found", "permission", "no_process", "exited", "bad_pid", "no_peer"}
+var Reasons = [NumReasons]string{"remote", "not_found", "permission", "no_process", "exited", "bad_pid", "no_peer", "pid_mismatch"}
 
 // Snapshot is what the latest window saw.
 type Snapshot struct {

@@ -116,8 +116,10 @@ type encode struct {
 // proc is a process linked to an encode at some time.
 type proc struct {
 	procfs.Process
+	ppid   int
 	comm   string
-	cpu    float64 // seconds at the latest reading
+	cpu    float64 // seconds at the latest reading, with its reaped children's, less those linked on their own (reaped)
+	reaped float64 // seconds of its linked children that are gone
 	base   float64 // seconds before it was charged to the encode
 	prev   float64 // seconds already shared out in earlier windows
 	linked bool    // linked now: read at each window
@@ -196,7 +198,7 @@ func (s *Source) Sample(context.Context) {
 	errs := s.link(start)
 	for _, e := range s.encodes {
 		if !e.closed {
-			s.readProcesses(e)
+			s.readProcesses(e, start)
 		}
 	}
 	s.mu.Unlock()

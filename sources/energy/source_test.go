@@ -289,18 +289,13 @@ func TestCloseTakesFinalReading(t *testing.T) {
 	}
 }
 
-// TestPIDLink: ?pid=N links without looking at sockets, and a PID reused
-// by another program never inherits the stream.
+// TestPIDLink: ?pid=N links the process holding the connection, and a
+// PID reused by another program never inherits the stream.
 func TestPIDLink(t *testing.T) {
 	peers.RequireRoot(t, "forcing a PID to be reused writes /proc/sys/kernel/ns_last_pid")
 	r := newRig(t, nil)
-	first := exec.Command("sleep", "60")
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
+	first, conn := child(t, "exec sleep 60") // sleep holds the connection
 	pid := first.Process.Pid
-	// The connection is the test's own: with ?pid= the socket is not looked at.
-	_, conn := child(t, "read -r -u 3")
 	r.open("job", peer(conn, pid))
 	snap := r.window()
 	st, _ := stream(snap, "job")
@@ -319,7 +314,17 @@ func TestPIDLink(t *testing.T) {
 	})
 	first.Process.Kill()
 	first.Wait()
-	second := reusePID(t, pid, "while :; do :; done")
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	second := reusePID(t, pid, fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; while :; do :; done", ln2.Addr().(*net.TCPAddr).Port))
+	conn2, err := ln2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
 	r.waitCPU(second.Process.Pid, 0.2)
 	r.window() // sees the first one gone
 	snap = r.window()
@@ -334,8 +339,7 @@ func TestPIDLink(t *testing.T) {
 		t.Errorf("failures %v", snap.Failures)
 	}
 
-	// A new connection naming the PID now means the new process.
-	_, conn2 := child(t, "read -r -u 3")
+	// A new connection naming the PID, held by the new process, means it.
 	r.open("job2", peer(conn2, pid))
 	snap = r.window()
 	if st, _ := stream(snap, "job2"); len(st.Processes) != 1 || st.Processes[0].PID != pid || st.Processes[0].Command != "bash" {
@@ -389,9 +393,10 @@ func TestStdinPipe(t *testing.T) {
 	}
 }
 
-// TestProcessExitsFirst: the linked process exits while another still
-// holds the connection open. The link is checked again and moves to the
-// holder; a stream linked by ?pid= stays unlinked, as exited.
+// TestProcessExitsFirst: the linked process exits while a child it
+// started still holds the connection open. The child, a descendant,
+// joined the encode when it started, whether the stream was linked by
+// its socket or by ?pid=.
 func TestProcessExitsFirst(t *testing.T) {
 	r := newRig(t, nil)
 	// bash starts sleep (which inherits the connection, fd 3) and exits.
@@ -427,11 +432,98 @@ func TestProcessExitsFirst(t *testing.T) {
 	if st, _ := stream(snap, "auto"); len(st.Processes) != 1 || st.Processes[0].PID != sleeper || st.Processes[0].Command != "sleep" {
 		t.Errorf("auto: linked to %+v, want the sleep %d now holding the connection", st.Processes, sleeper)
 	}
-	if st, _ := stream(snap, "bypid"); len(st.Processes) != 0 {
-		t.Errorf("bypid: linked to %+v, want none", st.Processes)
+	if st, _ := stream(snap, "bypid"); len(st.Processes) != 1 || st.Processes[0].PID != sleeper {
+		t.Errorf("bypid: linked to %+v, want the sleep %d, bash's child", st.Processes, sleeper)
 	}
-	if why, ok := unlinked(snap, "bypid"); !ok || why != Exited {
-		t.Errorf("bypid unlinked %v %v, want exited", why, ok)
+}
+
+// TestPIDSpoof: a ?pid= naming a process that does not hold the connection
+// (another encode, PID 1) links nothing, says pid_mismatch, and takes
+// none of the victim's energy; naming the holder, or a wrapper that
+// started it (sh -c, ?pid=$$), links.
+func TestPIDSpoof(t *testing.T) {
+	r := newRig(t, nil)
+	victim, victimConn := child(t, busy)
+	r.open("victim", peer(victimConn, 0))
+	_, thiefConn := child(t, "read -r -u 3")
+	r.open("thief", peer(thiefConn, victim.Process.Pid))
+	_, initConn := child(t, "read -r -u 3")
+	r.open("init", peer(initConn, 1))
+	holder, holderConn := child(t, "read -r -u 3")
+	r.open("holder", peer(holderConn, holder.Process.Pid))
+	// The wrapper: bash holds the connection in a child it waits for.
+	wrapper, wrapperConn := child(t, "(while :; do :; done) <&3; wait")
+	r.open("wrapper", peer(wrapperConn, wrapper.Process.Pid))
+
+	r.window()
+	r.waitCPU(victim.Process.Pid, 0.2)
+	snap := r.window()
+	for _, name := range []string{"thief", "init"} {
+		if st, ok := stream(snap, name); ok {
+			t.Errorf("%s linked: %+v", name, st)
+		}
+		if why, ok := unlinked(snap, name); !ok || why != PIDMismatch {
+			t.Errorf("%s unlinked %v %v, want %s", name, Reasons[why], ok, Reasons[PIDMismatch])
+		}
+	}
+	if snap.Failures[PIDMismatch] != 2 {
+		t.Errorf("%d pid_mismatch failures counted, want 2", snap.Failures[PIDMismatch])
+	}
+	if st, _ := stream(snap, "victim"); st.Energy[CPU] <= 0 || len(st.Processes) == 0 {
+		t.Errorf("victim: %+v, want its own energy", st)
+	}
+	if st, _ := stream(snap, "holder"); len(st.Processes) != 1 || st.Processes[0].PID != holder.Process.Pid {
+		t.Errorf("holder: linked to %+v, want %d", st.Processes, holder.Process.Pid)
+	}
+	w, _ := stream(snap, "wrapper")
+	if len(w.Processes) != 2 || w.Processes[0].PID != wrapper.Process.Pid || w.CPUSeconds < 0.1 {
+		t.Errorf("wrapper: linked to %+v with %.2f CPU s, want the shell and its busy child, charged", w.Processes, w.CPUSeconds)
+	}
+}
+
+// TestWholeTree: an encode's CPU time is its process tree's: a child
+// started after the link is linked and charged, and a child that ran and
+// was waited for is charged through its parent's reaped-children time,
+// never twice.
+func TestWholeTree(t *testing.T) {
+	r := newRig(t, nil)
+	// The shell waits for go, then runs a short busy child it waits for,
+	// then a long one.
+	sh, conn := child(t, `read -r -u 3; (i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done); echo short >&3; while :; do :; done & wait`)
+	r.open("job", peer(conn, 0))
+	r.window()
+	conn.Write([]byte("go\n"))
+	if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	// The short child has been waited for; the long one runs.
+	var st Stream
+	exportertest.WaitFor(t, 20*time.Second, func() bool {
+		st, _ = stream(r.window(), "job")
+		return len(st.Processes) == 2
+	})
+	shell, err := r.proc.Stat(sh.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shell.ChildrenCPUSeconds < 0.05 {
+		t.Fatalf("the short child's time did not reach the shell: %+v", shell)
+	}
+	long := st.Processes[1]
+	for range 3 {
+		r.waitCPU(long.PID, 0.1)
+		st, _ = stream(r.window(), "job")
+	}
+	longSt, err := r.proc.Stat(long.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell, _ = r.proc.Stat(sh.Process.Pid)
+	// The shell and its short child from the start, the long child from
+	// its start: the whole tree's time, at most a window behind.
+	want := shell.CPUSeconds + shell.ChildrenCPUSeconds + longSt.CPUSeconds
+	if st.CPUSeconds < 0.8*want || st.CPUSeconds > want+0.05 {
+		t.Errorf("encode %.2f CPU s, the tree used %.2f s (shell %.2f, reaped %.2f, long child %.2f)", st.CPUSeconds, want, shell.CPUSeconds, shell.ChildrenCPUSeconds, longSt.CPUSeconds)
 	}
 }
 

@@ -68,8 +68,13 @@ type Process struct {
 type Stat struct {
 	Process
 	Comm       string  // the command's name, as the kernel keeps it (at most 15 bytes)
+	PPID       int     // its parent's PID
 	CPUSeconds float64 // user + system time of all its threads since it started
-	Exited     bool    // a zombie: it has exited and its CPU time is final
+	// ChildrenCPUSeconds is the user + system time of its children that
+	// have exited and been waited for (cutime + cstime): work a wrapper
+	// or a pipeline's shell handed to processes that are gone.
+	ChildrenCPUSeconds float64
+	Exited             bool // a zombie: it has exited and its CPU time is final
 }
 
 // ErrNoProcess is a PID that names no process now.
@@ -89,10 +94,12 @@ func (f *FS) Stat(pid int) (Stat, error) {
 		return Stat{}, fmt.Errorf("pid %d: stat: %w", pid, err)
 	}
 	return Stat{
-		Process:    Process{PID: pid, Start: st.Starttime},
-		Comm:       st.Comm,
-		CPUSeconds: st.CPUTime(),
-		Exited:     st.State == "Z" || st.State == "X",
+		Process:            Process{PID: pid, Start: st.Starttime},
+		Comm:               st.Comm,
+		PPID:               st.PPID,
+		CPUSeconds:         st.CPUTime(),
+		ChildrenCPUSeconds: float64(st.CUTime+st.CSTime) / UserHZ,
+		Exited:             st.State == "Z" || st.State == "X",
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package procfs
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 )
 
@@ -374,5 +376,41 @@ func BenchmarkStat(b *testing.B) {
 		if _, err := f.Stat(pid); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestChildrenAndReapedCPU: a shell's live child is listed, and the CPU
+// time of a child it waited for moves to its ChildrenCPUSeconds.
+func TestChildrenAndReapedCPU(t *testing.T) {
+	f := proc(t)
+	// The shell burns CPU in a child it waits for, then starts a sleeper
+	// and says so.
+	cmd := exec.Command("bash", "-c", `(i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done); sleep 60 & echo started; wait`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if _, err := bufio.NewReader(out).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	var child Stat
+	exportertest.WaitFor(t, 10*time.Second, func() bool { // the forked shell execs sleep
+		kids, err := f.Children(cmd.Process.Pid)
+		if err != nil || len(kids) != 1 {
+			t.Fatalf("children %v, %v: want the sleeper", kids, err)
+		}
+		child, err = f.Stat(kids[0])
+		return err == nil && child.Comm == "sleep"
+	})
+	if child.PPID != cmd.Process.Pid {
+		t.Errorf("child %+v: want a child of %d", child, cmd.Process.Pid)
+	}
+	st, err := f.Stat(cmd.Process.Pid)
+	if err != nil || st.ChildrenCPUSeconds <= 0 {
+		t.Errorf("shell %+v, %v: want the reaped child's CPU time in ChildrenCPUSeconds", st, err)
 	}
 }
