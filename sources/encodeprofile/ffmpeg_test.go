@@ -103,6 +103,9 @@ func TestRealFFmpegProfiles(t *testing.T) {
 				"-f", "mpegts", "copy.ts"}),
 			wantProfile{"libx264", Unknown, "1280x720@?,640x360@30", Unknown, 640 * 360}, // the copy's rate is not said
 			wantProfile{"libx264", "ultrafast", "640x360@?,?x?@?", "none", 640 * 360}},
+		{"stream copy", cat(source720, []string{"-c:v", "copy", "-f", "nut", "copy.nut"}),
+			wantProfile{Copy, Default, "1280x720@?", Unknown, 0}, // the copy's rate is not said; it encodes no pixels
+			wantProfile{Copy, Default, "?x?@?", "none", 0}},
 		// Forms the command line does not follow: Unknown there, while
 		// stderr still says what ffmpeg did.
 		{"scale=-2:360", cat(source720, x264("ultrafast"), []string{"-vf", "scale=-2:360", "even.mp4"}),
@@ -126,12 +129,12 @@ func TestRealFFmpegProfiles(t *testing.T) {
 
 			// Merged, each field comes from the most trusted place that
 			// knows it: stderr's ladder and encoder, the command line's
-			// preset.
+			// preset (stderr shows none but a copy's).
 			m := Merge(fromStderr, fromCmdline)
 			if m.Ladder != fromStderr.Ladder || m.Encoder != fromStderr.Encoder {
 				t.Errorf("merged %+v, want stderr's ladder and encoder", m)
 			}
-			if want := fromCmdline.Preset; want.known() && m.Preset != want {
+			if want := fromCmdline.Preset; want.known() && !fromStderr.Preset.known() && m.Preset != want {
 				t.Errorf("merged preset %+v, want %+v", m.Preset, want)
 			}
 			if err := checkProfile(m); err != nil {

@@ -34,12 +34,12 @@ type pad struct {
 type filter struct {
 	ins, outs []string // link labels
 	name      string
-	args      string // raw: only ever parsed for numbers
+	args      string // raw; read for sizes and rates, never kept in a Profile
 }
 
 // splitGraph parses filtergraph syntax into chains of filters: ';' between
-// chains, ',' between filters, "[label]" pads, '\” quoting and '\\'
-// escaping. ok is false for anything it does not follow.
+// chains, ',' between filters, "[label]" pads, single quotes and
+// backslash escapes. ok is false for anything it does not follow.
 func splitGraph(g string) (chains [][]filter, ok bool) {
 	if len(g) > maxGraphBytes {
 		return nil, false
@@ -116,7 +116,7 @@ func splitGraph(g string) (chains [][]filter, ok bool) {
 	return append(chains, chain), true
 }
 
-// args splits a filter's arguments at ':' (outside quotes, escapes) into
+// splitArgs splits a filter's arguments at ':' (outside quotes, escapes) into
 // positional values and key=value options.
 func splitArgs(s string) (pos []string, named map[string]string, ok bool) {
 	named = map[string]string{}

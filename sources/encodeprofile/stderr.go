@@ -53,6 +53,11 @@ func (s *Stderr) Line(line []byte) {
 		if s.section == 'm' {
 			s.mapped = true // the mapping section ends: every output stream is named
 		}
+		if s.section == 'o' && (line[0] == '[' || progressLine(line)) {
+			// Another thread's log line or a -progress line, printed in
+			// the middle of an output's section when they share the stream.
+			return
+		}
 		s.section = 0
 		switch {
 		case bytes.HasPrefix(line, []byte("Input #")):
@@ -207,8 +212,8 @@ func (s *Stderr) stream(file, index int) *stderrStream {
 	return &s.streams[len(s.streams)-1]
 }
 
-// Profile is what the header read so far says. Preset and Hwaccel are
-// never known from stderr.
+// Profile is what the header read so far says. Hwaccel and the preset
+// (but a stream copy's Default) are never known from stderr.
 func (s *Stderr) Profile() Profile {
 	sorted := slices.Clone(s.streams)
 	slices.SortFunc(sorted, func(a, b stderrStream) int {
@@ -234,9 +239,24 @@ func (s *Stderr) Profile() Profile {
 		outs = append(outs, o)
 	}
 	p := fromOutputs(FromStderr, outs, complete)
-	p.Preset = Value{Unknown, FromNowhere}
+	if p.Encoder.Label != Copy { // a copy has no preset to show
+		p.Preset = Value{Unknown, FromNowhere}
+	}
 	p.Hwaccel = Value{Unknown, FromNowhere}
 	return p
+}
+
+// progressLine: "key=value" (-progress) or "frame=  120 fps=..." (status).
+func progressLine(line []byte) bool {
+	for i, c := range line {
+		switch {
+		case c == '=':
+			return i > 0
+		case c != '_' && (c < 'a' || c > 'z') && (c < '0' || c > '9'):
+			return false
+		}
+	}
+	return false
 }
 
 var levelNames = [][]byte{[]byte("quiet"), []byte("panic"), []byte("fatal"), []byte("error"), []byte("warning"),

@@ -136,9 +136,27 @@ Stream mapping:
 		{"a stream line outside an output section", `Stream mapping:
   Stream #0:0 -> #0:0 (h264 (native) -> h264 (libx264))
 Output #0, flv, to 'x':
-[flv @ 0x1] some log line
+Press [q] to stop, [?] for help
   Stream #0:0: Video: h264 (libx264), yuv420p, 1920x1080, 30 fps
 `, wantProfile{Unknown, Unknown, Unknown, Unknown, 0}},
+		{"a stream copy's header: the mapping last", `Input #0, mpegts, from 'in.ts':
+  Stream #0:0[0x100]: Video: h264 (High) ([27][0][0][0] / 0x001B), yuv420p(progressive), 1920x1080, 25 fps, 25 tbr, 90k tbn
+Output #0, mpegts, to 'out.ts':
+  Stream #0:0: Video: h264 (High) ([27][0][0][0] / 0x001B), yuv420p(progressive), 1920x1080, q=2-31, 25 fps, 25 tbr, 90k tbn
+Stream mapping:
+  Stream #0:0 -> #0:0 (copy)
+frame=  250 fps=0.0 q=-1.0 size=    1024kB time=00:00:10.00 bitrate= 838.9kbits/s speed= 500x
+`, wantProfile{Copy, Default, "1920x1080@25", Unknown, 0}},
+		{"log and progress lines inside a section", `Stream mapping:
+  Stream #0:0 -> #0:0 (h264 (native) -> h264 (libx264))
+[libx264 @ 0x55] using cpu capabilities: AVX2
+frame=1
+Output #0, flv, to 'x':
+[info] [flv @ 0x1] some log line
+progress=continue
+frame=   10 fps=0.0 q=28.0 size=       0kB time=00:00:00.30 bitrate=N/A speed=0.6x
+  Stream #0:0: Video: h264 (libx264), yuv420p, 1920x1080, 30 fps
+`, wantProfile{"libx264", Unknown, "1920x1080@30", Unknown, 1920 * 1080}},
 		{"out of bounds", `Stream mapping:
   Stream #0:0 -> #0:0 (h264 (native) -> h264 (libx264))
 Output #0, flv, to 'x':
