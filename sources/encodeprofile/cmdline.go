@@ -21,9 +21,9 @@ const (
 )
 
 var (
-	ErrNotFFmpeg       = errors.New("not an ffmpeg command line")
-	ErrCmdlineTooLong  = fmt.Errorf("command line longer than %d bytes", MaxCmdlineBytes)
-	errCmdlineNoAccess = errors.New("command line unreadable")
+	ErrNotFFmpeg      = errors.New("not an ffmpeg command line")
+	ErrCmdlineTooLong = fmt.Errorf("command line longer than %d bytes", MaxCmdlineBytes)
+	ErrNoCmdline      = errors.New("empty command line: a zombie or a kernel thread")
 )
 
 // ReadCmdline reads the argument vector of process pid under procRoot
@@ -42,7 +42,7 @@ func ReadCmdline(procRoot string, pid int) ([]string, error) {
 	case len(b) > MaxCmdlineBytes:
 		return nil, ErrCmdlineTooLong
 	case len(b) == 0:
-		return nil, errCmdlineNoAccess
+		return nil, ErrNoCmdline
 	}
 	b = bytes.TrimSuffix(b, []byte{0})
 	return strings.Split(string(b), "\x00"), nil

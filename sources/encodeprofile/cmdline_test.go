@@ -150,8 +150,8 @@ func TestFromProcess(t *testing.T) {
 	if _, err := FromProcess(root, 11); err != ErrNotFFmpeg {
 		t.Errorf("FromProcess(curl): %v, want ErrNotFFmpeg", err)
 	}
-	if _, err := FromProcess(root, 12); err == nil {
-		t.Error("FromProcess(empty cmdline) did not fail")
+	if _, err := FromProcess(root, 12); err != ErrNoCmdline {
+		t.Errorf("FromProcess(empty cmdline): %v, want ErrNoCmdline", err)
 	}
 	if _, err := FromProcess(root, 13); err != ErrCmdlineTooLong {
 		t.Errorf("FromProcess(huge): %v, want ErrCmdlineTooLong", err)

@@ -38,5 +38,10 @@
 //		pixels += px * framesDelta // frame= counts the first video output only
 //	}
 //
-// Bit rate is a number (Output.BitrateBPS), never a label.
+// Bit rate and CRF are per-output numbers (Output.BitrateBPS, Output.CRF),
+// never labels: serve them as gauges or log them, not as attributes.
+//
+// Calling conventions: FromQuery, FromArgs and FromProcess keep no state
+// and may run concurrently; a Stderr belongs to one connection (not safe
+// for concurrent use); Ladders is safe for concurrent use.
 package encodeprofile
