@@ -55,12 +55,17 @@ func Every(ctx context.Context, interval func() time.Duration, sample func(conte
 // flight: samples that heed ctx end well within it.
 const Settle = 500 * time.Millisecond
 
-// StuckAfter is how many intervals a sample may run before it is stuck.
-const StuckAfter = 2
+// StuckAfter is how many intervals a sample may run before it is stuck,
+// and MinStuck the least time: a busy machine delays a sample of a short
+// interval that much with nothing wrong.
+const (
+	StuckAfter = 2
+	MinStuck   = time.Second
+)
 
 // Every is the package's Every, watched by t: a sample that has run for
-// StuckAfter intervals is stuck, and Health says so, naming how long it
-// has run, until it finishes (logged once each way).
+// StuckAfter intervals (MinStuck at least) is stuck, and Health says so,
+// naming how long it has run, until it finishes (logged once each way).
 func (t *Tracker) Every(ctx context.Context, interval func() time.Duration, sample func(context.Context)) {
 	every(ctx, interval, sample, t)
 }
@@ -80,12 +85,13 @@ func every(ctx context.Context, interval func() time.Duration, sample func(conte
 			return
 		}
 		begin := time.Now()
-		t.begin(begin, iv)
+		stuckAt := begin.Add(max(StuckAfter*iv, MinStuck))
+		t.begin(begin, stuckAt)
 		go func() {
 			sample(ctx)
 			done <- struct{}{}
 		}()
-		if !await(ctx, done, begin.Add(StuckAfter*iv), t) {
+		if !await(ctx, done, stuckAt, t) {
 			return
 		}
 		iv = interval()
@@ -191,7 +197,7 @@ func (t *Tracker) Health() error {
 }
 
 func (t *Tracker) stuckError(now time.Time) error {
-	err := fmt.Errorf("%s sampling is stuck: a sample has run for %v, %d sampling intervals, and not returned; serving the last complete sample",
+	err := fmt.Errorf("%s sampling is stuck: a sample has run for %v, past %d sampling intervals, and not returned; serving the last complete sample",
 		t.what, now.Sub(t.began).Round(time.Millisecond), StuckAfter)
 	if t.err != nil {
 		err = fmt.Errorf("%w, whose error was: %w", err, t.err)
@@ -199,13 +205,13 @@ func (t *Tracker) stuckError(now time.Time) error {
 	return err
 }
 
-// begin records that a sample began at begin, measured against interval iv.
-func (t *Tracker) begin(begin time.Time, iv time.Duration) {
+// begin records that a sample began, and when it is stuck from.
+func (t *Tracker) begin(begin, stuckAt time.Time) {
 	if t == nil {
 		return
 	}
 	t.mu.Lock()
-	t.began, t.stuckAt = begin, begin.Add(StuckAfter*iv)
+	t.began, t.stuckAt = begin, stuckAt
 	t.mu.Unlock()
 }
 

@@ -84,8 +84,9 @@ func TestEverySamplesAtOnceThenOnInterval(t *testing.T) {
 // the test ends, as a read of a FIFO or a hung mount would.
 type blockingSampler struct {
 	samples atomic.Int32
-	blocked chan time.Time // receives when the second sample began
+	blocked chan time.Time // receives, as the second sample blocks, when the first ended: before the second began
 	release chan struct{}
+	ended   time.Time
 }
 
 func newBlockingSampler(t *testing.T) *blockingSampler {
@@ -98,12 +99,13 @@ func (b *blockingSampler) sample(tr *Tracker) func(context.Context) {
 	return func(context.Context) {
 		start := time.Now()
 		if b.samples.Add(1) == 2 {
-			b.blocked <- start
+			b.blocked <- b.ended
 			<-b.release
 		}
 		if tr != nil {
 			tr.Observe(nil, time.Now(), time.Since(start))
 		}
+		b.ended = time.Now()
 	}
 }
 
@@ -137,7 +139,7 @@ func TestEveryReturnsWhileASampleIsStuck(t *testing.T) {
 // intervals is reported by Health and logged once; once it returns,
 // health is the sample's own again and the log says so.
 func TestTrackerReportsAStuckSample(t *testing.T) {
-	const interval = 20 * time.Millisecond
+	const interval = MinStuck / 2
 	var logs syncBuffer
 	tr := NewTracker(slog.New(slog.NewTextHandler(&logs, nil)), "RAPL", errors.New("not yet"))
 	b := newBlockingSampler(t)
@@ -146,13 +148,13 @@ func TestTrackerReportsAStuckSample(t *testing.T) {
 	go func() { defer close(ended); tr.Every(ctx, func() time.Duration { return interval }, b.sample(tr)) }()
 	defer func() { cancel(); <-ended }()
 
-	began := <-b.blocked
+	firstEnded := <-b.blocked
+	blocked := time.Now()
 	var err error
 	waitFor(t, func() bool { err = tr.Health(); return err != nil })
-	reported := time.Since(began)
-	t.Logf("stuck sample reported %v after it began (interval %v): %v", reported, interval, err)
-	if reported < StuckAfter*interval {
-		t.Errorf("reported after %v, before %d intervals", reported, StuckAfter)
+	t.Logf("stuck sample reported %v after it blocked (interval %v): %v", time.Since(blocked), interval, err)
+	if since := time.Since(firstEnded); since < StuckAfter*interval {
+		t.Errorf("reported %v after the sample before it ended, before %d intervals", since, StuckAfter)
 	}
 	if !strings.Contains(err.Error(), "RAPL sampling is stuck") {
 		t.Errorf("health %v, want it stuck", err)
