@@ -103,6 +103,13 @@ func TestRealFFmpegProfiles(t *testing.T) {
 				"-f", "mpegts", "copy.ts"}),
 			wantProfile{"libx264", Unknown, "1280x720@?,640x360@30", Unknown, 640 * 360}, // the copy's rate is not said
 			wantProfile{"libx264", "ultrafast", "640x360@?,?x?@?", "none", 640 * 360}},
+		{"libx265 with an AVOption and level prefixes", cat([]string{"-loglevel", "level+info"}, source720,
+			[]string{"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error", "-s", "320x180", "hevc.mp4"}),
+			wantProfile{"libx265", Unknown, "320x180@30", Unknown, 320 * 180},
+			wantProfile{"libx265", "ultrafast", "320x180@?", "none", 320 * 180}},
+		{"libsvtav1, a numbered preset", cat(source720, []string{"-c:v", "libsvtav1", "-preset", "12", "-vf", "scale=320:180,fps=15", "av1.mkv"}),
+			wantProfile{"libsvtav1", Unknown, "320x180@15", Unknown, 320 * 180},
+			wantProfile{"libsvtav1", "12", "320x180@15", "none", 320 * 180}},
 		{"stream copy", cat(source720, []string{"-c:v", "copy", "-f", "nut", "copy.nut"}),
 			wantProfile{Copy, Default, "1280x720@?", Unknown, 0}, // the copy's rate is not said; it encodes no pixels
 			wantProfile{Copy, Default, "?x?@?", "none", 0}},
