@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -29,29 +30,12 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) error {
 		}
 	}
 
-	if machine := cur.cpu.TotalSeconds - prev.cpu.TotalSeconds; prev.ok && cur.ok && machine > 0 && cur.zones != nil {
-		joules := delta(prev.zones, cur.zones)
-		busy := max(machine-(cur.cpu.IdleSeconds-prev.cpu.IdleSeconds), 0)
-		s.cpuIdle.add(busy/machine, joules, cur.at.Sub(prev.at))
-		idle := s.cpuIdle.estimate()
-		s.setIdle(idle)
-		dyn, idl := map[*encode]float64{}, map[*encode]float64{}
-		for _, e := range s.encodes {
-			if !e.inWindow() {
-				continue
-			}
-			var seconds float64
-			for _, p := range e.procs {
-				if p.window && p.cpu > p.prev {
-					seconds += (p.cpu - p.prev) / float64(users[p.Process])
-				}
-			}
-			if busy > 0 {
-				dyn[e] = seconds / busy
-			}
-			idl[e] = seconds / machine
+	if prev.ok && cur.ok && cur.zones != nil {
+		if s.perSocket() && cur.cpus != nil && prev.cpus != nil {
+			s.attributeSockets(prev, cur, users)
+		} else {
+			s.attributeCPU(prev, cur, users)
 		}
-		s.share(CPU, joules, idle.Watts*cur.at.Sub(prev.at).Seconds(), dyn, idl)
 	}
 	var err error
 	if gpus != nil {
@@ -61,9 +45,116 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) error {
 		for _, p := range e.procs {
 			p.prev = p.cpu
 			p.window = p.linked
+			clear(p.onPackage)
 		}
 	}
 	return err
+}
+
+// attributeCPU shares out RAPL's energy with every socket as one pool.
+func (s *Source) attributeCPU(prev, cur readings, users map[procfs.Process]int) {
+	machine := cur.cpu.TotalSeconds - prev.cpu.TotalSeconds
+	if machine <= 0 {
+		return
+	}
+	joules := delta(prev.zones, cur.zones, "")
+	busy := max(machine-(cur.cpu.IdleSeconds-prev.cpu.IdleSeconds), 0)
+	s.cpuIdle.add(busy/machine, joules, cur.at.Sub(prev.at))
+	idle := s.cpuIdle.estimate()
+	s.setIdle(idle)
+	dyn, idl := map[*encode]float64{}, map[*encode]float64{}
+	for _, e := range s.encodes {
+		if !e.inWindow() {
+			continue
+		}
+		var seconds float64
+		for _, p := range e.procs {
+			if p.window && p.cpu > p.prev {
+				seconds += (p.cpu - p.prev) / float64(users[p.Process])
+			}
+		}
+		if busy > 0 {
+			dyn[e] = seconds / busy
+		}
+		idl[e] = seconds / machine
+	}
+	s.share(CPU, joules, idle.Watts*cur.at.Sub(prev.at).Seconds(), dyn, idl)
+}
+
+// attributeSockets shares out each socket's zones by the time spent on
+// that socket's CPUs: an idle socket's power never lands on streams
+// running on the other. A process's time its threads do not account for
+// (children waited for, threads gone within the window) is spread like
+// its threads' time, or like the machine's busy time if none ran.
+func (s *Source) attributeSockets(prev, cur readings, users map[procfs.Process]int) {
+	type socket struct{ machine, busy float64 }
+	sockets := map[string]*socket{}
+	for cpu, c := range cur.cpus {
+		pc, ok := prev.cpus[cpu]
+		pkg, known := s.cfg.Packages[cpu]
+		if !ok || !known {
+			continue
+		}
+		so := sockets[pkg]
+		if so == nil {
+			so = &socket{}
+			sockets[pkg] = so
+		}
+		total := c.TotalSeconds - pc.TotalSeconds
+		so.machine += total
+		so.busy += max(total-(c.IdleSeconds-pc.IdleSeconds), 0)
+	}
+	var allBusy float64
+	for _, so := range sockets {
+		allBusy += so.busy
+	}
+	dt := cur.at.Sub(prev.at)
+	for _, pkg := range slices.Sorted(maps.Keys(sockets)) {
+		so := sockets[pkg]
+		if so.machine <= 0 {
+			continue
+		}
+		joules := delta(prev.zones, cur.zones, pkg)
+		model := s.pkgIdle[pkg]
+		if model == nil {
+			model = &idleModel{configured: s.cfg.IdleWatts[CPU] / float64(len(sockets))}
+			s.pkgIdle[pkg] = model
+		}
+		model.add(so.busy/so.machine, joules, dt)
+		idle := model.estimate()
+		idle.Device, idle.Package = CPU, pkg
+		s.setIdle(idle)
+		dyn, idl := map[*encode]float64{}, map[*encode]float64{}
+		for _, e := range s.encodes {
+			if !e.inWindow() {
+				continue
+			}
+			var seconds float64
+			for _, p := range e.procs {
+				if !p.window || p.cpu <= p.prev {
+					continue
+				}
+				used := p.cpu - p.prev
+				var threads float64
+				for _, v := range p.onPackage {
+					threads += v
+				}
+				var here float64
+				switch {
+				case threads > 0:
+					here = used * p.onPackage[pkg] / threads
+				case allBusy > 0:
+					here = used * so.busy / allBusy
+				}
+				seconds += here / float64(users[p.Process])
+			}
+			if so.busy > 0 {
+				dyn[e] = seconds / so.busy
+			}
+			idl[e] = seconds / so.machine
+		}
+		s.share(CPU, joules, idle.Watts*dt.Seconds(), dyn, idl)
+	}
 }
 
 // attributeGPUs shares out each GPU's energy since the sample taken in an
@@ -205,22 +296,26 @@ func (s *Source) share(d Device, joules, idleJoules float64, dyn, idl map[*encod
 // setIdle records the idle power a device's window used.
 func (s *Source) setIdle(p IdlePower) {
 	for i := range s.idle {
-		if s.idle[i].Device == p.Device && s.idle[i].GPU == p.GPU {
+		if s.idle[i].Device == p.Device && s.idle[i].Package == p.Package && s.idle[i].GPU == p.GPU {
 			s.idle[i] = p
 			return
 		}
 	}
 	s.idle = append(s.idle, p)
 	slices.SortFunc(s.idle, func(a, b IdlePower) int {
-		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(len(a.GPU), len(b.GPU)), cmp.Compare(a.GPU, b.GPU))
+		return cmp.Or(cmp.Compare(a.Device, b.Device), cmp.Compare(a.Package, b.Package), cmp.Compare(len(a.GPU), len(b.GPU)), cmp.Compare(a.GPU, b.GPU))
 	})
 }
 
-// delta is the energy counted between two readings of the zones, over the
-// zones both have (a zone found or lost between them counts from the next).
-func delta(prev, cur map[[2]string]float64) float64 {
+// delta is the energy counted between two readings of the zones of
+// package pkg (every package: ""), over the zones both have (a zone found
+// or lost between them counts from the next).
+func delta(prev, cur map[[2]string]float64, pkg string) float64 {
 	var sum float64
 	for k, v := range cur {
+		if pkg != "" && k[0] != pkg {
+			continue
+		}
 		if p, ok := prev[k]; ok && v > p {
 			sum += v - p
 		}

@@ -44,6 +44,7 @@ var IdleMethods = [NumIdleMethods]string{"none", "minimum", "estimated", "config
 // IdlePower is a device's idle power as a window used it.
 type IdlePower struct {
 	Device  Device
+	Package string // the RAPL package (socket), where sockets are charged apart
 	GPU     string // the GPU's index; empty for the CPU
 	Watts   float64
 	Method  IdleMethod

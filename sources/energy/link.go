@@ -224,6 +224,9 @@ func (s *Source) read(e *encode, p *proc) {
 	st, err := s.cfg.Proc.Stat(p.PID)
 	if err == nil && st.Start == p.Start {
 		p.cpu, p.window = max(p.cpu, treeCPU(st)-p.reaped), true
+		if s.perSocket() {
+			s.readThreads(p)
+		}
 		if !st.Exited {
 			return
 		}
@@ -283,4 +286,47 @@ func (s *Source) Closed(stream string, conn uint64) {
 			p.linked = false
 		}
 	}
+}
+
+// readThreads takes a reading of p's threads: what each used since the
+// previous reading is charged to the socket of the CPU it last ran on.
+// A thread moved between sockets in the window counts where it ended: the
+// finer the windows, the closer the split.
+func (s *Source) readThreads(p *proc) {
+	threads, err := s.cfg.Proc.Threads(p.PID)
+	if err != nil {
+		return // gone: its last reading stands
+	}
+	seen := make(map[int]float64, len(threads))
+	for _, t := range threads {
+		seen[t.TID] = t.CPUSeconds
+		before, known := p.threads[t.TID]
+		if p.threads == nil || t.CPUSeconds <= before {
+			continue // the first reading is a baseline
+		}
+		if !known {
+			before = 0 // started since: all its time is new
+		}
+		if p.onPackage == nil {
+			p.onPackage = map[string]float64{}
+		}
+		p.onPackage[s.cfg.Packages[t.CPU]] += t.CPUSeconds - before
+	}
+	p.threads = seen
+}
+
+// perSocket says whether sockets are charged apart: RAPL names more than
+// one package and the topology is known.
+func (s *Source) perSocket() bool {
+	if len(s.cfg.Packages) == 0 {
+		return false
+	}
+	first, ok := "", false
+	for _, pkg := range s.cfg.Packages {
+		if ok && pkg != first {
+			return true
+		}
+		first, ok = pkg, true
+	}
+	return false
 }

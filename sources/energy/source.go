@@ -59,7 +59,12 @@ type Config struct {
 	// IdleWatts is each device's idle power as the operator knows it (a
 	// GPU's applies to every GPU); 0: estimated from the windows.
 	IdleWatts [NumDevices]float64
-	Log       *slog.Logger
+	// Packages maps each CPU to the RAPL package (socket) it belongs to,
+	// from sysfs topology. With more than one package each socket's zones
+	// are charged by the time spent on its CPUs; nil: every socket is one
+	// pool.
+	Packages map[int]string
+	Log      *slog.Logger
 }
 
 // MaxProcesses bounds the processes one encode keeps: far more than a
@@ -79,7 +84,8 @@ type Source struct {
 	failures [NumReasons]uint64
 	warned   bool                  // of missing permission
 	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
-	cpuIdle  *idleModel
+	cpuIdle  *idleModel            // every socket as one pool
+	pkgIdle  map[string]*idleModel // by RAPL package, where sockets are charged apart
 	gpuIdle  map[string]*idleModel // by GPU UUID
 	idle     []IdlePower           // what the latest window used, the CPU's first
 	// counted is every device's energy the windows shared out;
@@ -116,14 +122,19 @@ type encode struct {
 // proc is a process linked to an encode at some time.
 type proc struct {
 	procfs.Process
-	ppid   int
-	comm   string
-	cpu    float64 // seconds at the latest reading, with its reaped children's, less those linked on their own (reaped)
-	reaped float64 // seconds of its linked children that are gone
-	base   float64 // seconds before it was charged to the encode
-	prev   float64 // seconds already shared out in earlier windows
-	linked bool    // linked now: read at each window
-	window bool    // linked at some time in the current window (for GPU shares)
+	ppid int
+	comm string
+	// threads are its threads' CPU seconds at the latest reading, and
+	// onPackage what they used on each socket's CPUs since the previous
+	// window, where sockets are charged apart.
+	threads   map[int]float64
+	onPackage map[string]float64
+	cpu       float64 // seconds at the latest reading, with its reaped children's, less those linked on their own (reaped)
+	reaped    float64 // seconds of its linked children that are gone
+	base      float64 // seconds before it was charged to the encode
+	prev      float64 // seconds already shared out in earlier windows
+	linked    bool    // linked now: read at each window
+	window    bool    // linked at some time in the current window (for GPU shares)
 }
 
 func (e *encode) linked() bool {
@@ -142,6 +153,7 @@ type readings struct {
 	cpu    procfs.CPU
 	uptime float64
 	zones  map[[2]string]float64 // package and dram zones: (package, zone) → joules
+	cpus   map[int]procfs.CPU    // each CPU's time, where sockets are charged apart
 }
 
 // gpuReading is a GPU's sample as a window took it.
@@ -170,6 +182,7 @@ func New(cfg Config) *Source {
 		encodes: map[string]*encode{},
 		gpuSeen: map[string]gpuReading{},
 		cpuIdle: &idleModel{configured: cfg.IdleWatts[CPU]},
+		pkgIdle: map[string]*idleModel{},
 		gpuIdle: map[string]*idleModel{},
 		Latest:  sampling.NewLatest(cfg.Log, "energy per encode", &Snapshot{}, errors.New("energy per encode not sampled yet")),
 	}
@@ -298,6 +311,11 @@ func (s *Source) readMachine() (readings, *nvml.Snapshot, error) {
 		errs = append(errs, err)
 	} else {
 		cur.ok = true
+	}
+	if s.perSocket() {
+		if cur.cpus, err = s.cfg.Proc.CPUs(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if s.cfg.RAPL != nil {
 		if snap := s.cfg.RAPL.Snapshot(); snap.Available {

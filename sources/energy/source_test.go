@@ -13,6 +13,8 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,6 +48,7 @@ type rig struct {
 	hub   *ffmpeg.Hub
 	src   *Source
 	meter *raplfixture.Meter
+	root  string // the sysfs fixture
 	rapl  *rapl.Source // the shared RAPL reader: sampled before each window, as the runner's is
 	proc  *procfs.FS
 	gpus  interface{ Sample(context.Context) } // sampled before each window, as its Run would
@@ -60,7 +63,7 @@ func newRigOn(t *testing.T, gpus GPUs, zones []raplfixture.Zone) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, proc: proc, meter: raplfixture.NewMeter(t, root, zones, watts)}
+	r := &rig{t: t, proc: proc, root: root, meter: raplfixture.NewMeter(t, root, zones, watts)}
 	cfg := ffmpeg.DefaultConfig
 	cfg.OnClose = func(stream string, conn uint64) { r.src.Closed(stream, conn) }
 	r.hub = ffmpeg.NewHub(cfg)
@@ -655,5 +658,45 @@ func TestProcessesLeftOut(t *testing.T) {
 	}
 	if err := r.src.Health(); err == nil || !strings.Contains(err.Error(), "beyond the limit") {
 		t.Errorf("health %v, want the processes left out named", err)
+	}
+}
+
+// TestTwoSockets: with the topology known (a two-socket fixture: CPU 0 on
+// package 0, CPU 1 on package 1, this machine's real CPUs and /proc), an
+// encode pinned to CPU 0 is charged from package 0's zones only, never
+// from the other socket's, which draws more; each socket has its own idle
+// power.
+func TestTwoSockets(t *testing.T) {
+	if runtime.NumCPU() < 2 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true: this test needs two CPUs to pin a process to one of them")
+		}
+		t.Skip("needs two CPUs")
+	}
+	r := newRigOn(t, nil, raplfixture.TwoSockets)
+	r.src.cfg.Packages = map[int]string{0: "0", 1: "1"}
+	// Socket 1 draws ten times socket 0's: pooled, any share of the
+	// machine's CPU time would be charged more than socket 0 counted.
+	r.meter = raplfixture.NewMeter(t, r.root, raplfixture.TwoSockets, map[string]float64{"intel-rapl:0": 80, "intel-rapl:0:0": 20, "intel-rapl:1": 1000})
+	cmd, conn := child(t, "exec taskset -c 0 bash -c '"+busy+"'")
+	r.open("pinned", peer(conn, 0))
+	r.window()
+	counted0 := r.meter.Added("intel-rapl:0") + r.meter.Added("intel-rapl:0:0")
+	for range 4 {
+		r.waitCPU(cmd.Process.Pid, 0.2)
+		r.window()
+	}
+	snap := r.src.Snapshot()
+	st, _ := stream(snap, "pinned")
+	socket0 := r.meter.Added("intel-rapl:0") + r.meter.Added("intel-rapl:0:0") - counted0
+	if st.Energy[CPU] <= 0 || st.Energy[CPU] > socket0*(1+1e-9) {
+		t.Errorf("pinned to socket 0: %.3f J, socket 0 counted %.3f J since the link: want some of it and never more", st.Energy[CPU], socket0)
+	}
+	var packages []string
+	for _, p := range snap.Idle {
+		packages = append(packages, p.Package)
+	}
+	if !slices.Equal(packages, []string{"0", "1"}) {
+		t.Errorf("idle power by package %v, want one per socket", packages)
 	}
 }

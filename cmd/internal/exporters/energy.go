@@ -55,6 +55,7 @@ func (f energyFlags) open(r *Readers, hub *ffmpeg.Hub, log *slog.Logger) (*energ
 		GPUs:      r.GPUs(),
 		Interval:  f.interval,
 		IdleWatts: f.idleWatts,
+		Packages:  r.Sockets(),
 		Log:       log,
 	}), nil
 }

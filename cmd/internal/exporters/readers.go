@@ -7,6 +7,9 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -277,3 +280,26 @@ type GPUReader struct {
 // Run samples the GPUs while ctx lasts (or longer, for another user), then
 // shuts NVML down.
 func (g *GPUReader) Run(ctx context.Context) { g.users.use(ctx) }
+
+// Sockets maps each CPU to its socket (physical package) as sysfs topology
+// says, for charging each socket's RAPL zones apart; nil where there is
+// one socket or the topology cannot be read (every socket is then one
+// pool). RAPL's package-N zones are numbered by the same id.
+func (r *Readers) Sockets() map[int]string {
+	paths, _ := filepath.Glob(filepath.Join(r.sysfs, "devices", "system", "cpu", "cpu[0-9]*", "topology", "physical_package_id"))
+	cpus := map[int]string{}
+	ids := map[string]bool{}
+	for _, p := range paths {
+		n, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(filepath.Dir(filepath.Dir(p))), "cpu"))
+		b, rerr := os.ReadFile(p)
+		if err != nil || rerr != nil {
+			continue
+		}
+		id := strings.TrimSpace(string(b))
+		cpus[n], ids[id] = id, true
+	}
+	if len(ids) < 2 {
+		return nil
+	}
+	return cpus
+}
