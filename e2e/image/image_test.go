@@ -2,8 +2,10 @@
 // deployment files that run it: examples/compose/compose.yaml is run with
 // podman exactly as written (only its host paths swapped for a RAPL fixture
 // tree and podman's Docker Engine API socket), every port is scraped, and
-// examples/kubernetes/daemonset.yaml must ask for the same image, arguments,
-// user, capabilities, mounts and ports.
+// examples/kubernetes/daemonset.yaml, the Helm chart's default rendering and
+// the README's container command must ask for the same image, arguments,
+// user, capabilities, mounts and ports; the README's command is run as
+// written too.
 package image
 
 import (
@@ -38,6 +40,11 @@ const (
 	repo      = "ghcr.io/ffmpeg-rtmp/worker-exporters"
 	composeF  = root + "/examples/compose/compose.yaml"
 	daemonset = root + "/examples/kubernetes/daemonset.yaml"
+	chart     = root + "/charts/worker-exporters"
+	readme    = root + "/README.md"
+	// The engine socket's path in the compose file and the README's
+	// command: a variable, with the Docker default.
+	socketVar = "${DOCKER_SOCKET:-/var/run/docker.sock}"
 )
 
 // The guide's ports, as worker-exporter serves them.
@@ -98,7 +105,10 @@ func fromCompose(t *testing.T) deployment {
 	var d deployment
 	for _, s := range f.Services {
 		d = deployment{Image: s.Image, Args: s.Command, Env: s.Environment, User: s.User, CapDrop: s.CapDrop, CapAdd: s.CapAdd,
-			ReadOnly: s.ReadOnly, HostPID: s.PID == "host", HostUTS: s.UTS == "host", Mounts: s.Volumes, HostNetwork: s.NetworkMode == "host"}
+			ReadOnly: s.ReadOnly, HostPID: s.PID == "host", HostUTS: s.UTS == "host", HostNetwork: s.NetworkMode == "host"}
+		for _, v := range s.Volumes {
+			d.Mounts = append(d.Mounts, withDefaults(v))
+		}
 		if s.PID != "" && s.PID != "host" || s.UTS != "" && s.UTS != "host" || s.NetworkMode != "" && s.NetworkMode != "host" {
 			t.Fatalf("%s: pid %q uts %q network_mode %q: only host is run by the test", composeF, s.PID, s.UTS, s.NetworkMode)
 		}
@@ -179,11 +189,24 @@ type (
 	}
 )
 
-// fromDaemonSet reads the DaemonSet's one container.
-func fromDaemonSet(t *testing.T) deployment {
+// withDefaults expands ${NAME:-default} to its default, as compose and sh
+// do where NAME is unset.
+func withDefaults(s string) string {
+	return os.Expand(s, func(v string) string {
+		_, def, _ := strings.Cut(v, ":-")
+		return def
+	})
+}
+
+// fromDaemonSet reads the DaemonSet's one container from the file named
+// daemonset, or from data where given (the chart's rendering).
+func fromDaemonSet(t *testing.T, daemonset string, data ...[]byte) deployment {
 	t.Helper()
 	var ds k8sDaemonSet
-	if err := yaml.Unmarshal(readFile(t, daemonset), &ds); err != nil {
+	if len(data) == 0 {
+		data = append(data, readFile(t, daemonset))
+	}
+	if err := yaml.Unmarshal(data[0], &ds); err != nil {
 		t.Fatal(err)
 	}
 	spec := ds.Spec.Template.Spec
@@ -221,12 +244,127 @@ func fromDaemonSet(t *testing.T) deployment {
 	return d
 }
 
-// TestDeployFilesAgree: the DaemonSet asks for what the compose file does,
+// fromREADME reads the README's container command: the podman run of
+// worker-exporter in the code block after the container-command marker.
+// Like fromCompose, a flag this test does not run fails it.
+func fromREADME(t *testing.T) (deployment, string) {
+	t.Helper()
+	command := readmeCommand(t)
+	d := deployment{Env: map[string]string{}}
+	words := strings.Fields(strings.ReplaceAll(command, `"`, ""))
+	if len(words) < 3 || words[0] != "podman" || words[1] != "run" {
+		t.Fatalf("README: %q is not a podman run", command)
+	}
+	for i := 2; i < len(words); i++ {
+		w := words[i]
+		if !strings.HasPrefix(w, "-") {
+			d.Image, d.Args = w, words[i+1:]
+			break
+		}
+		value := func() string {
+			i++
+			if i == len(words) {
+				t.Fatalf("README: %s without a value", w)
+			}
+			return words[i]
+		}
+		switch w {
+		case "-d", "--detach":
+		case "--read-only":
+			d.ReadOnly = true
+		case "--name", "--restart": // no bearing on what runs
+			value()
+		case "--user", "-u":
+			d.User = value()
+		case "--cap-drop":
+			d.CapDrop = append(d.CapDrop, value())
+		case "--cap-add":
+			d.CapAdd = append(d.CapAdd, value())
+		case "--security-opt":
+			if v := value(); v != "no-new-privileges:true" {
+				t.Fatalf("README: --security-opt %s is not run by the test", v)
+			}
+			d.NoNewPrivileges = true
+		case "--pid", "--uts", "--network":
+			if v := value(); v != "host" {
+				t.Fatalf("README: %s %s: only host is run by the test", w, v)
+			}
+			d.HostPID = d.HostPID || w == "--pid"
+			d.HostUTS = d.HostUTS || w == "--uts"
+			d.HostNetwork = d.HostNetwork || w == "--network"
+		case "-v", "--volume":
+			d.Mounts = append(d.Mounts, withDefaults(value()))
+		case "-e", "--env":
+			k, v, _ := strings.Cut(value(), "=")
+			d.Env[k] = v
+		default:
+			t.Fatalf("README: flag %s of the container command is not run by the test: teach it, or drop the flag", w)
+		}
+	}
+	if d.HostNetwork {
+		for _, a := range d.Args {
+			if _, v, ok := strings.Cut(a, ".port="); ok && strings.HasPrefix(a, "--") {
+				port, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatalf("README: %s: not a port", a)
+				}
+				d.Ports = append(d.Ports, port)
+			}
+		}
+	}
+	slices.Sort(d.Ports)
+	slices.Sort(d.Mounts)
+	return d, command
+}
+
+// readmeCommand is the README's container command, continuation lines
+// joined: the marked block's podman run of the container named
+// worker-exporter.
+func readmeCommand(t *testing.T) string {
+	t.Helper()
+	const marker = "<!-- test: container-command -->"
+	text := string(readFile(t, readme))
+	_, after, ok := strings.Cut(text, marker+"\n```bash\n")
+	if !ok {
+		t.Fatalf("%s: no %q line before a bash block", readme, marker)
+	}
+	block, _, _ := strings.Cut(after, "```")
+	joined := strings.ReplaceAll(block, "\\\n", " ")
+	for _, line := range strings.Split(joined, "\n") {
+		if strings.HasPrefix(line, "podman run ") && strings.Contains(line, "--name worker-exporter ") {
+			return strings.Join(strings.Fields(line), " ")
+		}
+	}
+	t.Fatalf("%s: the block after %q has no podman run --name worker-exporter", readme, marker)
+	return ""
+}
+
+// helmTemplate renders the chart with its defaults, as examples/kubernetes
+// is deployed: release worker-exporters in namespace monitoring.
+func helmTemplate(t *testing.T) []byte {
+	t.Helper()
+	helm := peer.RequireFile(t, root+"/bin/helm", "make helm")
+	out, err := exec.Command(helm, "template", "worker-exporters", chart, "--namespace", "monitoring").Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	return out
+}
+
+// TestDeployFilesAgree: the DaemonSet, the Helm chart's default rendering
+// and the README's container command ask for what the compose file does,
 // which TestImage runs.
 func TestDeployFilesAgree(t *testing.T) {
-	c, k := fromCompose(t), fromDaemonSet(t)
-	if !reflect.DeepEqual(c, k) {
-		t.Errorf("the DaemonSet and the compose file differ:\ncompose:   %+v\nDaemonSet: %+v", c, k)
+	c := fromCompose(t)
+	readmeD, _ := fromREADME(t)
+	for name, d := range map[string]deployment{
+		"the DaemonSet":                  fromDaemonSet(t, daemonset),
+		"the Helm chart's DaemonSet":     fromDaemonSet(t, chart, helmTemplate(t)),
+		"the README's container command": readmeD,
+	} {
+		if !reflect.DeepEqual(c, d) {
+			t.Errorf("%s and the compose file differ:\ncompose: %+v\n%s: %+v", name, c, name, d)
+		}
 	}
 	if c.Image != repo+":latest" {
 		t.Errorf("image %s, want %s:latest, what `make image` tags", c.Image, repo)
@@ -240,8 +378,19 @@ func TestDeployFilesAgree(t *testing.T) {
 			t.Errorf("mounts %v lack %s", c.Mounts, m)
 		}
 	}
-	if !slices.Contains(c.Args, "--path.sysfs=/host/sys") || !c.HostPID {
-		t.Errorf("args %v hostPID %v: want --path.sysfs=/host/sys and the host's PID namespace", c.Args, c.HostPID)
+	if !slices.Contains(c.Args, "--path.sysfs=/host/sys") || !slices.Contains(c.Args, "--path.procfs=/host/proc") || !c.HostPID || !c.HostNetwork {
+		t.Errorf("args %v hostPID %v hostNetwork %v: want /host/sys, /host/proc and the host's PID namespace and network", c.Args, c.HostPID, c.HostNetwork)
+	}
+	// Energy per encode reads other users' /proc/PID/fd: SYS_PTRACE.
+	if !reflect.DeepEqual(c.CapAdd, []string{"SYS_PTRACE"}) || !reflect.DeepEqual(c.CapDrop, []string{"ALL"}) {
+		t.Errorf("capabilities: drop %v add %v, want every one dropped but SYS_PTRACE", c.CapDrop, c.CapAdd)
+	}
+	// The engine's socket is a variable with Docker's default.
+	if !strings.Contains(string(readFile(t, composeF)), socketVar+":/var/run/docker.sock:ro") {
+		t.Errorf("%s: the socket is not mounted from %s", composeF, socketVar)
+	}
+	if _, cmd := fromREADME(t); !strings.Contains(cmd, socketVar) {
+		t.Errorf("README's container command: the socket is not mounted from %s", socketVar)
 	}
 }
 
@@ -329,6 +478,7 @@ func TestImage(t *testing.T) {
 			args = append(args, "--env", k+"="+v)
 		}
 		id := pm.Podman(t, append(append(args, d.Image), d.Args...)...)
+		defer pm.Try("rm", "--force", "--time", "0", id) // its host ports, for the README's run
 		c := container{t: t, pm: pm, id: id, hostNetwork: d.HostNetwork}
 		defer c.logsOnFailure()
 
@@ -376,40 +526,65 @@ func TestImage(t *testing.T) {
 		// ffmpeg: -progress blocks posted from the host, on one connection
 		// kept open as ffmpeg keeps it: the exporter in the container links
 		// the stream to this test's process through the host's /proc.
-		ffmpeg := c.url(ffmpegPort)
-		progress := "frame=250\nfps=25.00\nbitrate=1000.0kbits/s\ntotal_size=1048576\nout_time_us=10000000\ndup_frames=0\ndrop_frames=0\nspeed=1.00x\nprogress=continue\n"
-		body, feed := io.Pipe()
-		posted := make(chan error, 1)
-		go func() {
-			resp, err := http.Post(ffmpeg+"/ingest/image-test", "text/plain", body)
-			if err == nil {
-				resp.Body.Close()
-			}
-			posted <- err
-		}()
-		_, err := io.WriteString(feed, progress)
-		must(t, err)
-		c.waitSeries(ffmpeg, `ffmpeg_total_frames{stream="image-test"}`, 250)
-		if d.HostNetwork {
-			pid := fmt.Sprintf(`pid="%d"`, os.Getpid())
-			c.waitFor(ffmpeg, func(s map[string]float64) bool {
-				for k := range s {
-					if strings.HasPrefix(k, "ffmpeg_stream_process_info{") && strings.Contains(k, pid) && strings.Contains(k, `stream="image-test"`) {
-						return true
-					}
-				}
-				return false
-			}, "ffmpeg_stream_process_info linking image-test to this test's process ("+pid+")")
-		}
-		_, err = io.WriteString(feed, "progress=end\n")
-		must(t, err)
-		feed.Close()
-		must(t, <-posted)
+		c.ingest("image-test")
 
 		// gpu: no driver here, so 503 and why, and /metrics still serves.
 		gpu := c.url(gpuPort)
 		c.wantHealth(gpu, http.StatusServiceUnavailable, "libnvidia-ml.so.1 not found")
 		c.scrape(gpu)
+	})
+
+	// The README's container command as written, with podman on the test's
+	// storage and DOCKER_SOCKET set to its API socket; /sys and /proc are
+	// this host's own.
+	t.Run("readme", func(t *testing.T) {
+		_, command := fromREADME(t)
+		bin := t.TempDir()
+		var cli []string
+		for _, a := range pm.CLI() {
+			cli = append(cli, "'"+a+"'")
+		}
+		must(t, os.WriteFile(filepath.Join(bin, "podman"), []byte("#!/bin/sh\nexec "+strings.Join(cli, " ")+` "$@"`+"\n"), 0o755))
+		for _, p := range []int{cpuPort, gpuPort, ffmpegPort, dockerPort} {
+			exportertest.WaitFor(t, 20*time.Second, func() bool { // the compose run's, freed
+				ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+				if err == nil {
+					ln.Close()
+				}
+				return err == nil
+			})
+		}
+		cmd := exec.Command("bash", "-c", command)
+		cmd.Env = append(pm.Env(), "PATH="+bin+":"+os.Getenv("PATH"), "DOCKER_SOCKET="+pm.Socket())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("the README's command: %v\n%s\n%s", err, command, out)
+		}
+		id := strings.TrimSpace(string(out))
+		defer pm.Try("rm", "--force", "--time", "0", id)
+		c := container{t: t, pm: pm, id: id, hostNetwork: true}
+		defer c.logsOnFailure()
+
+		// Root with one capability: SYS_PTRACE (bit 19), nothing more.
+		if status := c.status(); !regexp.MustCompile(`(?m)^CapEff:\s+0*80000$`).MatchString(status) || !regexp.MustCompile(`(?m)^NoNewPrivs:\s+1$`).MatchString(status) {
+			t.Errorf("the README's container: want CapEff SYS_PTRACE alone and no new privileges:\n%s", status)
+		}
+		// Every port answers on this host; the Docker source sees podman's
+		// containers through DOCKER_SOCKET; a stream posted from the host is
+		// linked to its process.
+		for _, p := range []int{cpuPort, gpuPort} {
+			c.scrape(c.url(p))
+		}
+		docker := c.url(dockerPort)
+		c.waitFor(docker, func(s map[string]float64) bool {
+			for k := range s {
+				if strings.HasPrefix(k, "docker_container_info{") && strings.Contains(k, `container="image-test-busybox"`) {
+					return true
+				}
+			}
+			return false
+		}, "docker_container_info of image-test-busybox")
+		c.ingest("readme-test")
 	})
 
 	// The image's defaults: nobody, who cannot read energy_uj (which is why
@@ -513,6 +688,43 @@ type container struct {
 	pm          *podmantest.Podman
 	id          string
 	hostNetwork bool // its ports are this host's
+}
+
+// ingest posts -progress blocks from the host for stream, on one connection
+// kept open as ffmpeg keeps it; on the host network the exporter in the
+// container links the stream to this test's process through the host's
+// /proc (energy per encode).
+func (c container) ingest(stream string) {
+	c.t.Helper()
+	ffmpeg := c.url(ffmpegPort)
+	progress := "frame=250\nfps=25.00\nbitrate=1000.0kbits/s\ntotal_size=1048576\nout_time_us=10000000\ndup_frames=0\ndrop_frames=0\nspeed=1.00x\nprogress=continue\n"
+	body, feed := io.Pipe()
+	posted := make(chan error, 1)
+	go func() {
+		resp, err := http.Post(ffmpeg+"/ingest/"+stream, "text/plain", body)
+		if err == nil {
+			resp.Body.Close()
+		}
+		posted <- err
+	}()
+	_, err := io.WriteString(feed, progress)
+	must(c.t, err)
+	c.waitSeries(ffmpeg, `ffmpeg_total_frames{stream="`+stream+`"}`, 250)
+	if c.hostNetwork {
+		pid := fmt.Sprintf(`pid="%d"`, os.Getpid())
+		c.waitFor(ffmpeg, func(s map[string]float64) bool {
+			for k := range s {
+				if strings.HasPrefix(k, "ffmpeg_stream_process_info{") && strings.Contains(k, pid) && strings.Contains(k, `stream="`+stream+`"`) {
+					return true
+				}
+			}
+			return false
+		}, "ffmpeg_stream_process_info linking "+stream+" to this test's process ("+pid+")")
+	}
+	_, err = io.WriteString(feed, "progress=end\n")
+	must(c.t, err)
+	feed.Close()
+	must(c.t, <-posted)
 }
 
 // status is /proc/PID/status of the container's process, read on the host.
