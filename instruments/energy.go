@@ -30,9 +30,9 @@ var (
 		Help: "Ingest connections that could not be linked to a process, by reason (each connection once per reason)."}
 	StreamProcessesLeftOut = Metric{Name: "ffmpeg_stream_processes_left_out", Kind: Gauge, Attributes: stream,
 		Help: "Processes found at the stream's latest link beyond the limit of " + strconv.Itoa(energy.MaxProcesses) + " per encode, which are not linked (/health names the stream)."}
-	EnergyIdlePower = Metric{Name: "ffmpeg_energy_idle_power_watts", Unit: "W", Kind: Gauge, Attributes: []string{"device", "gpu", "method"},
-		Help: "Idle power the latest window split off each device's energy (gpu: the GPU's index; none for the cpu), and how it was found: configured (--energy.idle-watts.*), estimated (intercept of window power against use over recent windows), minimum (lowest window power seen, until use has varied enough) or none."}
-	EnergyIdlePowerError = Metric{Name: "ffmpeg_energy_idle_power_stderr_watts", Unit: "W", Kind: Gauge, Attributes: []string{"device", "gpu"},
+	EnergyIdlePower = Metric{Name: "ffmpeg_energy_idle_power_watts", Unit: "W", Kind: Gauge, Attributes: []string{"device", "package", "gpu", "method"},
+		Help: "Idle power the latest window split off each device's energy (package: the CPU socket, where sockets are charged apart; gpu: the GPU's index), and how it was found: configured (--energy.idle-watts.*), estimated (intercept of window power against use over recent windows), minimum (lowest window power seen, until use has varied enough) or none."}
+	EnergyIdlePowerError = Metric{Name: "ffmpeg_energy_idle_power_stderr_watts", Unit: "W", Kind: Gauge, Attributes: []string{"device", "package", "gpu"},
 		Help: "Standard error of an estimated idle power: how sure the estimate is (absent unless the method is estimated)."}
 	EnergyCounted = Metric{Name: "ffmpeg_energy_counted_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"device"},
 		Help: "Energy the device's counters counted over the windows energy per encode shared out: every stream's energy plus ffmpeg_energy_unattributed_joules_total."}
@@ -129,6 +129,9 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 // idleAttrs names a device's idle power: the cpu, or a GPU by its index.
 func idleAttrs(p energy.IdlePower, extra ...attribute.KeyValue) []attribute.KeyValue {
 	kvs := []attribute.KeyValue{attribute.String("device", energy.Devices[p.Device])}
+	if p.Package != "" {
+		kvs = append(kvs, attribute.String("package", p.Package))
+	}
 	if p.GPU != "" {
 		kvs = append(kvs, attribute.String("gpu", p.GPU))
 	}

@@ -132,6 +132,9 @@ func (s *Snapshot) IdleNotes() []string {
 	var notes []string
 	for _, p := range s.Idle {
 		what := Devices[p.Device]
+		if p.Package != "" {
+			what += " package " + p.Package
+		}
 		if p.GPU != "" {
 			what += " " + p.GPU
 		}
