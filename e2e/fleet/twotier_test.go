@@ -162,8 +162,9 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, descr
 // others.
 func TestTwoTierDeliversEverySeriesOnceAcrossAGatewayRestart(t *testing.T) {
 	vm := startVM(t)
-	gatewayA := startCollector(t, "gateway A", gatewayYAML, "VICTORIAMETRICS_URL="+vm.URL)
-	gatewayB := startCollector(t, "gateway B", gatewayYAML, "VICTORIAMETRICS_URL="+vm.URL)
+	// Each gateway its own persistent queue: one collector holds a queue's directory.
+	gatewayA := startCollector(t, "gateway A", gatewayYAML, "VICTORIAMETRICS_URL="+vm.URL, "COLLECTOR_QUEUE_DIR="+t.TempDir())
+	gatewayB := startCollector(t, "gateway B", gatewayYAML, "VICTORIAMETRICS_URL="+vm.URL, "COLLECTOR_QUEUE_DIR="+t.TempDir())
 	balancer := startCollector(t, "load balancer", balancerYAML, fmt.Sprintf("GATEWAYS=[%s, %s]", gatewayA.GRPC, gatewayB.GRPC))
 	begin := time.Now()
 	f := startFleet(t, balancer.Endpoint())
