@@ -27,7 +27,7 @@ import (
 // flood of wrong ones pushed good scrapes back to bcrypt).
 type guard struct {
 	next         http.Handler
-	route        func(*http.Request) (stream bool, token string)
+	route        func(*http.Request) (h http.Handler, stream bool, token string)
 	config       *configFile   // nil: no web configuration
 	limiter      *rate.Limiter // the configuration's rate_limit; nil: none
 	passwords    *passwords
@@ -38,7 +38,7 @@ type guard struct {
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	stream, token := g.route(r)
+	h, stream, token := g.route(r)
 	if g.config != nil {
 		c, err := g.config.load()
 		if err != nil {
@@ -59,6 +59,16 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc := http.NewResponseController(w)
 	if stream {
+		done, ok := g.conns.stream(r)
+		if !ok {
+			if sr, ok := h.(StreamRefuser); ok {
+				sr.RefuseStream(w, r)
+			} else {
+				refuse(w, http.StatusServiceUnavailable, "no room for another live stream; retry later")
+			}
+			return
+		}
+		defer done()
 		_ = rc.SetWriteDeadline(time.Time{}) // one an earlier request on the connection left
 	} else {
 		// A client that does not take its answer, or trickles in a body
@@ -68,8 +78,14 @@ func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_ = rc.SetReadDeadline(time.Now().Add(g.bodyTimeout))
 		}
 	}
-	defer g.conns.serving(r, stream)()
 	g.next.ServeHTTP(w, r)
+}
+
+// StreamRefuser is a streaming endpoint's handler (see HandleStream) that
+// answers, and counts, a stream refused because the process's descriptors
+// are spoken for: RefuseStream answers at once and closes the connection.
+type StreamRefuser interface {
+	RefuseStream(w http.ResponseWriter, r *http.Request)
 }
 
 // authorized lets r in with basic auth or, on a streaming endpoint that has

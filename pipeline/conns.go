@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,23 +14,27 @@ import (
 )
 
 // conns is a listener that keeps at most max connections open besides
-// streams (ingest POSTs, which their endpoint bounds: ffmpeg's
-// --ingest.max-streams). At the limit, a new connection closes the oldest
-// one: first among those without a request in a handler (idle keep-alives,
-// connections that never sent a whole request), else among those with one
-// (a client that does not read its answer, say). A limit that made Accept wait
-// would shut the next scrape out along with the attacker; this one costs
-// the attacker its oldest connection instead.
+// live streams (ingest POSTs, which the process's descriptor budget
+// bounds instead), and never more than that budget allows in all. At the
+// limit, a new connection closes the oldest one that nobody waits on: an
+// idle keep-alive, or one that has sent no whole request; then one whose
+// request has been in the server longer than a scraper waits (a client
+// not reading its answer). A limit that made Accept wait would shut the
+// next scrape out along with the attacker; this one costs the attacker
+// its oldest connection instead.
 //
-// A new connection the server has not started to read is not closed to
-// make room for less than readLag: when many encodes start at once, the
-// accept loop runs ahead of the goroutines that read their requests, and
-// closing the oldest of those would lose streams. Such connections may
-// take the count past max, never past twice max; the next accept after
-// their readLag closes as many as it takes to come back to max.
+// Two kinds are never closed to make room for another: a connection whose
+// request has arrived and is being answered (for handlerGrace), so churn
+// cannot cost a scrape its answer; and, while the process has descriptors
+// to spare, a new connection the server has not started to read yet (for
+// readLag): when many encodes start at once, the accept loop runs ahead
+// of the goroutines that read their requests, and closing those would
+// lose streams.
 type conns struct {
 	net.Listener
-	max int // 0: no limit
+	max int  // 0: no limit
+	tls bool // a connection refused at accept is closed unanswered: it has had no handshake
+	fds *descriptors
 	log *slog.Logger
 
 	mu       sync.Mutex
@@ -44,15 +49,21 @@ type conn struct {
 	net.Conn
 	in *conns
 
-	serving   int       // requests in a handler
-	streaming int       // of which on streaming endpoints
-	since     time.Time // when it last had no request in a handler
-	read      atomic.Bool
+	state     http.ConnState
+	since     time.Time // of the state
+	streaming int       // requests on streaming endpoints, admitted
+	closed    bool
+	read      atomic.Bool // the server has started to read it
 }
 
-// readLag is how long a new connection is kept, at the limit, before the
-// server starts to read it.
-var readLag = time.Second
+// readLag is how long a new connection is spared before the server starts
+// to read it; handlerGrace how long one whose request has arrived is
+// spared: a scrape past it has been given up by its scraper (Prometheus's
+// default scrape_timeout).
+var (
+	readLag      = time.Second
+	handlerGrace = 10 * time.Second
+)
 
 // Read marks the connection as one the server has started to read.
 func (c *conn) Read(p []byte) (int, error) {
@@ -62,56 +73,91 @@ func (c *conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-func newConns(ln net.Listener, max int, log *slog.Logger) *conns {
-	return &conns{Listener: ln, max: max, log: log, open: make(map[*conn]struct{})}
+func newConns(ln net.Listener, max int, fds *descriptors, log *slog.Logger) *conns {
+	return &conns{Listener: ln, max: max, fds: fds, log: log, open: make(map[*conn]struct{})}
 }
 
 func (l *conns) Accept() (net.Conn, error) {
-	nc, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		nc, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if c := l.admit(nc); c != nil {
+			return c, nil
+		}
+		// No descriptor to spare, none to take back: this one goes, told
+		// why (any request it sends has this answer).
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if !l.tls {
+			_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 63\r\n\r\nno file descriptor to spare for another connection; retry later")
+		}
+		nc.Close()
 	}
-	c := &conn{Conn: nc, in: l, since: time.Now()}
+}
+
+// admit counts nc and closes what it displaces; nil: nc itself must go.
+func (l *conns) admit(nc net.Conn) *conn {
+	c := &conn{Conn: nc, in: l, state: http.StateNew, since: time.Now()}
 	l.mu.Lock()
-	victims := l.victims(c.since)
+	l.fds.mu.Lock()
+	l.fds.open++
+	over := l.fds.open - l.fds.maxOpen()
+	l.fds.mu.Unlock()
+	l.open[c] = struct{}{}
+	victims, keep := l.victims(c, over)
 	for _, v := range victims {
-		delete(l.open, v)
+		l.forget(v)
 		l.warn()
 	}
-	l.open[c] = struct{}{}
+	if !keep {
+		l.forget(c)
+		l.warn()
+	}
 	l.mu.Unlock()
 	for _, v := range victims {
 		v.Conn.Close()
 	}
-	return c, nil
+	if !keep {
+		return nil
+	}
+	return c
 }
 
-// victims are the connections to close to make room for a new one: none
-// below the limit. Oldest first, idle connections go before those with a
-// request in a handler, and new ones not yet read go last, only past twice
-// the limit.
-func (l *conns) victims(now time.Time) []*conn {
-	if l.max <= 0 {
-		return nil
-	}
+// victims are the connections to close to make room for the new one: to
+// come back to max on this port, and by over more when the process is
+// past its descriptor budget. keep is false when even that cannot be
+// done without closing what is spared: then the new one goes instead.
+func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
+	const (
+		idle    = iota // a keep-alive between requests, or nothing whole sent for readLag
+		stuck          // a request in the server longer than a scraper waits
+		reading        // new, being read, nothing whole yet: only for the budget
+	)
 	type candidate struct {
 		c    *conn
-		rank int // 0 idle, 1 in a handler, 2 new and not yet read
+		rank int
 	}
+	now := newest.since
 	var all []candidate
+	counted := 0 // this port's connections besides streams
 	for c := range l.open {
-		switch {
-		case c.streaming > 0:
-		case c.serving > 0:
-			all = append(all, candidate{c, 1})
-		case !c.read.Load() && now.Sub(c.since) < readLag:
-			all = append(all, candidate{c, 2})
-		default:
-			all = append(all, candidate{c, 0})
+		if c.streaming > 0 {
+			continue
 		}
-	}
-	if len(all) < l.max {
-		return nil
+		counted++
+		young := now.Sub(c.since) < readLag
+		switch {
+		case c == newest:
+		case c.state == http.StateActive && now.Sub(c.since) < handlerGrace: // being answered
+		case c.state == http.StateActive:
+			all = append(all, candidate{c, stuck})
+		case c.state == http.StateNew && young && !c.read.Load(): // not read yet: maybe a burst
+		case c.state == http.StateNew && young:
+			all = append(all, candidate{c, reading})
+		default:
+			all = append(all, candidate{c, idle})
+		}
 	}
 	slices.SortFunc(all, func(a, b candidate) int {
 		if a.rank != b.rank {
@@ -119,15 +165,28 @@ func (l *conns) victims(now time.Time) []*conn {
 		}
 		return a.c.since.Compare(b.c.since)
 	})
-	var out []*conn
-	for _, cand := range all {
-		left := len(all) + 1 - len(out) // with the new one
-		if left <= l.max || (cand.rank == 2 && left <= 2*l.max) {
-			break
-		}
-		out = append(out, cand.c)
+	needPort := 0
+	if l.max > 0 {
+		needPort = counted - l.max
 	}
-	return out
+	for _, cand := range all {
+		if len(out) < over || (len(out) < needPort && cand.rank != reading) {
+			out = append(out, cand.c)
+		}
+	}
+	return out, len(out) >= over
+}
+
+// forget takes c out of the counts; l.mu is held.
+func (l *conns) forget(c *conn) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	delete(l.open, c)
+	l.fds.mu.Lock()
+	l.fds.open--
+	l.fds.mu.Unlock()
 }
 
 // warn says, at most once a minute, that the limit is closing connections.
@@ -144,48 +203,65 @@ func (l *conns) warn() {
 
 func (c *conn) Close() error {
 	c.in.mu.Lock()
-	delete(c.in.open, c)
+	c.in.forget(c)
 	c.in.mu.Unlock()
 	return c.Conn.Close()
 }
 
-type connKey struct{}
+// connState is the http.Server's ConnState: it tells which connections
+// have a request in the server (StateActive) and which are idle.
+func (l *conns) connState(nc net.Conn, state http.ConnState) {
+	c := unwrap(nc)
+	if c == nil {
+		return
+	}
+	l.mu.Lock()
+	c.state, c.since = state, time.Now()
+	l.mu.Unlock()
+}
 
-// withConn is the http.Server's ConnContext: it lets serving find the
-// connection a request came on.
-func (l *conns) withConn(ctx context.Context, nc net.Conn) context.Context {
+func unwrap(nc net.Conn) *conn {
 	if t, ok := nc.(*tls.Conn); ok {
 		nc = t.NetConn()
 	}
-	if c, ok := nc.(*conn); ok {
+	c, _ := nc.(*conn)
+	return c
+}
+
+type connKey struct{}
+
+// withConn is the http.Server's ConnContext: it lets stream find the
+// connection a request came on.
+func (l *conns) withConn(ctx context.Context, nc net.Conn) context.Context {
+	if c := unwrap(nc); c != nil {
 		return context.WithValue(ctx, connKey{}, c)
 	}
 	return ctx
 }
 
-// serving marks r's connection busy until done is called: it is closed
-// to make room only after the idle ones; and when stream is set it is not
-// counted, never closed to make room, and closed first at shutdown.
-func (l *conns) serving(r *http.Request, stream bool) (done func()) {
+// stream admits r as a live stream: counted against the process's
+// descriptor budget rather than the port's limit, never closed to make
+// room, and closed first at shutdown. ok is false when the budget has no
+// room for it; otherwise call done when the stream ends.
+func (l *conns) stream(r *http.Request) (done func(), ok bool) {
+	if !l.fds.admitStream(l.log) {
+		return nil, false
+	}
 	c, _ := r.Context().Value(connKey{}).(*conn)
-	if c == nil {
-		return func() {}
-	}
-	l.mu.Lock()
-	c.serving++
-	if stream {
-		c.streaming++
-	}
-	l.mu.Unlock()
-	return func() {
+	if c != nil {
 		l.mu.Lock()
-		c.serving--
-		if stream {
-			c.streaming--
-		}
-		c.since = time.Now()
+		c.streaming++
 		l.mu.Unlock()
 	}
+	return func() {
+		l.fds.endStream()
+		if c != nil {
+			l.mu.Lock()
+			c.streaming--
+			c.since = time.Now()
+			l.mu.Unlock()
+		}
+	}, true
 }
 
 // closeStreams closes every connection with a request on a streaming

@@ -1,24 +1,32 @@
 package pipeline
 
 import (
+	"bufio"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 )
 
-// limited listens on loopback through conns with a limit of max.
+// limited listens on loopback through conns with a limit of max, in a
+// process with descriptors to spare.
 func limited(t *testing.T, max int) *conns {
+	t.Helper()
+	return limitedWith(t, max, &descriptors{limit: 1 << 20})
+}
+
+func limitedWith(t *testing.T, max int, fds *descriptors) *conns {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	return newConns(ln, max, slog.New(slog.DiscardHandler))
+	return newConns(ln, max, fds, slog.New(slog.DiscardHandler))
 }
 
 // connect dials l, sends request (when not empty) and accepts the
@@ -69,7 +77,8 @@ func closedByServer(c net.Conn) bool {
 
 // TestBurstOfRequestsKeptAtLimit: twice the limit of clients connect at
 // once; none is closed to make room before the server starts to read it,
-// while a connection the server is reading, with nothing sent, is.
+// while a connection the server has been reading for longer than readLag,
+// with nothing sent, is.
 func TestBurstOfRequestsKeptAtLimit(t *testing.T) {
 	defer func(was time.Duration) { readLag = was }(readLag)
 	readLag = time.Minute // however slowly this machine dials
@@ -78,6 +87,9 @@ func TestBurstOfRequestsKeptAtLimit(t *testing.T) {
 	reading, busy := connect(t, l, "")
 	go busy.Read(make([]byte, 1)) // the server waits for its request; returns when closed
 	exportertest.WaitFor(t, 5*time.Second, busy.read.Load)
+	l.mu.Lock()
+	busy.since = busy.since.Add(-2 * readLag) // read for longer than readLag
+	l.mu.Unlock()
 	var burst []*conn
 	for range 7 {
 		_, c := connect(t, l, streamRequest)
@@ -96,22 +108,61 @@ func TestBurstOfRequestsKeptAtLimit(t *testing.T) {
 	}
 }
 
-// TestLimitNeverPastTwiceMax: a flood of connections the server does not
-// get to read never holds more than twice the limit, and once they are
-// older than readLag, the next accept comes back to the limit.
-func TestLimitNeverPastTwiceMax(t *testing.T) {
+// TestUnreadBoundedByDescriptors: a flood of connections the server does
+// not get to read is spared while the process has descriptors for them
+// (however far past the port's limit), never past its budget: a new one
+// past it is answered 503 and closed. Once they are older than readLag,
+// the next accept comes back to the limit.
+func TestUnreadBoundedByDescriptors(t *testing.T) {
 	defer func(was time.Duration) { readLag = was }(readLag)
 	readLag = time.Minute
-	l := limited(t, 4)
-	for i := range 20 {
+	fds := &descriptors{limit: sourceHeadroom + 8} // room for 8 connections in all
+	l := limitedWith(t, 4, fds)
+	for range 8 {
 		connect(t, l, streamRequest)
-		if n := openCount(l); n > 8 {
-			t.Fatalf("after %d connections, %d open with a limit of 4 (twice: 8)", i+1, n)
-		}
 	}
-	readLag = 0 // every one of them now older than readLag
-	connect(t, l, streamRequest)
+	if n := openCount(l); n != 8 {
+		t.Fatalf("%d open, want the 8 the budget has room for", n)
+	}
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if nc, err := l.Accept(); err == nil {
+			accepted <- nc
+		}
+	}()
+	refused, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close()
+	io.WriteString(refused, streamRequest)
+	refused.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(refused), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a connection past the budget: %v %v, want 503", resp, err)
+	}
+	if n := openCount(l); n != 8 {
+		t.Errorf("%d open after a refusal, want 8", n)
+	}
+
+	l.mu.Lock()
+	for c := range l.open {
+		c.since = c.since.Add(-2 * readLag) // every one of them now older than readLag
+	}
+	l.mu.Unlock()
+	client, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	nc := <-accepted
+	defer nc.Close()
 	if n := openCount(l); n != 4 {
 		t.Errorf("%d open after the next accept, want the limit, 4", n)
+	}
+	fds.mu.Lock()
+	defer fds.mu.Unlock()
+	if fds.open != 4 {
+		t.Errorf("the budget counts %d connections open, want 4", fds.open)
 	}
 }

@@ -387,9 +387,12 @@ func TestShutdownWithLiveStream(t *testing.T) {
 
 // TestLimitSparesStreams: live streams (one ingest POST per encode) are
 // neither counted against the connection limit nor closed to make room,
-// while requests stuck in a handler are, oldest first, when nothing idle is
-// left to close.
+// while requests stuck in a handler longer than a scraper waits
+// (handlerGrace, here none) are, oldest first, when nothing idle is left
+// to close.
 func TestLimitSparesStreams(t *testing.T) {
+	defer func(was time.Duration) { handlerGrace = was }(handlerGrace)
+	handlerGrace = 0
 	clearOTELEnv(t)
 	const limit = 4
 	p := newTestPipeline(t, io.Discard)
@@ -587,5 +590,34 @@ func TestServeErrorClosesPipeline(t *testing.T) {
 	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Error("the listener was left open")
+	}
+}
+
+// TestChurnSparesArrivedScrape: a scrape whose request has arrived (here
+// held in bcrypt, the first check of its password) is never the
+// connection closed to make room, however many new connections churn in
+// meanwhile: it is answered.
+func TestChurnSparesArrivedScrape(t *testing.T) {
+	clearOTELEnv(t)
+	p := newTestPipeline(t, io.Discard)
+	config, _ := basicAuthConfig(t, 13) // a check long enough to churn through
+	addr := serveWeb(t, p, Web{ConfigFile: config, MaxConnections: 4, IdleTimeout: time.Minute, ReadHeaderTimeout: 10 * time.Second})
+	scraped := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+		req.SetBasicAuth("alice", "s3cret")
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		scraped <- err
+	}()
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return len(p.shared.passwords.gate) == 1 }) // its check runs
+	churn := holdConns(t, addr, 50, "") // connect, send nothing
+	if err := <-scraped; err != nil {
+		t.Errorf("the scrape whose request had arrived was shed by %d new connections: %v", len(churn), err)
 	}
 }

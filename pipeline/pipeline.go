@@ -28,14 +28,15 @@ import (
 const scope = "github.com/ffmpeg-rtmp/worker-exporters"
 
 // Shared is what the pipelines of one process share: the resource that
-// names the process, the OTLP exporter (one connection) and the password
+// names the process, the OTLP exporter (one connection), the password
 // gate (one per process, so that wrong passwords cost the same however
-// many ports they are sent to).
+// many ports they are sent to) and the descriptor budget.
 type Shared struct {
 	cfg       Config
 	res       *resource.Resource
 	push      *loggingExporter // nil: no push
 	passwords *passwords
+	fds       *descriptors
 	log       *slog.Logger
 }
 
@@ -65,7 +66,7 @@ func (c Config) Shared(ctx context.Context, serviceName, instanceID string, log 
 	if err != nil {
 		return nil, err
 	}
-	return &Shared{cfg: c, res: res, push: push, passwords: newPasswords(), log: log}, nil
+	return &Shared{cfg: c, res: res, push: push, passwords: newPasswords(), fds: newDescriptors(), log: log}, nil
 }
 
 // SetErrorLog sends OpenTelemetry's own errors, process-wide, to log at
@@ -203,7 +204,9 @@ func (p *Pipeline) Handle(pattern, about string, h http.Handler) {
 // HandleStream adds an endpoint that clients stream a long body to, as
 // ffmpeg -progress does with one POST for a whole encode. Its body has no
 // deadline (h sets its own), and at shutdown its connections are closed
-// first. Since such a client cannot send basic auth, when the web
+// first. Live streams count against the process's descriptor budget, not
+// the port's --web.max-connections; one past the budget is refused at
+// once, by h when it is a StreamRefuser (which counts it), else with 503. Since such a client cannot send basic auth, when the web
 // configuration has users the token ("Authorization: Bearer TOKEN" or
 // ?token=TOKEN) is its credential instead; without a token it stays behind
 // basic auth.

@@ -37,13 +37,16 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 	if err := w.Validate(); err != nil {
 		return fail(err)
 	}
-	conns := newConns(ln, w.MaxConnections, log)
+	fds := p.shared.fds
+	defer fds.reserve(w.MaxConnections + 1)() // its connections, and its listener
+	conns := newConns(ln, w.MaxConnections, fds, log)
 	g := &guard{next: p.mux, route: p.route, passwords: p.shared.passwords, conns: conns, bodyTimeout: w.ReadHeaderTimeout, writeTimeout: w.IdleTimeout, log: log}
 	srv := &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: w.ReadHeaderTimeout,
 		IdleTimeout:       w.IdleTimeout,
 		ConnContext:       conns.withConn,
+		ConnState:         conns.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	srv.RegisterOnShutdown(conns.closeStreams)
@@ -58,6 +61,7 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 		defer watchConfig(g.config)()
 		g.limiter = newRateLimiter(c)
 		if useTLS = c.TLSConfig.IsEnabled(); useTLS {
+			conns.tls = true
 			srv.TLSConfig = serverTLS(g.config, c.HTTPConfig.HTTP2)
 			if !c.HTTPConfig.HTTP2 {
 				srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
@@ -76,7 +80,7 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 		}
 	}()
 	log.Info("serving", "address", ln.Addr().String(), "tls", useTLS, "otlp_push", p.pushing, "web_config", w.ConfigFile,
-		"max_connections", w.MaxConnections, "idle_timeout", w.IdleTimeout)
+		"max_connections", w.MaxConnections, "idle_timeout", w.IdleTimeout, "descriptor_limit", fds.limit, "max_live_streams", fds.maxStreams())
 
 	var err error
 	select {
@@ -106,13 +110,14 @@ func (p *Pipeline) closeBy(deadline time.Time, log *slog.Logger) {
 	}
 }
 
-// route tells whether r is for a streaming endpoint, and its token.
-func (p *Pipeline) route(r *http.Request) (stream bool, token string) {
-	_, pattern := p.mux.Handler(r)
+// route finds r's handler and tells whether it is a streaming endpoint,
+// and its token.
+func (p *Pipeline) route(r *http.Request) (h http.Handler, stream bool, token string) {
+	h, pattern := p.mux.Handler(r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	token, stream = p.streams[pattern]
-	return stream, token
+	return h, stream, token
 }
 
 // warnOpenStreams says, under basic auth, which streaming endpoints have

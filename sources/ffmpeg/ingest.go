@@ -81,6 +81,13 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// RefuseStream refuses a stream the process has no descriptors left for
+// (the pipeline's guard calls it, before ServeHTTP): counted and answered
+// as any other stream past the limit, at once, with 429.
+func (in *Ingest) RefuseStream(w http.ResponseWriter, _ *http.Request) {
+	in.reject(w, RejectTooMany, http.StatusTooManyRequests, "no room for another live stream: the process's file descriptors are spoken for")
+}
+
 // streamName takes the name from the path, then ?stream=, else "default".
 func streamName(r *http.Request) string {
 	if name := r.PathValue("stream"); name != "" {
