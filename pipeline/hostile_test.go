@@ -616,7 +616,7 @@ func TestChurnSparesArrivedScrape(t *testing.T) {
 		scraped <- err
 	}()
 	exportertest.WaitFor(t, 10*time.Second, func() bool { return len(p.shared.passwords.gate) == 1 }) // its check runs
-	churn := holdConns(t, addr, 50, "") // connect, send nothing
+	churn := holdConns(t, addr, 50, "")                                                               // connect, send nothing
 	if err := <-scraped; err != nil {
 		t.Errorf("the scrape whose request had arrived was shed by %d new connections: %v", len(churn), err)
 	}
