@@ -283,6 +283,7 @@ func (s *Source) share(d Device, joules, idleJoules float64, dyn, idl map[*encod
 		for e, v := range shares {
 			j := parts[m] * v * scale
 			e.energy[d] += j
+			e.windowEnergy[d][m] += j
 			if Mode(m) == Dynamic {
 				e.dynamic[d] += j
 			}

@@ -166,6 +166,7 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 		return false
 	}
 	e.connLinked, e.hasReason = true, false
+	s.readCmdline(e)
 	return true
 }
 

@@ -13,7 +13,10 @@
 // publishes a snapshot that scrapes only read.
 package energy
 
-import "github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
+import (
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/encodeprofile"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
+)
 
 // Device is what the energy was counted on.
 type Device uint8
@@ -81,6 +84,9 @@ type Snapshot struct {
 	// the streams' energy plus Unattributed is Counted.
 	Counted      [NumDevices]float64
 	Unattributed [NumDevices][NumModes]float64
+	// Configurations are the totals of every encode by encoder, preset and
+	// ladder since start, sorted: the live leaderboard.
+	Configurations []Configuration
 }
 
 // Stream is one stream's encode.
@@ -105,6 +111,12 @@ type Stream struct {
 	Energy    [NumDevices]float64
 	Dynamic   [NumDevices]float64
 	HasEnergy [NumDevices]bool
+	// Profile is the encode's encoder, preset and ladder (bounded labels)
+	// and which place told each; Pixels the pixels it encoded across every
+	// rung, once its ladder is known (HasPixels).
+	Profile   encodeprofile.Profile
+	Pixels    float64
+	HasPixels bool
 	// JoulesPerFrame is the energy of every device over the frames
 	// encoded, once both are known and frames are counted.
 	JoulesPerFrame    float64

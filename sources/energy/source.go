@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/encodeprofile"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
@@ -64,7 +65,10 @@ type Config struct {
 	// are charged by the time spent on its CPUs; nil: every socket is one
 	// pool.
 	Packages map[int]string
-	Log      *slog.Logger
+	// MaxLadders bounds the distinct ladders kept apart in the
+	// configurations' totals; later ones count as other. 0: 32.
+	MaxLadders int
+	Log        *slog.Logger
 }
 
 // MaxProcesses bounds the processes one encode keeps: far more than a
@@ -84,6 +88,8 @@ type Source struct {
 	failures [NumReasons]uint64
 	warned   bool                  // of missing permission
 	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
+	ladders  *encodeprofile.Ladders
+	configs  map[configKey]*Configuration
 	cpuIdle  *idleModel            // every socket as one pool
 	pkgIdle  map[string]*idleModel // by RAPL package, where sockets are charged apart
 	gpuIdle  map[string]*idleModel // by GPU UUID
@@ -111,6 +117,17 @@ type encode struct {
 	hasReason  bool
 	retryAt    time.Time
 	leftOut    int // processes found at the latest link beyond MaxProcesses
+
+	// The encode's profile (encodeprofile): from its command line once
+	// linked, and merged with what the hub heard; the frames and pixels it
+	// encoded; the energy the current window charged it.
+	cmdline      encodeprofile.Profile
+	hasCmdline   bool
+	profile      encodeprofile.Profile
+	frames       float64
+	pixels       float64
+	hasPixels    bool
+	windowEnergy [NumDevices][NumModes]float64
 
 	energy     [NumDevices]float64 // dynamic and idle share
 	dynamic    [NumDevices]float64
@@ -183,6 +200,8 @@ func New(cfg Config) *Source {
 		gpuSeen: map[string]gpuReading{},
 		cpuIdle: &idleModel{configured: cfg.IdleWatts[CPU]},
 		pkgIdle: map[string]*idleModel{},
+		ladders: encodeprofile.NewLadders(cfg.MaxLadders),
+		configs: map[configKey]*Configuration{},
 		gpuIdle: map[string]*idleModel{},
 		Latest:  sampling.NewLatest(cfg.Log, "energy per encode", &Snapshot{}, errors.New("energy per encode not sampled yet")),
 	}
@@ -223,6 +242,9 @@ func (s *Source) Sample(context.Context) {
 
 	s.mu.Lock()
 	errs = append(errs, s.attribute(cur, gpus))
+	if cur.ok && s.prev.ok {
+		s.account(hub.Streams, cur.at.Sub(s.prev.at))
+	}
 	snap := s.snapshot(hub, cur, gpus)
 	errs = append(errs, leftOut(snap))
 	if cur.ok {
@@ -287,7 +309,8 @@ func (s *Source) reconcile(streams []ffmpeg.StreamSnapshot) {
 			for _, p := range e.procs {
 				p.linked = false
 			}
-			*e = encode{serial: e.serial, started: e.started, procs: e.procs, energy: e.energy, dynamic: e.dynamic, hasEnergy: e.hasEnergy, gpu: e.gpu, gpuSeconds: e.gpuSeconds}
+			*e = encode{serial: e.serial, started: e.started, procs: e.procs, energy: e.energy, dynamic: e.dynamic, hasEnergy: e.hasEnergy,
+				cmdline: e.cmdline, hasCmdline: e.hasCmdline, profile: e.profile, frames: e.frames, pixels: e.pixels, hasPixels: e.hasPixels, gpu: e.gpu, gpuSeconds: e.gpuSeconds}
 			e.peer = hs.Peer
 		}
 		e.active = hs.Active
@@ -340,7 +363,7 @@ func (s *Source) readMachine() (readings, *nvml.Snapshot, error) {
 
 // snapshot builds what scrapes read.
 func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot) *Snapshot {
-	snap := &Snapshot{Failures: s.failures, Idle: slices.Clone(s.idle), Counted: s.counted, Unattributed: s.unattributed}
+	snap := &Snapshot{Failures: s.failures, Idle: slices.Clone(s.idle), Counted: s.counted, Unattributed: s.unattributed, Configurations: s.configurations()}
 	snap.Available[CPU] = len(cur.zones) > 0
 	if gpus != nil {
 		snap.Available[GPU] = slices.ContainsFunc(gpus.GPUs, func(g nvml.GPU) bool { return g.Has(nvml.EnergyJoules) })
@@ -367,7 +390,7 @@ func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot
 		if len(e.procs) == 0 {
 			continue
 		}
-		st := Stream{Name: name, Energy: e.energy, Dynamic: e.dynamic, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
+		st := Stream{Name: name, Profile: e.profile, Pixels: e.pixels, HasPixels: e.hasPixels, Energy: e.energy, Dynamic: e.dynamic, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
 		var joules float64
 		var known bool
 		for d := range NumDevices {

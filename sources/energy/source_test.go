@@ -48,7 +48,7 @@ type rig struct {
 	hub   *ffmpeg.Hub
 	src   *Source
 	meter *raplfixture.Meter
-	root  string // the sysfs fixture
+	root  string       // the sysfs fixture
 	rapl  *rapl.Source // the shared RAPL reader: sampled before each window, as the runner's is
 	proc  *procfs.FS
 	gpus  interface{ Sample(context.Context) } // sampled before each window, as its Run would

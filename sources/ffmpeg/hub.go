@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/encodeprofile"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
@@ -68,8 +69,9 @@ type stream struct {
 	peer     Peer      // of the latest connection
 	encode   uint64    // serial of the connection that started the current encode
 
-	started    time.Time   // when the current encode began
-	quantizers []Quantizer // of the current encode, at most MaxOutputs
+	started    time.Time             // when the current encode began
+	profile    encodeprofile.Profile // of the current encode: declared, merged with the stderr header
+	quantizers []Quantizer           // of the current encode, at most MaxOutputs
 	lag        realtimeLag
 	logs       [NumLevels]uint64 // over the stream's life, across encodes: a counter never goes back
 	hasLogs    bool              // ffmpeg's stderr has arrived: the counts are known
@@ -149,6 +151,7 @@ func (h *Hub) OpenFrom(name string, peer Peer) (*Conn, error) {
 	s.encode = peer.Conn
 	s.conns++
 	s.peer = peer
+	s.profile = peer.Declared
 	s.mu.Unlock()
 	h.Changed()
 	return &Conn{hub: h, s: s, name: name, id: peer.Conn}, nil
@@ -157,6 +160,7 @@ func (h *Hub) OpenFrom(name string, peer Peer) (*Conn, error) {
 // startEncode forgets the previous encode's readings. Called with s.mu held.
 func (s *stream) startEncode(now time.Time) {
 	s.values, s.known, s.ended = [NumFields]float64{}, 0, false
+	s.profile = s.peer.Declared
 	s.quantizers, s.lag = s.quantizers[:0], realtimeLag{}
 	s.started, s.lastSeen, s.closedAt = now, now, time.Time{}
 }
@@ -197,7 +201,8 @@ type Conn struct {
 	s      *stream
 	parser progressParser
 	logs   logLevels
-	stderr bool // the stream knows this connection carries stderr
+	header encodeprofile.Stderr // ffmpeg's stderr header: each output's encoder, size and rate
+	stderr bool                 // the stream knows this connection carries stderr
 	closed bool
 	name   string
 	id     uint64 // Peer.Conn
@@ -234,6 +239,7 @@ func (c *Conn) Line(line []byte) {
 	var lvl Level
 	if kind == lineIgnored && !progressShaped(line) {
 		lvl, n = c.logs.Line(line)
+		c.readHeader(line)
 	} else if kind != lineStatus {
 		return
 	}
@@ -246,6 +252,21 @@ func (c *Conn) Line(line []byte) {
 		}
 		c.s.mu.Unlock()
 	}
+}
+
+// readHeader feeds a stderr line to the encode's header reader, and the
+// profile it tells, merged under the URL's declaration, to the stream.
+func (c *Conn) readHeader(line []byte) {
+	before := c.header.Profile()
+	c.header.Line(line)
+	after := c.header.Profile()
+	if after.Encoder == before.Encoder && after.Preset == before.Preset && after.Ladder == before.Ladder && after.Hwaccel == before.Hwaccel {
+		return
+	}
+	c.s.mu.Lock()
+	c.s.profile = encodeprofile.Merge(c.s.peer.Declared, after)
+	c.s.mu.Unlock()
+	c.hub.Changed()
 }
 
 func (c *Conn) apply(u *update) {
@@ -314,6 +335,9 @@ type StreamSnapshot struct {
 	HasLag     bool              // the encode has reported a media time
 	Logs       [NumLevels]uint64 // log messages by level over the stream's life, when HasLogs
 	HasLogs    bool              // the stream has carried ffmpeg's stderr (without it the counts are unknown)
+	// Profile is the current encode's profile as the hub heard it: the
+	// ingest URL's declaration and ffmpeg's stderr header.
+	Profile encodeprofile.Profile
 }
 
 // Has reports whether field f holds a reading.
@@ -379,6 +403,7 @@ func (h *Hub) Snapshot() Snapshot {
 			HasLag:     s.lag.known,
 			Logs:       s.logs,
 			HasLogs:    s.hasLogs,
+			Profile:    s.profile,
 		})
 		s.mu.Unlock()
 	}

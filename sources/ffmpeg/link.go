@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/encodeprofile"
 )
 
 // Peer is who feeds a connection: what links its stream to the process
@@ -14,6 +16,9 @@ type Peer struct {
 	Pipe          uint64         // inode of the pipe it is read from (--stdin); 0 otherwise
 	PID           int            // ?pid=N; 0 when not given, -1 when not a positive integer
 	Conn          uint64         // the connection's serial, set by the hub: a new one is a new link
+	// Declared is the encode profile the ingest URL declares
+	// (?encoder=&preset=&ladder=, validated: encodeprofile.FromQuery).
+	Declared encodeprofile.Profile
 }
 
 // peerOf is who sent r: the connection's two addresses, and the process
