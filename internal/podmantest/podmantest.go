@@ -89,8 +89,12 @@ func Start(t testing.TB) *Podman {
 	return p
 }
 
+// globalFlags give the service its own storage and its own tmpdir: the
+// default (/run/libpod) is shared by every podman on the host, and with it
+// the event log and the "rebooted" mark that makes podman refresh (and,
+// run concurrently, fail to lock) every container.
 func (p *Podman) globalFlags() []string {
-	return []string{"--root", filepath.Join(p.dir, "root"), "--runroot", filepath.Join(p.dir, "runroot")}
+	return []string{"--root", filepath.Join(p.dir, "root"), "--runroot", filepath.Join(p.dir, "runroot"), "--tmpdir", filepath.Join(p.dir, "tmp")}
 }
 
 func (p *Podman) answers() bool {

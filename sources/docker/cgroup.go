@@ -327,11 +327,14 @@ func parseIOStat(path string, data []byte) (read, written uint64, err error) {
 			if err != nil {
 				return 0, 0, fmt.Errorf("%s: %q is not a number", path, truncate(kv))
 			}
-			if k == "rbytes" {
-				read += n
-			} else {
-				written += n
+			sum := &read
+			if k == "wbytes" {
+				sum = &written
 			}
+			if *sum+n < *sum {
+				return 0, 0, fmt.Errorf("%s: the %s of its devices overflow 64 bits", path, k)
+			}
+			*sum += n
 		}
 	}
 	return read, written, nil
@@ -357,14 +360,19 @@ func parseBlkio(path string, data []byte) (read, written uint64, n int, err erro
 		if err != nil {
 			return 0, 0, 0, fmt.Errorf("%s: line %q is not \"device op value\"", path, truncate(line))
 		}
+		var sum *uint64
 		switch fields[1] {
 		case "Read":
-			read += v
+			sum = &read
 		case "Write":
-			written += v
+			sum = &written
 		default:
 			continue
 		}
+		if *sum+v < *sum {
+			return 0, 0, 0, fmt.Errorf("%s: the %s bytes of its devices overflow 64 bits", path, fields[1])
+		}
+		*sum += v
 		n++
 	}
 	return read, written, n, nil

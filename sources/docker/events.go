@@ -23,12 +23,18 @@ type eventState struct {
 	dirty     map[string]string // container ID → its latest action
 }
 
-// watched are the actions that change what is served; the daemon is asked
-// for these only, and anything else it sends is ignored.
+// watched are the actions that change what is served; others are ignored.
+// The daemon is asked for container events only, not for these by name:
+// podman 4 keeps one of several values of a filter key, and so would send
+// one action alone.
 var watched = []events.Action{
 	events.ActionCreate, events.ActionStart, events.ActionDie, events.ActionDestroy, events.ActionRename,
 	events.ActionHealthStatus, events.ActionPause, events.ActionUnPause, events.ActionOOM,
+	actionRemove,
 }
+
+// actionRemove is podman's name for destroy.
+const actionRemove events.Action = "remove"
 
 // action is the watched action an event's action is ("health_status:
 // healthy" is health_status); ok is false for the others.
@@ -108,7 +114,7 @@ func (s *Source) applyEvents() {
 	for id, a := range dirty {
 		e := s.known[id]
 		switch {
-		case a == string(events.ActionDestroy):
+		case a == string(events.ActionDestroy) || a == string(actionRemove):
 			delete(s.known, id)
 		case e != nil:
 			e.inspect = true
@@ -122,9 +128,6 @@ func (s *Source) applyEvents() {
 // daemon goes away.
 func (s *Source) watch(ctx context.Context) {
 	args := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))
-	for _, a := range watched {
-		args.Add("event", string(a))
-	}
 	for ctx.Err() == nil {
 		streamCtx, cancel := context.WithCancel(ctx)
 		msgs, errs := s.cfg.Client.Events(streamCtx, events.ListOptions{Filters: args})

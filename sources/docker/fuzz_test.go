@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -53,6 +54,51 @@ func FuzzLimitedBody(f *testing.F) {
 		}
 		if within != errors.Is(err, io.EOF) || within && !bytes.Equal(got, data) {
 			t.Fatalf("data %q bound %d: read %q, %v", data, bound, got, err)
+		}
+	})
+}
+
+// FuzzCgroupFiles: whatever a cgroup file holds, its parser returns a
+// clear error or figures that are the file's own: every number a flat
+// keyed file (cpu.stat, memory.stat) names comes back under its key, and
+// the bytes summed over devices (io.stat, blkio) are at least each
+// device's, never wrapped.
+func FuzzCgroupFiles(f *testing.F) {
+	f.Add([]byte("usage_usec 12500000\nuser_usec 8333333\nnr_periods 0\nnr_throttled 0\nthrottled_usec 0\n"))
+	f.Add([]byte("259:0 rbytes=2048 wbytes=524288 rios=3 wios=5 dbytes=0 dios=0\n8:0 rbytes=2048 wbytes=524288 rios=1 wios=2 dbytes=0 dios=0\n"))
+	f.Add([]byte("8:0 Read 65536\n8:0 Write 131072\n8:0 Sync 131072\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 196608\nTotal 196608\n"))
+	f.Add([]byte("max\n"))
+	f.Add([]byte("8:0 rbytes=18446744073709551615 wbytes=1\n8:1 rbytes=1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if kv, err := parseKeyed("f", data); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				if k, v, ok := strings.Cut(line, " "); ok {
+					if n, err := strconv.ParseUint(v, 10, 64); err == nil && kv[k] != n && !strings.Contains(string(data), "\n"+k+" ") {
+						t.Fatalf("%q: %s = %d, file says %d", data, k, kv[k], n)
+					}
+				}
+			}
+		}
+		parseUint("f", data)
+		if r, w, err := parseIOStat("f", data); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				fields := strings.Fields(line)
+				for i := 1; i < len(fields); i++ { // the first is the device
+					k, v, _ := strings.Cut(fields[i], "=")
+					if n, err := strconv.ParseUint(v, 10, 64); err == nil && (k == "rbytes" && r < n || k == "wbytes" && w < n) {
+						t.Fatalf("%q: sums %d %d below a device's %s=%d", data, r, w, k, n)
+					}
+				}
+			}
+		}
+		if r, w, _, err := parseBlkio("f", data); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				if fs := strings.Fields(line); len(fs) == 3 {
+					if n, err := strconv.ParseUint(fs[2], 10, 64); err == nil && (fs[1] == "Read" && r < n || fs[1] == "Write" && w < n) {
+						t.Fatalf("%q: sums %d %d below a device's %s %d", data, r, w, fs[1], n)
+					}
+				}
+			}
 		}
 	})
 }

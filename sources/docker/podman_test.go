@@ -10,9 +10,11 @@ import (
 	"io"
 	"math"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
@@ -148,5 +150,57 @@ func TestCgroupPathMatchesStatsOnPodman(t *testing.T) {
 	}
 	if busy, idle := get(after, "busy"), get(after, "idle"); !busy.HasCPU || !idle.HasCPU || busy.CPUPercent <= idle.CPUPercent {
 		t.Errorf("CPU%%: busy %v (%v), idle %v (%v)", busy.CPUPercent, busy.HasCPU, idle.CPUPercent, idle.HasCPU)
+	}
+}
+
+// listCounter is the client, counting its container lists.
+type listCounter struct {
+	*Client
+	lists atomic.Int32
+}
+
+func (l *listCounter) ContainerList(ctx context.Context, o container.ListOptions) ([]container.Summary, error) {
+	l.lists.Add(1)
+	return l.Client.ContainerList(ctx, o)
+}
+
+// TestEventsFollowPodman: podman's event stream alone tells the source of
+// a container started, renamed, stopped and removed (podman says remove
+// where Docker says destroy): no list is taken after the one that follows
+// the stream's connection.
+func TestEventsFollowPodman(t *testing.T) {
+	pm := podmantest.Start(t)
+	pm.Run(t, "first", "sleep 3600")
+	cli, err := NewClient(DefaultMaxResponseBytes, client.WithHost(pm.DockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := &listCounter{Client: cli}
+	src := New(Config{Client: lc, Interval: 300 * time.Millisecond, Timeout: 5 * time.Second, Concurrency: 4, ListInterval: time.Hour,
+		Procfs: "/proc", Cgroupfs: "/sys/fs/cgroup"})
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { src.Run(ctx); close(ran) }()
+	defer func() { cancel(); <-ran }()
+	exportertest.WaitFor(t, 30*time.Second, func() bool { return trustedNow(&src.events) && lc.lists.Load() >= 2 })
+	lists := lc.lists.Load()
+	state := func(name string) string {
+		for _, c := range src.Snapshot().Containers {
+			if c.Name == name {
+				return c.State + "/" + c.Path
+			}
+		}
+		return ""
+	}
+	pm.Run(t, "late", "sleep 3600")
+	exportertest.WaitFor(t, 30*time.Second, func() bool { return state("late") == "running/"+PathCgroup })
+	pm.Podman(t, "rename", "late", "renamed")
+	exportertest.WaitFor(t, 30*time.Second, func() bool { return state("renamed") == "running/"+PathCgroup && state("late") == "" })
+	pm.Podman(t, "stop", "--time", "0", "renamed")
+	exportertest.WaitFor(t, 30*time.Second, func() bool { return state("renamed") == "exited/" })
+	pm.Podman(t, "rm", "renamed")
+	exportertest.WaitFor(t, 30*time.Second, func() bool { return state("renamed") == "" })
+	if n := lc.lists.Load(); n != lists {
+		t.Errorf("%d lists while podman's events told every change, want none", n-lists)
 	}
 }
