@@ -225,10 +225,14 @@ func TestDeb(t *testing.T) {
 	}
 	// --version names the commit (or tag) the package's version does.
 	version := run("worker-exporter", "--version")
-	if name := regexp.MustCompile(`(?:g([0-9a-f]{7})|^([0-9]+\.[0-9]+\.[0-9]+)(?:$|\+))`).FindStringSubmatch(built.version); name == nil {
+	want := regexp.MustCompile(`\bg([0-9a-f]{7})\b`).FindStringSubmatch(built.version) // the commit
+	if want == nil {
+		want = regexp.MustCompile(`^([0-9]+\.[0-9]+\.[0-9]+)$`).FindStringSubmatch(built.version) // the tag
+	}
+	if want == nil {
 		t.Errorf("package version %q names neither a commit nor a tag", built.version)
-	} else if want := name[1] + name[2]; !strings.Contains(version, want) {
-		t.Errorf("worker-exporter --version: %q, want the package's version (%s)", version, want)
+	} else if !strings.Contains(version, want[1]) {
+		t.Errorf("worker-exporter --version: %q, want the package's version (%s)", version, want[1])
 	}
 	for _, b := range bins[1:] {
 		if out := run("/opt/ffmpeg-rtmp/worker/bin/"+b, "--version"); !strings.HasPrefix(out, b+", version") {
@@ -249,7 +253,7 @@ func TestDeb(t *testing.T) {
 	env := "/etc/default/ffmpeg-worker-exporter"
 	edited := readFile(t, env) + fmt.Sprintf("# edited by the packaging test\nARGS=\"--cpu.port=%s --ffmpeg.port=%s --gpu.port=0 --docker.port=0\"\n", ports["cpu"], ports["ffmpeg"])
 	must(t, os.WriteFile(env, []byte(edited), 0o644))
-	stop := startUnit(t, setpriv, "ffmpeg-worker-exporter")
+	stop := startUnit(t, setpriv, "/usr/lib/systemd/system/ffmpeg-worker-exporter.service", true)
 	for _, p := range ports {
 		waitHealth(t, p)
 	}
@@ -307,19 +311,21 @@ func snapshot(t *testing.T) map[string]string {
 	return s
 }
 
-// startUnit starts an installed unit: with systemctl where systemd runs
-// this machine, else as systemd would: its user and groups, its ambient
-// capabilities, its environment and environment file, its ExecStart.
-func startUnit(t *testing.T, setpriv, unit string) (stop func()) {
+// startUnit starts the unit installed at path: with systemctl where systemd
+// runs this machine (and sees the unit), else as systemd would: its user and
+// groups, its ambient capabilities, its environment and environment file,
+// its ExecStart.
+func startUnit(t *testing.T, setpriv, path string, viaSystemd bool) (stop func()) {
 	t.Helper()
-	if _, err := os.Stat("/run/systemd/system"); err == nil {
+	unit := strings.TrimSuffix(filepath.Base(path), ".service")
+	if _, err := os.Stat("/run/systemd/system"); err == nil && viaSystemd {
 		if out, err := exec.Command("systemctl", "start", unit).CombinedOutput(); err != nil {
 			t.Fatalf("systemctl start %s: %v\n%s", unit, err, out)
 		}
 		return func() { exec.Command("systemctl", "stop", unit).Run() }
 	}
 	keys := map[string][]string{}
-	for _, line := range strings.Split(readFile(t, "/usr/lib/systemd/system/"+unit+".service"), "\n") {
+	for _, line := range strings.Split(readFile(t, path), "\n") {
 		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
 			keys[k] = append(keys[k], v)
 		}
@@ -405,4 +411,101 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// insideScratch names the binaries' directory when TestManualInstall runs
+// inside its scratch root.
+const insideScratch = "PACKAGING_TEST_SCRATCH_BIN"
+
+// TestManualInstall follows docs/deployment.md's manual install, the block
+// after its manual-install marker, as written (sudo is root here), in a
+// scratch root: the test binary runs itself again in a mount namespace of
+// its own where /etc, /opt and /var/log are overlays, so the user, the files
+// and the units it makes vanish with it. There the user is checked, the
+// capability setcap gave, systemd-analyze verify of the installed units,
+// and ffmpeg-cpu-exporter started as systemd would, on a free port set in
+// its environment file.
+func TestManualInstall(t *testing.T) {
+	if bin := os.Getenv(insideScratch); bin != "" {
+		manualInstall(t, bin)
+		return
+	}
+	peer.RequireRoot(t, "overlay mounts for the scratch root, and useradd")
+	unshare := peer.Require(t, "unshare", "apt-get install -y util-linux")
+	peer.Require(t, "setcap", "apt-get install -y libcap2-bin")
+	if exec.Command("getent", "passwd", "ffmpeg-worker").Run() == nil {
+		peer.Missing(t, "user ffmpeg-worker exists here already: the manual install's useradd would fail")
+	}
+	packages(t) // builds the binaries too
+	scratch := t.TempDir()
+	var mounts string
+	for _, d := range []string{"/etc", "/opt", "/var/log"} {
+		up, work := filepath.Join(scratch, d, "upper"), filepath.Join(scratch, d, "work")
+		must(t, os.MkdirAll(up, 0o755))
+		must(t, os.MkdirAll(work, 0o755))
+		mounts += fmt.Sprintf("mount -t overlay overlay -o lowerdir=%[1]s,upperdir=%[2]s,workdir=%[3]s %[1]s && ", d, up, work)
+	}
+	self, err := os.Executable()
+	must(t, err)
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "--", "sh", "-c", mounts+`exec "$@"`, "sh",
+		self, "-test.run", "^TestManualInstall$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), insideScratch+"="+filepath.Dir(built.dir))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestManualInstall") {
+		t.Fatalf("the manual install in a scratch root: %v\n%s", err, out)
+	}
+	t.Logf("in the scratch root:\n%s", out)
+	if exec.Command("getent", "passwd", "ffmpeg-worker").Run() == nil {
+		t.Error("the scratch root's user ffmpeg-worker is on this machine after the test")
+	}
+}
+
+func manualInstall(t *testing.T, bin string) {
+	analyze := peer.Require(t, "systemd-analyze", "apt-get install -y systemd")
+	setpriv := peer.Require(t, "setpriv", "apt-get install -y util-linux")
+	if exec.Command("getent", "passwd", "ffmpeg-worker").Run() == nil {
+		t.Fatal("user ffmpeg-worker exists before the manual install")
+	}
+	const marker = "<!-- test: manual-install -->\n```bash\n"
+	_, block, ok := strings.Cut(readFile(t, filepath.Join(root, "docs", "deployment.md")), marker)
+	if !ok {
+		t.Fatalf("docs/deployment.md: no %q line before a bash block", marker)
+	}
+	block, _, _ = strings.Cut(block, "```")
+
+	// A tree where make build has run: bin/ and examples/.
+	tree := t.TempDir()
+	must(t, os.Symlink(bin, filepath.Join(tree, "bin")))
+	examples, err := filepath.Abs(filepath.Join(root, "examples"))
+	must(t, err)
+	must(t, os.Symlink(examples, filepath.Join(tree, "examples")))
+	// sudo: this is root. systemctl: where systemd does not run this
+	// machine there is nothing to reload; where it does, it reloads.
+	prelude := "set -euo pipefail\nsudo() { \"$@\"; }\n" +
+		"if [ ! -d /run/systemd/system ]; then systemctl() { echo \"no systemd running: skipped systemctl $*\"; }; fi\n"
+	cmd := exec.Command("bash", "-c", prelude+block)
+	cmd.Dir = tree
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the manual install:\n%s\n%v\n%s", block, err, out)
+	}
+
+	id, err := exec.Command("id", "ffmpeg-worker").Output()
+	if err != nil || !strings.Contains(string(id), "(video)") {
+		t.Errorf("id ffmpeg-worker: %s %v, want a user in video", id, err)
+	}
+	if out, _ := exec.Command("getcap", "/opt/ffmpeg-rtmp/worker/bin/cpu-exporter").Output(); !strings.Contains(string(out), "cap_dac_read_search=ep") {
+		t.Errorf("getcap cpu-exporter: %q, want cap_dac_read_search=ep", out)
+	}
+	installed, _ := filepath.Glob("/etc/systemd/system/ffmpeg-*.service")
+	if len(installed) != len(units) {
+		t.Fatalf("%d units installed, want %d", len(installed), len(units))
+	}
+	if out, err := exec.Command(analyze, append([]string{"verify"}, installed...)...).CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	port := exportertest.FreePort(t)
+	must(t, os.WriteFile("/etc/default/ffmpeg-cpu-exporter", []byte("ARGS=\"--port="+port+"\"\n"), 0o644))
+	stop := startUnit(t, setpriv, "/etc/systemd/system/ffmpeg-cpu-exporter.service", false)
+	waitHealth(t, port)
+	stop()
 }
