@@ -21,8 +21,8 @@ import (
 // engine would read to answer a stats call.
 type cgroupFS struct {
 	root string
-	v2   bool   // one unified hierarchy; else one per v1 controller
-	proc string // the host's procfs, for /proc/<pid>/cgroup and net/dev
+	v2   bool      // one unified hierarchy; else one per v1 controller
+	proc procfs.FS // the host's procfs, for /proc/<pid>/cgroup and net/dev
 }
 
 // v1Controllers are the v1 hierarchies read, each its own mount.
@@ -31,15 +31,19 @@ var v1Controllers = []string{"cpuacct", "cpu", "memory", "blkio", "pids"}
 // openCgroups finds the cgroup version mounted at root. A hybrid host (v1
 // controllers beside an empty unified hierarchy) is v1.
 func openCgroups(root, proc string) (*cgroupFS, error) {
+	fs, err := procfs.NewFS(proc)
+	if err != nil {
+		return nil, fmt.Errorf("procfs to read containers' network from: %w", err)
+	}
 	if _, err := os.Stat(filepath.Join(root, "cgroup.controllers")); err == nil {
-		return &cgroupFS{root: root, v2: true, proc: proc}, nil
+		return &cgroupFS{root: root, v2: true, proc: fs}, nil
 	}
 	for _, c := range []string{"cpuacct", "memory"} {
 		if _, err := os.Stat(filepath.Join(root, c)); err != nil {
 			return nil, fmt.Errorf("no cgroup v2 (cgroup.controllers) nor v1 %s hierarchy under %s", c, root)
 		}
 	}
-	return &cgroupFS{root: root, proc: proc}, nil
+	return &cgroupFS{root: root, proc: fs}, nil
 }
 
 // cgroupDirs is one container's cgroup: one directory on v2; on v1, the
@@ -87,14 +91,10 @@ func (g *cgroupFS) find(id string, pid int, parent string) (cgroupDirs, error) {
 // (the cpuacct one on v1), or "" when it cannot be told: no pid, or a
 // path outside this process's cgroup namespace.
 func (g *cgroupFS) ofProcess(pid int) string {
-	if pid <= 0 || g.proc == "" {
+	if pid <= 0 {
 		return ""
 	}
-	fs, err := procfs.NewFS(g.proc)
-	if err != nil {
-		return ""
-	}
-	p, err := fs.Proc(pid)
+	p, err := g.proc.Proc(pid)
 	if err != nil {
 		return ""
 	}
@@ -393,15 +393,11 @@ type netFigures struct {
 	rx, tx           Packets
 }
 
-// readNetDev reads <proc>/<pid>/net/dev: the counters of the network
+// netDev reads <proc>/<pid>/net/dev: the counters of the network
 // namespace the container's init process is in.
-func readNetDev(proc string, pid int) (netFigures, error) {
+func (g *cgroupFS) netDev(pid int) (netFigures, error) {
 	var n netFigures
-	fs, err := procfs.NewFS(proc)
-	if err != nil {
-		return n, err
-	}
-	p, err := fs.Proc(pid)
+	p, err := g.proc.Proc(pid)
 	if err != nil {
 		return n, err
 	}

@@ -62,7 +62,7 @@ func (s *Source) readCgroup(e *entry) bool {
 	f, err := e.cg.read()
 	var n netFigures
 	if err == nil && !e.netHost {
-		n, err = readNetDev(s.cfg.Procfs, e.pid)
+		n, err = s.cgroups.netDev(e.pid)
 	}
 	if err != nil {
 		e.cg, e.c.PathWhy = nil, "cgroup not readable: "+err.Error()
@@ -73,8 +73,10 @@ func (s *Source) readCgroup(e *entry) bool {
 	c.HasCPUUsage, c.CPUSeconds = true, float64(f.cpuNanos)/1e9
 	c.HasThrottling = f.periods > 0
 	c.ThrottledPeriods, c.ThrottledSeconds = float64(f.throttled), float64(f.throttledNanos)/1e9
-	mem := container.MemoryStats{Usage: f.memUsage, Stats: map[string]uint64{"inactive_file": f.memInactiveFile}}
-	c.HasMemory, c.MemoryBytes = f.memUsage > 0, float64(memoryUsage(mem))
+	c.HasMemory, c.MemoryBytes = f.memUsage > 0, float64(f.memUsage)
+	if f.memInactiveFile < f.memUsage {
+		c.MemoryBytes = float64(f.memUsage - f.memInactiveFile) // as memoryUsage: docker stats' figure
+	}
 	limit := f.memLimit
 	if s.hostMemory > 0 && (limit == 0 || limit > s.hostMemory) {
 		limit = s.hostMemory // as docker stats shows an unlimited container
