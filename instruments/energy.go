@@ -38,6 +38,18 @@ var (
 		Help: "Energy the device's counters counted over the windows energy per encode shared out: every stream's energy plus ffmpeg_energy_unattributed_joules_total."}
 	EnergyUnattributed = Metric{Name: "ffmpeg_energy_unattributed_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"device", "mode"},
 		Help: "Energy counted that no stream was charged: dynamic energy of other work, and idle power no stream used."}
+	StreamEncodeInfo = Metric{Name: "ffmpeg_stream_encode_info", Kind: Gauge, Attributes: []string{"stream", "encoder", "preset", "ladder", "source"},
+		Help: "The stream's encode profile, always 1: encoder, preset and ladder (WxH@fps rungs, widest first; ? for an unknown part) from bounded vocabularies, and source, the places that told them (url, stderr, cmdline, most trusted first)."}
+	StreamOutputPixels = Metric{Name: "ffmpeg_stream_output_pixels_total", Kind: Counter, Attributes: stream,
+		Help: "Pixels the stream's current encode produced across every rung of its ladder (frames of the first output, each rung scaled by its rate over the first's, times its width and height); left out until the ladder is known."}
+	EncodeEnergy = Metric{Name: "ffmpeg_encode_energy_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"encoder", "preset", "ladder", "device", "mode"},
+		Help: "Energy of every encode since start by configuration, as ffmpeg_stream_energy_joules_total charges it (dynamic and idle kept apart); outlives the streams: the live leaderboard."}
+	EncodeOutputPixels = Metric{Name: "ffmpeg_encode_output_pixels_total", Kind: Counter, Attributes: []string{"encoder", "preset", "ladder"},
+		Help: "Pixels every encode of the configuration produced across its ladder since start."}
+	EncodeFrames = Metric{Name: "ffmpeg_encode_frames_total", Kind: Counter, Attributes: []string{"encoder", "preset", "ladder"},
+		Help: "Frames every encode of the configuration produced since start (its first video output's, as ffmpeg's frame= counts)."}
+	EncodeSeconds = Metric{Name: "ffmpeg_encode_seconds_total", Unit: "s", Kind: Counter, Attributes: []string{"encoder", "preset", "ladder"},
+		Help: "Time the configuration's encodes were live since start, summed over encodes: its rate is how many ran at once."}
 	EnergyAvailable = Metric{Name: "ffmpeg_energy_available", Kind: Gauge, Attributes: []string{"device"},
 		Help: "Whether the device's energy could be read in the latest window (1) or not (0): cpu is RAPL, gpu is NVML."}
 )
@@ -75,6 +87,43 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 		{Metric: StreamEncoderSessions, Each: func(s *energy.Stream, e *Emit) {
 			if s.GPU {
 				e.Value(float64(s.EncoderSessions))
+			}
+		}},
+		{Metric: StreamEncodeInfo, Each: func(s *energy.Stream, e *Emit) {
+			if s.Labels[0] != "" {
+				e.With(1, attribute.String("encoder", s.Labels[0]), attribute.String("preset", s.Labels[1]),
+					attribute.String("ladder", s.Labels[2]), attribute.String("source", s.Labels[3]))
+			}
+		}},
+		{Metric: StreamOutputPixels, Each: func(s *energy.Stream, e *Emit) {
+			if s.HasPixels {
+				e.Value(s.Pixels)
+			}
+		}},
+		{Metric: EncodeEnergy, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, c := range s.Configurations {
+				for d, known := range c.HasEnergy {
+					if known {
+						for m, v := range c.Energy[d] {
+							e.With(v, append(configAttrs(c), attribute.String("device", energy.Devices[d]), attribute.String("mode", energy.Modes[m]))...)
+						}
+					}
+				}
+			}
+		}},
+		{Metric: EncodeOutputPixels, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, c := range s.Configurations {
+				e.With(c.Pixels, configAttrs(c)...)
+			}
+		}},
+		{Metric: EncodeFrames, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, c := range s.Configurations {
+				e.With(c.Frames, configAttrs(c)...)
+			}
+		}},
+		{Metric: EncodeSeconds, Once: func(s *energy.Snapshot, e *Emit) {
+			for _, c := range s.Configurations {
+				e.With(c.Seconds, configAttrs(c)...)
 			}
 		}},
 		{Metric: StreamProcessesLeftOut, Each: func(s *energy.Stream, e *Emit) { e.Value(float64(s.ProcessesLeftOut)) }},
@@ -126,6 +175,11 @@ var energyTable = table[energy.Snapshot, energy.Stream]{
 	},
 }
 
+// configAttrs name a configuration of the leaderboard.
+func configAttrs(c energy.Configuration) []attribute.KeyValue {
+	return []attribute.KeyValue{attribute.String("encoder", c.Encoder), attribute.String("preset", c.Preset), attribute.String("ladder", c.Ladder)}
+}
+
 // idleAttrs names a device's idle power: the cpu, or a GPU by its index.
 func idleAttrs(p energy.IdlePower, extra ...attribute.KeyValue) []attribute.KeyValue {
 	kvs := []attribute.KeyValue{attribute.String("device", energy.Devices[p.Device])}
@@ -143,7 +197,8 @@ func idleAttrs(p energy.IdlePower, extra ...attribute.KeyValue) []attribute.KeyV
 // stream, NumEngines engines and NumDevices devices. The SDK keeps one more
 // for its overflow series.
 func EnergySeriesLimit(maxStreams int) int {
-	return maxStreams*max(energy.MaxProcesses, int(energy.NumEngines), int(energy.NumDevices)*int(energy.NumModes)) + 1
+	return max(maxStreams*max(energy.MaxProcesses, int(energy.NumEngines), int(energy.NumDevices)*int(energy.NumModes)),
+		energy.MaxConfigurations*int(energy.NumDevices)*int(energy.NumModes)) + 1
 }
 
 // Energy is the catalogue of energy per encode, part of the ffmpeg-exporter's.

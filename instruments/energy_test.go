@@ -35,6 +35,7 @@ func (knownEnergy) Snapshot() *energy.Snapshot {
 				CPUSeconds: 12.25, Energy: [energy.NumDevices]float64{300.5, 150.25}, Dynamic: [energy.NumDevices]float64{240.5, 120.25}, HasEnergy: [energy.NumDevices]bool{true, true},
 				JoulesPerFrame: 0.5, HasJoulesPerFrame: true,
 				GPU: true, GPUSeconds: [energy.NumEngines]float64{1.5, 9, 0.25}, EncoderSessions: 2,
+				Labels: [4]string{"h264_nvenc", "p4", "1920x1080@30,1280x720@30", "url+stderr"}, Pixels: 3.1104e9, HasPixels: true,
 			},
 		},
 		Unlinked: []energy.Unlinked{{Name: "job43", Reason: energy.Permission}, {Name: "job44", Reason: energy.Remote}},
@@ -42,6 +43,12 @@ func (knownEnergy) Snapshot() *energy.Snapshot {
 		Idle: []energy.IdlePower{
 			{Device: energy.CPU, Watts: 40.5, Method: energy.IdleEstimated, Windows: 600, StdErr: 1.25},
 			{Device: energy.GPU, GPU: "0", Watts: 62, Method: energy.IdleConfigured},
+		},
+		Configurations: []energy.Configuration{
+			{Encoder: "h264_nvenc", Preset: "p4", Ladder: "1920x1080@30,1280x720@30", Energy: [energy.NumDevices][energy.NumModes]float64{{240.5, 60}, {120.25, 30}},
+				HasEnergy: [energy.NumDevices]bool{true, true}, Pixels: 3.1104e9, Frames: 1000, Seconds: 33.5},
+			{Encoder: "libx264", Preset: "medium", Ladder: "unknown", Energy: [energy.NumDevices][energy.NumModes]float64{{2410, 602.5}},
+				HasEnergy: [energy.NumDevices]bool{true, false}, Frames: 2500, Seconds: 100},
 		},
 		Counted:      [energy.NumDevices]float64{9000, 400},
 		Unattributed: [energy.NumDevices][energy.NumModes]float64{{4000, 1687}, {200, 49.75}},
@@ -76,11 +83,13 @@ func (n manyEnergy) Snapshot() *energy.Snapshot {
 // TestEnergySeriesLimit: under the limit for n streams every series of n
 // streams is served, with no overflow series; one stream more overflows.
 func TestEnergySeriesLimit(t *testing.T) {
-	const streams = 4
+	// Enough streams that the per-stream series, not the leaderboard's
+	// configurations, set the limit.
+	streams := manyEnergy(energy.MaxConfigurations * int(energy.NumDevices) * int(energy.NumModes) / energy.MaxProcesses)
 	overflow := func(n manyEnergy) (processes int, over []string) {
 		t.Helper()
 		reader := metric.NewManualReader()
-		provider := metric.NewMeterProvider(metric.WithReader(reader), metric.WithCardinalityLimit(EnergySeriesLimit(streams)))
+		provider := metric.NewMeterProvider(metric.WithReader(reader), metric.WithCardinalityLimit(EnergySeriesLimit(int(streams))))
 		defer provider.Shutdown(context.Background())
 		if err := RegisterEnergy(provider.Meter("test"), n); err != nil {
 			t.Fatal(err)
@@ -110,8 +119,8 @@ func TestEnergySeriesLimit(t *testing.T) {
 		}
 		return processes, over
 	}
-	if n, over := overflow(streams); len(over) > 0 || n != streams*energy.MaxProcesses {
-		t.Errorf("%d streams: %d process series, overflow in %v; want %d and none", streams, n, over, streams*energy.MaxProcesses)
+	if n, over := overflow(streams); len(over) > 0 || n != int(streams)*energy.MaxProcesses {
+		t.Errorf("%d streams: %d process series, overflow in %v; want %d and none", streams, n, over, int(streams)*energy.MaxProcesses)
 	}
 	if _, over := overflow(streams + 1); len(over) == 0 {
 		t.Errorf("%d streams under the limit for %d: no overflow series, so this test could not see one", streams+1, streams)

@@ -88,6 +88,7 @@ func (s *Source) account(streams []ffmpeg.StreamSnapshot, window time.Duration) 
 			continue
 		}
 		c := s.configuration(prof)
+		e.labels = [4]string{c.Encoder, c.Preset, c.Ladder, prof.Sources()}
 		for d := range NumDevices {
 			for m := range NumModes {
 				c.Energy[d][m] += e.windowEnergy[d][m]

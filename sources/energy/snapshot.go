@@ -114,7 +114,11 @@ type Stream struct {
 	// Profile is the encode's encoder, preset and ladder (bounded labels)
 	// and which place told each; Pixels the pixels it encoded across every
 	// rung, once its ladder is known (HasPixels).
-	Profile   encodeprofile.Profile
+	Profile encodeprofile.Profile
+	// Labels are its encoder, preset and ladder as its configuration's
+	// totals count them (bounded: a ladder past the limit is other), and
+	// the places that told them; empty until the first window.
+	Labels    [4]string
 	Pixels    float64
 	HasPixels bool
 	// JoulesPerFrame is the energy of every device over the frames

@@ -124,6 +124,7 @@ type encode struct {
 	cmdline      encodeprofile.Profile
 	hasCmdline   bool
 	profile      encodeprofile.Profile
+	labels       [4]string // encoder, preset, ladder as its configuration's, and the places that told them
 	frames       float64
 	pixels       float64
 	hasPixels    bool
@@ -310,7 +311,7 @@ func (s *Source) reconcile(streams []ffmpeg.StreamSnapshot) {
 				p.linked = false
 			}
 			*e = encode{serial: e.serial, started: e.started, procs: e.procs, energy: e.energy, dynamic: e.dynamic, hasEnergy: e.hasEnergy,
-				cmdline: e.cmdline, hasCmdline: e.hasCmdline, profile: e.profile, frames: e.frames, pixels: e.pixels, hasPixels: e.hasPixels, gpu: e.gpu, gpuSeconds: e.gpuSeconds}
+				cmdline: e.cmdline, hasCmdline: e.hasCmdline, profile: e.profile, labels: e.labels, frames: e.frames, pixels: e.pixels, hasPixels: e.hasPixels, gpu: e.gpu, gpuSeconds: e.gpuSeconds}
 			e.peer = hs.Peer
 		}
 		e.active = hs.Active
@@ -390,7 +391,7 @@ func (s *Source) snapshot(hub ffmpeg.Snapshot, cur readings, gpus *nvml.Snapshot
 		if len(e.procs) == 0 {
 			continue
 		}
-		st := Stream{Name: name, Profile: e.profile, Pixels: e.pixels, HasPixels: e.hasPixels, Energy: e.energy, Dynamic: e.dynamic, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
+		st := Stream{Name: name, Profile: e.profile, Labels: e.labels, Pixels: e.pixels, HasPixels: e.hasPixels, Energy: e.energy, Dynamic: e.dynamic, HasEnergy: e.hasEnergy, GPU: e.gpu, GPUSeconds: e.gpuSeconds, ProcessesLeftOut: e.leftOut}
 		var joules float64
 		var known bool
 		for d := range NumDevices {
