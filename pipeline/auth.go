@@ -38,6 +38,7 @@ type guard struct {
 }
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer g.conns.answered(r, w)
 	h, stream, token := g.route(r)
 	if g.config != nil {
 		c, err := g.config.load()
@@ -116,14 +117,18 @@ func (g *guard) authorized(w http.ResponseWriter, r *http.Request, users map[str
 
 // refuse answers at once and closes the connection: a client still
 // sending a body (a chunked POST) would otherwise hold it unanswered while
-// the server drained the body.
+// the server drained the body. The drain ends within refuseDrain: long
+// enough for a client on a loaded machine to read its answer before the
+// close, whose reset (its unread body was still coming) could discard it.
 func refuse(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Connection", "close")
 	http.Error(w, msg, code)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	_ = rc.SetReadDeadline(time.Now())
+	_ = rc.SetReadDeadline(time.Now().Add(refuseDrain))
 }
+
+const refuseDrain = 2 * time.Second
 
 // passwords checks basic auth credentials against the configuration's
 // bcrypt hashes. bcrypt is slow on purpose, so a flood of wrong passwords

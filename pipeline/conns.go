@@ -52,6 +52,7 @@ type conn struct {
 	state     http.ConnState
 	since     time.Time // of the state
 	streaming int       // requests on streaming endpoints, admitted
+	closing   bool      // answered with "Connection: close": only draining what the client still sends
 	closed    bool
 	read      atomic.Bool // the server has started to read it
 }
@@ -86,12 +87,7 @@ func (l *conns) Accept() (net.Conn, error) {
 		if c := l.admit(nc); c != nil {
 			return c, nil
 		}
-		// No descriptor to spare, none to take back: this one goes, told
-		// why (any request it sends has this answer).
-		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-		if !l.tls {
-			_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 63\r\n\r\nno file descriptor to spare for another connection; retry later")
-		}
+		l.refuse(nc) // no descriptor to spare, none to take back: this one goes, told why
 		nc.Close()
 	}
 }
@@ -116,12 +112,26 @@ func (l *conns) admit(nc net.Conn) *conn {
 	}
 	l.mu.Unlock()
 	for _, v := range victims {
+		if !v.read.Load() { // the server has not touched it: this answer is its only one
+			l.refuse(v.Conn)
+		}
 		v.Conn.Close()
 	}
 	if !keep {
 		return nil
 	}
 	return c
+}
+
+// refuse answers a connection the server has not read, closed for want of
+// descriptors: whatever request it sends, it learns why (over TLS, which
+// it has had no handshake for, it is only closed).
+func (l *conns) refuse(nc net.Conn) {
+	if l.tls {
+		return
+	}
+	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 63\r\n\r\nno file descriptor to spare for another connection; retry later")
 }
 
 // victims are the connections to close to make room for the new one: to
@@ -132,6 +142,7 @@ func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
 	const (
 		idle    = iota // a keep-alive between requests, or nothing whole sent for readLag
 		stuck          // a request in the server longer than a scraper waits
+		unread         // new, not read yet: only for the budget (answered 503, see refuse)
 		reading        // new, being read, nothing whole yet: only for the budget
 	)
 	type candidate struct {
@@ -149,10 +160,13 @@ func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
 		young := now.Sub(c.since) < readLag
 		switch {
 		case c == newest:
+		case c.closing:
+			all = append(all, candidate{c, idle})
 		case c.state == http.StateActive && now.Sub(c.since) < handlerGrace: // being answered
 		case c.state == http.StateActive:
 			all = append(all, candidate{c, stuck})
 		case c.state == http.StateNew && young && !c.read.Load(): // not read yet: maybe a burst
+			all = append(all, candidate{c, unread})
 		case c.state == http.StateNew && young:
 			all = append(all, candidate{c, reading})
 		default:
@@ -170,7 +184,7 @@ func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
 		needPort = counted - l.max
 	}
 	for _, cand := range all {
-		if len(out) < over || (len(out) < needPort && cand.rank != reading) {
+		if len(out) < over || (len(out) < needPort && (cand.rank == idle || cand.rank == stuck)) {
 			out = append(out, cand.c)
 		}
 	}
@@ -262,6 +276,20 @@ func (l *conns) stream(r *http.Request) (done func(), ok bool) {
 			l.mu.Unlock()
 		}
 	}, true
+}
+
+// answered notes, once r's handler has returned, that its connection is
+// closing (a refusal, answered at once): nobody waits on it any more, so
+// it may be closed first to make room while it drains the client's body.
+func (l *conns) answered(r *http.Request, w http.ResponseWriter) {
+	if w.Header().Get("Connection") != "close" {
+		return
+	}
+	if c, _ := r.Context().Value(connKey{}).(*conn); c != nil {
+		l.mu.Lock()
+		c.closing = true
+		l.mu.Unlock()
+	}
 }
 
 // closeStreams closes every connection with a request on a streaming

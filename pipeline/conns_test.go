@@ -110,39 +110,29 @@ func TestBurstOfRequestsKeptAtLimit(t *testing.T) {
 
 // TestUnreadBoundedByDescriptors: a flood of connections the server does
 // not get to read is spared while the process has descriptors for them
-// (however far past the port's limit), never past its budget: a new one
-// past it is answered 503 and closed. Once they are older than readLag,
-// the next accept comes back to the limit.
+// (however far past the port's limit), never past its budget: there the
+// oldest is answered 503 and closed to make room. Once they are older
+// than readLag, the next accept comes back to the limit.
 func TestUnreadBoundedByDescriptors(t *testing.T) {
 	defer func(was time.Duration) { readLag = was }(readLag)
 	readLag = time.Minute
 	fds := &descriptors{limit: sourceHeadroom + 8} // room for 8 connections in all
 	l := limitedWith(t, 4, fds)
-	for range 8 {
+	oldest, _ := connect(t, l, streamRequest)
+	for range 7 {
 		connect(t, l, streamRequest)
 	}
 	if n := openCount(l); n != 8 {
 		t.Fatalf("%d open, want the 8 the budget has room for", n)
 	}
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if nc, err := l.Accept(); err == nil {
-			accepted <- nc
-		}
-	}()
-	refused, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer refused.Close()
-	io.WriteString(refused, streamRequest)
-	refused.SetReadDeadline(time.Now().Add(10 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(refused), nil)
-	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("a connection past the budget: %v %v, want 503", resp, err)
-	}
+	connect(t, l, streamRequest) // past the budget
 	if n := openCount(l); n != 8 {
-		t.Errorf("%d open after a refusal, want 8", n)
+		t.Errorf("%d open past the budget, want 8", n)
+	}
+	oldest.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(oldest), nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the oldest connection, closed past the budget: %v %v, want 503", resp, err)
 	}
 
 	l.mu.Lock()
@@ -150,13 +140,7 @@ func TestUnreadBoundedByDescriptors(t *testing.T) {
 		c.since = c.since.Add(-2 * readLag) // every one of them now older than readLag
 	}
 	l.mu.Unlock()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	nc := <-accepted
-	defer nc.Close()
+	connect(t, l, streamRequest)
 	if n := openCount(l); n != 4 {
 		t.Errorf("%d open after the next accept, want the limit, 4", n)
 	}

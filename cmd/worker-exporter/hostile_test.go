@@ -76,11 +76,22 @@ type process struct {
 // ports with env and args, and waits until both answer.
 func startProcess(t *testing.T, env []string, args ...string) *process {
 	t.Helper()
+	return startLimited(t, 0, env, args...)
+}
+
+// startLimited is startProcess with a descriptor limit, soft and hard, of
+// nofile (as LimitNOFILE=nofile in a unit sets both); 0: this process's.
+func startLimited(t *testing.T, nofile int, env []string, args ...string) *process {
+	t.Helper()
 	sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket)
 	p := &process{logs: &exportertest.Buffer{}, ports: map[string]string{"cpu": exportertest.FreePort(t), "ffmpeg": exportertest.FreePort(t)}, exited: make(chan struct{})}
 	args = append([]string{"--web.listen-host", "127.0.0.1", "--path.sysfs", sysfs, "--gpu.port", "0", "--docker.port", "0",
 		"--cpu.port", p.ports["cpu"], "--ffmpeg.port", p.ports["ffmpeg"]}, args...)
 	p.cmd = exec.Command(binary(t), args...)
+	if nofile > 0 {
+		prlimit := peer.Require(t, "prlimit", "apt-get install -y util-linux")
+		p.cmd = exec.Command(prlimit, append([]string{fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--", binary(t)}, args...)...) // it execs the binary: same process
+	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "OTEL_") {
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -541,5 +552,162 @@ func TestBasicAuthWithoutIngestToken(t *testing.T) {
 		if want := map[bool]int{false: http.StatusUnauthorized, true: http.StatusNoContent}[basic]; resp.StatusCode != want {
 			t.Errorf("POST /ingest (basic auth %v): %d, want %d", basic, resp.StatusCode, want)
 		}
+	}
+}
+
+// ingestClient is one chunked ingest POST that sends a line and then holds
+// its body open, as a slow or stuck ffmpeg would; outcome says what the
+// server did with it.
+type ingestClient struct {
+	conn    net.Conn
+	outcome atomic.Int32 // 0 open, else the status answered, or -1: closed with no answer
+	err     atomic.Pointer[error]
+}
+
+// openIngests opens n ingest streams to addr at once, named prefix0...
+func openIngests(t *testing.T, addr, prefix string, n int) []*ingestClient {
+	t.Helper()
+	clients := make([]*ingestClient, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c := &ingestClient{}
+			clients[i] = c
+			conn, err := net.DialTimeout("tcp", addr, 30*time.Second)
+			if err != nil {
+				c.err.Store(&err)
+				c.outcome.Store(-1)
+				return
+			}
+			c.conn = conn
+			fmt.Fprintf(conn, "POST /ingest/%s%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nframe=1\n\r\n", prefix, i)
+			go func() {
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					c.err.Store(&err)
+					c.outcome.Store(-1)
+					return
+				}
+				resp.Body.Close()
+				c.outcome.Store(int32(resp.StatusCode))
+			}()
+		})
+	}
+	wg.Wait()
+	t.Cleanup(func() {
+		for _, c := range clients {
+			if c.conn != nil {
+				c.conn.Close()
+			}
+		}
+	})
+	return clients
+}
+
+// outcomes counts the clients by outcome.
+func outcomes(clients []*ingestClient) map[int32]int {
+	m := map[int32]int{}
+	for _, c := range clients {
+		m[c.outcome.Load()]++
+	}
+	return m
+}
+
+// lost says why clients were closed with no answer, a few of them.
+func lost(clients []*ingestClient) []string {
+	var why []string
+	for _, c := range clients {
+		if err := c.err.Load(); err != nil && len(why) < 5 {
+			why = append(why, (*err).Error())
+		}
+	}
+	return why
+}
+
+// liveStreams counts the streams the ffmpeg port reports active.
+func liveStreams(t *testing.T, p *process) (live int, refused float64) {
+	t.Helper()
+	code, body := exportertest.Get(t, "http://127.0.0.1:"+p.ports["ffmpeg"]+"/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("ffmpeg /metrics: %d", code)
+	}
+	for line := range strings.Lines(body) {
+		if strings.HasPrefix(line, "ffmpeg_stream_active{") && strings.HasSuffix(strings.TrimSpace(line), " 1") {
+			live++
+		}
+		if v, ok := strings.CutPrefix(line, `ffmpeg_ingest_rejected_requests_total{reason="too_many_streams"} `); ok {
+			fmt.Sscan(v, &refused)
+		}
+	}
+	return live, refused
+}
+
+// procStatus is the child's descriptors open and resident memory.
+func procStatus(p *process) (fds int, rss uint64) {
+	entries, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	for line := range strings.Lines(string(data)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			fmt.Sscan(v, &rss)
+		}
+	}
+	return len(entries), rss << 10
+}
+
+// TestSlowIngestBoundedByDescriptors: under a 256-descriptor limit, more
+// slow ingest streams than that (each sends a line, then holds its body
+// open) take no more than the descriptors left once the ports'
+// connections and the sources are provided for: the rest are refused at
+// once (429, counted as too_many_streams), scrapes on both ports are
+// answered, and nothing runs out of descriptors.
+func TestSlowIngestBoundedByDescriptors(t *testing.T) {
+	const nofile, streams = 256, 300
+	p := startLimited(t, nofile, nil, "--web.max-connections", "32")
+	clients := openIngests(t, "127.0.0.1:"+p.ports["ffmpeg"], "slow", streams)
+	var live int
+	var refused float64
+	exportertest.WaitFor(t, time.Minute, func() bool {
+		live, refused = liveStreams(t, p)
+		return live+streams-outcomes(clients)[0] >= streams // each live, or answered, or closed
+	})
+	for _, source := range []string{"cpu", "ffmpeg"} {
+		start := time.Now()
+		if code, _ := exportertest.Get(t, "http://127.0.0.1:"+p.ports[source]+"/metrics"); code != http.StatusOK {
+			t.Errorf("%s scrape with %d streams held: %d", source, live, code)
+		}
+		t.Logf("%s scrape answered in %v", source, time.Since(start).Round(time.Microsecond))
+	}
+	fds, rss := procStatus(p)
+	got := outcomes(clients)
+	t.Logf("%d slow streams under a %d-descriptor limit: %d live, %d refused by ingest with 429 (counted %v), %d refused at accept with 503, %d closed unanswered (outcomes %v); descriptors %d, RSS %.1f MiB",
+		streams, nofile, live, got[http.StatusTooManyRequests], refused, got[http.StatusServiceUnavailable], got[-1], got, fds, float64(rss)/(1<<20))
+	if int(refused) != got[http.StatusTooManyRequests] || got[-1] != 0 || live+got[http.StatusTooManyRequests]+got[http.StatusServiceUnavailable] != streams {
+		t.Errorf("refusals: %d answered 429, %v counted, %d answered 503, %d closed with no answer (%q); %d live of %d", got[http.StatusTooManyRequests], refused, got[http.StatusServiceUnavailable], got[-1], lost(clients), live, streams)
+	}
+	if live == 0 || live > nofile-64-2*33 {
+		t.Errorf("%d streams live under %d descriptors (64 for the sources, 33 per port kept back)", live, nofile)
+	}
+	if fds >= nofile || strings.Contains(p.logs.String(), "too many open files") {
+		t.Errorf("descriptors %d of %d; log:\n%s", fds, nofile, grepLines(p.logs.String(), "too many open files", 5))
+	}
+}
+
+// TestIngestBurstAfterStart: a burst of new ingest streams right after
+// start (before the process is warm) loses none: each is live or, past a
+// limit, refused with an answer; none is closed unanswered.
+func TestIngestBurstAfterStart(t *testing.T) {
+	const streams = 1000
+	p := startProcess(t, nil)
+	clients := openIngests(t, "127.0.0.1:"+p.ports["ffmpeg"], "burst", streams)
+	var live int
+	exportertest.WaitFor(t, time.Minute, func() bool {
+		live, _ = liveStreams(t, p)
+		got := outcomes(clients)
+		return live+got[http.StatusTooManyRequests]+got[-1] >= streams
+	})
+	got := outcomes(clients)
+	t.Logf("%d streams at once right after start: %d live, %d refused with 429, %d closed unanswered", streams, live, got[http.StatusTooManyRequests], got[-1])
+	if got[-1] > 0 {
+		t.Errorf("%d of %d new streams closed with no answer: %q", got[-1], streams, lost(clients))
 	}
 }

@@ -109,15 +109,19 @@ func (in *Ingest) reject(w http.ResponseWriter, why Reject, code int, msg string
 // refuse answers at once and closes the connection. A client may keep
 // sending the body (ffmpeg's one long chunked POST); the server would wait
 // to drain it before answering, or after, holding a connection and a
-// goroutine. So the answer is flushed first, then an expired read deadline
-// ends the drain and the connection with it.
+// goroutine. So the answer is flushed first, then a read deadline ends the
+// drain and the connection with it within refuseDrain: long enough for a
+// client on a loaded machine to read its answer before the close, whose
+// reset (the client's unread body was still coming) could discard it.
 func refuse(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Connection", "close")
 	http.Error(w, msg, code)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	_ = rc.SetReadDeadline(time.Now()) // unsupported only by non-net.Conn writers (tests)
+	_ = rc.SetReadDeadline(time.Now().Add(refuseDrain)) // unsupported only by non-net.Conn writers (tests)
 }
+
+const refuseDrain = 2 * time.Second
 
 // idleReader closes a connection that sends nothing for idle, so a stuck
 // client cannot hold a stream slot forever.
