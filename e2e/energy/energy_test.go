@@ -180,7 +180,7 @@ func TestTwoEncodes(t *testing.T) {
 		last = e.scrape()
 		var sum float64
 		for _, name := range []string{"slow", "fast"} {
-			sum += last[key("ffmpeg_stream_energy_joules_total", "device", "cpu", "stream", name)]
+			sum += streamJoules(last, name, "cpu")
 			if _, ok := last[key("ffmpeg_stream_process_info", "command", "ffmpeg", "pid", strconv.Itoa(pids[name]), "stream", name)]; ok {
 				linked[name] = true
 			}
@@ -207,11 +207,11 @@ func TestTwoEncodes(t *testing.T) {
 		if !ok || math.Abs(got-used[name]) > 0.10*used[name] {
 			t.Errorf("%s: ffmpeg_stream_cpu_seconds_total %.3f, the kernel says %.3f s", name, got, used[name])
 		}
-		joules[name] = last[key("ffmpeg_stream_energy_joules_total", "device", "cpu", "stream", name)]
+		joules[name] = streamJoules(last, name, "cpu")
 		if joules[name] <= 0 {
 			t.Errorf("%s: no energy", name)
 		}
-		if _, ok := last[key("ffmpeg_stream_energy_joules_total", "device", "gpu", "stream", name)]; ok {
+		if _, ok := last[key("ffmpeg_stream_energy_joules_total", "device", "gpu", "mode", "dynamic", "stream", name)]; ok {
 			t.Errorf("%s: GPU energy served with no GPU", name)
 		}
 		frames := last[key("ffmpeg_total_frames", "stream", name)]
@@ -228,6 +228,68 @@ func TestTwoEncodes(t *testing.T) {
 	}
 	if last[key("ffmpeg_energy_available", "device", "cpu")] != 1 {
 		t.Error("RAPL reported unavailable")
+	}
+}
+
+// streamJoules is a stream's energy on device: its dynamic energy and its
+// share of idle power.
+func streamJoules(series map[string]float64, stream, device string) float64 {
+	var j float64
+	for _, mode := range []string{"dynamic", "idle"} {
+		j += series[key("ffmpeg_stream_energy_joules_total", "device", device, "mode", mode, "stream", stream)]
+	}
+	return j
+}
+
+// TestLeaderboard: two real encodes of one ladder, libx264 ultrafast and
+// medium, each profiled from its command line; the leaderboard's counters
+// by encoder, preset and ladder count every frame and the pixels of every
+// rung, rank the presets by pixels per joule in the order their CPU time
+// says, and outlive the streams.
+func TestLeaderboard(t *testing.T) {
+	e := startExporter(t, nil, nil, "--stream.retention", "1s")
+	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
+	run := func(preset string) *exec.Cmd {
+		cmd := exec.Command(ffmpeg, "-hide_banner", "-nostats", "-loglevel", "error", "-progress", "http://"+e.addr+"/ingest/"+preset,
+			"-re", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "6",
+			"-c:v", "libx264", "-preset", preset, "-s", "640x360", "-r", "25", "-threads", "1", "-f", "null", "-")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd
+	}
+	cmds := map[string]*exec.Cmd{"ultrafast": run("ultrafast"), "medium": run("medium")}
+	for name, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("ffmpeg %s: %v", name, err)
+		}
+	}
+	// The streams go after their retention, their profiles with them; the
+	// leaderboard stays.
+	var s map[string]float64
+	exportertest.WaitFor(t, 30*time.Second, func() bool {
+		s = e.scrape()
+		return !hasPrefix(s, "ffmpeg_total_frames{") && !hasPrefix(s, "ffmpeg_stream_encode_info{")
+	})
+	ppj := map[string]float64{}
+	for preset, cmd := range cmds {
+		labels := []string{"encoder", "libx264", "preset", preset, "ladder", "640x360@25"}
+		frames, ok := s[key("ffmpeg_encode_frames_total", labels...)]
+		pixels := s[key("ffmpeg_encode_output_pixels_total", labels...)]
+		var joules float64
+		for _, mode := range []string{"dynamic", "idle"} {
+			joules += s[key("ffmpeg_encode_energy_joules_total", append(labels, "device", "cpu", "mode", mode)...)]
+		}
+		if !ok || frames < 140 || frames > 160 || pixels != frames*640*360 || joules <= 0 || s[key("ffmpeg_encode_seconds_total", labels...)] < 4 {
+			t.Errorf("%s after its stream went: %v frames, %v pixels, %v J, want its 150 frames of 640x360 and its energy", preset, frames, pixels, joules)
+		}
+		ppj[preset] = pixels / joules
+		t.Logf("%s: %.0f frames, %.3g pixels, %.2f J, %.3g pixels/J, %.2f CPU s", preset, frames, pixels, joules, ppj[preset], cpuSeconds(cmd))
+	}
+	if cpuSeconds(cmds["medium"]) > cpuSeconds(cmds["ultrafast"]) != (ppj["ultrafast"] > ppj["medium"]) {
+		t.Errorf("pixels per joule ultrafast %.3g, medium %.3g: not in the order their CPU time says (%.2f s, %.2f s)",
+			ppj["ultrafast"], ppj["medium"], cpuSeconds(cmds["ultrafast"]), cpuSeconds(cmds["medium"]))
 	}
 }
 
