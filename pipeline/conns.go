@@ -55,6 +55,7 @@ type conn struct {
 	closing   bool      // answered with "Connection: close": only draining what the client still sends
 	closed    bool
 	read      atomic.Bool // the server has started to read it
+	evicted   atomic.Bool // closed to make room: by whoever evicted it, not the server
 }
 
 // readLag is how long a new connection is spared before the server starts
@@ -66,10 +67,15 @@ var (
 	handlerGrace = 10 * time.Second
 )
 
-// Read marks the connection as one the server has started to read.
+// Read marks the connection as one the server has started to read. One
+// evicted before (see admit) is not the server's to read: it is being
+// answered 503 and closed.
 func (c *conn) Read(p []byte) (int, error) {
 	if !c.read.Load() {
 		c.read.Store(true)
+	}
+	if c.evicted.Load() {
+		return 0, net.ErrClosed
 	}
 	return c.Conn.Read(p)
 }
@@ -88,7 +94,6 @@ func (l *conns) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		l.refuse(nc) // no descriptor to spare, none to take back: this one goes, told why
-		nc.Close()
 	}
 }
 
@@ -99,9 +104,12 @@ func (l *conns) admit(nc net.Conn) *conn {
 	l.fds.mu.Lock()
 	l.fds.open++
 	over := l.fds.open - l.fds.maxOpen()
+	// What this port may hold besides streams: the budget less the live
+	// streams and the other ports' reserves, which stay theirs.
+	mine := l.fds.maxOpen() - l.fds.streams - (l.fds.reserved - (l.max + 1))
 	l.fds.mu.Unlock()
 	l.open[c] = struct{}{}
-	victims, keep := l.victims(c, over)
+	victims, keep := l.victims(c, over, mine)
 	for _, v := range victims {
 		l.forget(v)
 		l.warn()
@@ -112,10 +120,15 @@ func (l *conns) admit(nc net.Conn) *conn {
 	}
 	l.mu.Unlock()
 	for _, v := range victims {
-		if !v.read.Load() { // the server has not touched it: this answer is its only one
+		// Evicted, then read is checked (Read does the reverse): if the
+		// server has not started to read it, it never will, and this
+		// answer is its only one.
+		v.evicted.Store(true)
+		if !v.read.Load() {
 			l.refuse(v.Conn)
+		} else {
+			v.Conn.Close()
 		}
-		v.Conn.Close()
 	}
 	if !keep {
 		return nil
@@ -124,25 +137,40 @@ func (l *conns) admit(nc net.Conn) *conn {
 }
 
 // refuse answers a connection the server has not read, closed for want of
-// descriptors: whatever request it sends, it learns why (over TLS, which
-// it has had no handshake for, it is only closed).
+// descriptors, and closes it: whatever request it sends, it learns why
+// (over TLS, which it has had no handshake for, it is only closed). The
+// request it has sent is read first, briefly and apart from the accept
+// loop: closed with it unread, the connection would be reset, and the
+// reset can discard the answer before the client reads it.
 func (l *conns) refuse(nc net.Conn) {
 	if l.tls {
+		nc.Close()
 		return
 	}
-	_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 63\r\n\r\nno file descriptor to spare for another connection; retry later")
+	go func() {
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(refuseLinger))
+		_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 63\r\n\r\nno file descriptor to spare for another connection; retry later")
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(nc, 64<<10))
+	}()
 }
+
+// refuseLinger bounds how long a refused connection is kept to be read.
+const refuseLinger = 50 * time.Millisecond
 
 // victims are the connections to close to make room for the new one: to
 // come back to max on this port, and by over more when the process is
-// past its descriptor budget. keep is false when even that cannot be
+// past its descriptor budget, or this port past mine, its share of it. keep is false when even that cannot be
 // done without closing what is spared: then the new one goes instead.
-func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
+func (l *conns) victims(newest *conn, over, mine int) (out []*conn, keep bool) {
 	const (
 		idle    = iota // a keep-alive between requests, or nothing whole sent for readLag
 		stuck          // a request in the server longer than a scraper waits
 		unread         // new, not read yet: only for the budget (answered 503, see refuse)
+		closing        // refused and draining: its answer, sent, may not be read yet
 		reading        // new, being read, nothing whole yet: only for the budget
 	)
 	type candidate struct {
@@ -161,7 +189,7 @@ func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
 		switch {
 		case c == newest:
 		case c.closing:
-			all = append(all, candidate{c, idle})
+			all = append(all, candidate{c, closing})
 		case c.state == http.StateActive && now.Sub(c.since) < handlerGrace: // being answered
 		case c.state == http.StateActive:
 			all = append(all, candidate{c, stuck})
@@ -183,8 +211,9 @@ func (l *conns) victims(newest *conn, over int) (out []*conn, keep bool) {
 	if l.max > 0 {
 		needPort = counted - l.max
 	}
+	over = max(over, counted-mine)
 	for _, cand := range all {
-		if len(out) < over || (len(out) < needPort && (cand.rank == idle || cand.rank == stuck)) {
+		if len(out) < over || (len(out) < needPort && cand.rank != unread && cand.rank != reading) {
 			out = append(out, cand.c)
 		}
 	}
@@ -219,6 +248,9 @@ func (c *conn) Close() error {
 	c.in.mu.Lock()
 	c.in.forget(c)
 	c.in.mu.Unlock()
+	if c.evicted.Load() {
+		return nil // its evictor closes it
+	}
 	return c.Conn.Close()
 }
 

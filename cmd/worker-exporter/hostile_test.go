@@ -34,6 +34,11 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
 )
 
+// scrapeTimeout is how long Prometheus waits for a scrape by default
+// (scrape_timeout): what a scraper under attack is promised, on a loaded
+// machine too. What a scrape took is logged, never asserted.
+const scrapeTimeout = 10 * time.Second
+
 // hostilePlanEnv, when set, makes the test binary the hostile client
 // instead of running the tests (see hostileClient).
 const hostilePlanEnv = "WORKER_EXPORTER_HOSTILE_PLAN"
@@ -342,9 +347,11 @@ func openFDs(t *testing.T) int {
 // holding connections open on two ports, more than the limit in all (idle
 // after a GET; or, with TLS and basic auth, refused with 401: a GET without
 // credentials, a chunked ingest POST with a wrong token) neither keeps a
-// scrape out for 2 s nor the RAPL source from reading sysfs, the worker
-// holds no more descriptors than its defaults allow (--web.max-connections
-// per port), and every hostile connection is closed within the idle timeout.
+// scrape out (answered within Prometheus's scrape timeout) nor the RAPL
+// source from reading sysfs, the worker holds no more descriptors than its
+// defaults allow (--web.max-connections per port, once new connections are
+// past the second they are spared), and every hostile connection is closed
+// within the idle timeout.
 func TestHostileConnections(t *testing.T) {
 	for _, tc := range []struct {
 		secured bool
@@ -355,12 +362,12 @@ func TestHostileConnections(t *testing.T) {
 			sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket)
 			args := []string{"--path.sysfs", sysfs, "--rapl.interval", "100ms", "--gpu.port", "0", "--docker.port", "0",
 				"--web.idle-timeout", "2s", "--ingest.token", "t0ken"}
-			client, scheme := &http.Client{Timeout: 2 * time.Second}, "http"
+			client, scheme := &http.Client{Timeout: scrapeTimeout}, "http"
 			if secured {
 				cfg, c := webConfig(t)
 				args = append(args, "--web.config.file", cfg)
 				client, scheme = c, "https"
-				client.Timeout = 2 * time.Second
+				client.Timeout = scrapeTimeout
 			}
 			w := startWorker(t, args...)
 			scrape := func(source string) time.Duration {
@@ -395,8 +402,21 @@ func TestHostileConnections(t *testing.T) {
 				{Addr: "127.0.0.1:" + w.ports["ffmpeg"], TLS: secured, Conns: perPort, Request: post},
 			})
 			held := expectLine(t, lines, "held ", 3*time.Minute)
+			heldAt := time.Now() // new connections are spared a second (readLag); the scrapes' then bring each port back to its limit
+			exportertest.WaitFor(t, 10*time.Second, func() bool { return time.Since(heldAt) > time.Second })
 			cpuTook, ffmpegTook := scrape("cpu"), scrape("ffmpeg")
 			fds := openFDs(t)
+			// Connections the worker accepts after the client is done (an
+			// accept loop behind on a loaded machine) are spared their
+			// second too; the next scrapes bring the ports back.
+			exportertest.WaitFor(t, 20*time.Second, func() bool {
+				if fds = openFDs(t); fds > base+2*128+16 {
+					scrape("cpu")
+					scrape("ffmpeg")
+					return false
+				}
+				return true
+			})
 			t.Logf("%d hostile connections from another process: scrapes answered in %v (cpu) and %v (ffmpeg); descriptors %d (%d before); RSS %+.1f MiB (meaningless under -race: %v)",
 				held, cpuTook, ffmpegTook, fds, base, float64(int64(rss())-int64(rss0))/(1<<20), raceEnabled)
 			if fds > base+2*128+16 {
