@@ -224,6 +224,7 @@ func TestThreePaths(t *testing.T) {
 		"HEALTH_CHECK_ENDPOINT=127.0.0.1:" + exportertest.FreePort(t),
 		"COLLECTOR_TELEMETRY_HOST=127.0.0.1", "COLLECTOR_TELEMETRY_PORT=" + exportertest.FreePort(t),
 		"VICTORIAMETRICS_URL=" + vmCollector,
+		"COLLECTOR_QUEUE_DIR=" + t.TempDir(),
 	}
 	startCollector := func() *process {
 		p := startProcess(t, collectorEnv, collectorBin, "--config", "../otel-collector/config.yaml")

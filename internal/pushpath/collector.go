@@ -3,6 +3,7 @@ package pushpath
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -26,6 +27,12 @@ func StartCollector(bin, config string, env ...string) (*Collector, error) {
 		}
 	}
 	telemetryHost, telemetryPort, _ := strings.Cut(addrs[3], ":")
+	// Each collector its own disk queue: two would fight over one's lock,
+	// and one run's backlog would reach the next run's store.
+	queueDir, err := os.MkdirTemp("", "otelcol-queue-")
+	if err != nil {
+		return nil, err
+	}
 	c := &Collector{
 		GRPC:      addrs[0],
 		health:    "http://" + addrs[2] + "/",
@@ -34,6 +41,7 @@ func StartCollector(bin, config string, env ...string) (*Collector, error) {
 	c.Process = newProcess(bin, append([]string{
 		"OTLP_GRPC_ENDPOINT=" + addrs[0], "OTLP_HTTP_ENDPOINT=" + addrs[1], "HEALTH_CHECK_ENDPOINT=" + addrs[2],
 		"COLLECTOR_TELEMETRY_HOST=" + telemetryHost, "COLLECTOR_TELEMETRY_PORT=" + telemetryPort,
+		"COLLECTOR_QUEUE_DIR=" + queueDir,
 	}, env...), "--config", config)
 	if err := c.start(c.health); err != nil {
 		return nil, err

@@ -214,7 +214,7 @@ func (s *Source) Run(ctx context.Context) {
 		s.cfg.Windows(ctx, s.cfg.Interval, s.Sample)
 		return
 	}
-	sampling.Every(ctx, func() time.Duration { return s.cfg.Interval }, s.Sample)
+	s.Every(ctx, func() time.Duration { return s.cfg.Interval }, s.Sample)
 }
 
 // Sample runs one window: link new streams, read the linked processes and

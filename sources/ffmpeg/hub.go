@@ -89,7 +89,7 @@ func NewHub(cfg Config) *Hub {
 
 // Run prunes finished streams every pruneInterval until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
-	sampling.Every(ctx, func() time.Duration { return pruneInterval }, func(context.Context) {
+	h.Every(ctx, func() time.Duration { return pruneInterval }, func(context.Context) {
 		start := time.Now()
 		full := h.Prune()
 		var err error

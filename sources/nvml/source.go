@@ -73,7 +73,7 @@ func New(cfg Config) *Source {
 // missing (drivers can load after boot), then shuts NVML down.
 func (s *Source) Run(ctx context.Context) {
 	defer s.Close()
-	sampling.Every(ctx, s.interval, s.Sample)
+	s.Every(ctx, s.interval, s.Sample)
 }
 
 // interval is the sampling interval, or the retry interval while NVML is missing.

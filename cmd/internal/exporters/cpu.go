@@ -6,6 +6,7 @@ import (
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
 )
 
 // CPU is RAPL power and energy, from the process's RAPL reader.
@@ -16,7 +17,8 @@ func CPU() Source {
 		Flags: func(*flag.FlagSet) {},
 		Open: func(r *Readers, _ *slog.Logger) (Built, error) {
 			src := r.RAPL()
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterRAPL(p.Meter, src.Source) }}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterRAPL(p.Meter, src.Source) },
+				SeriesLimit: rapl.MaxZones + 1}, nil
 		},
 	}
 }

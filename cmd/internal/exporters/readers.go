@@ -18,7 +18,6 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
-	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // Reads names the readers of the machine a source needs.
@@ -43,7 +42,7 @@ type Readers struct {
 	nvml          nvml.Config
 
 	// SysFS and NVML are what RAPL and NVML read through: nil for the
-	// machine's own (os.DirFS(--path.sysfs), libnvidia-ml). Tests set them.
+	// machine's own (rapl.SysFS(--path.sysfs), libnvidia-ml). Tests set them.
 	SysFS fs.FS
 	NVML  gonvml.Interface
 
@@ -124,7 +123,7 @@ func (r *Readers) RAPL() *RAPLReader {
 	if r.rapl == nil {
 		fsys := r.SysFS
 		if fsys == nil {
-			fsys = os.DirFS(r.sysfs)
+			fsys = rapl.SysFS(r.sysfs)
 		}
 		src := rapl.New(rapl.Config{FS: fsys, Root: r.sysfs, Interval: r.raplInterval, Log: r.logFor("cpu")})
 		r.rapl = &RAPLReader{Source: src}
@@ -240,7 +239,7 @@ func (r *RAPLReader) Follow(ctx context.Context, interval time.Duration, window 
 // loop samples at the shortest interval any user asks for, then runs the
 // followers whose interval is over.
 func (r *RAPLReader) loop(ctx context.Context) {
-	sampling.Every(ctx, r.interval, func(ctx context.Context) {
+	r.Every(ctx, r.interval, func(ctx context.Context) {
 		r.Sample()
 		now := time.Now()
 		r.mu.Lock()
