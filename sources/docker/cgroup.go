@@ -1,13 +1,12 @@
 package docker
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +22,7 @@ type cgroupFS struct {
 	root string
 	v2   bool      // one unified hierarchy; else one per v1 controller
 	proc procfs.FS // the host's procfs, for /proc/<pid>/cgroup and net/dev
+	buf  []byte    // what file reads into
 }
 
 // v1Controllers are the v1 hierarchies read, each its own mount.
@@ -46,11 +46,17 @@ func openCgroups(root, proc string) (*cgroupFS, error) {
 	return &cgroupFS{root: root, proc: fs}, nil
 }
 
-// cgroupDirs is one container's cgroup: one directory on v2; on v1, the
-// directory of each controller in v1Controllers.
+// cgroupDirs is one container's cgroup: the files read each collection,
+// found once (at its inspect), and what does not change between.
 type cgroupDirs struct {
-	v2   bool
-	dirs map[string]string // controller ("" on v2) → directory
+	v2       bool
+	cpu      string // cpuacct.usage (v1), cpu.stat (v2)
+	throttle string // cpu.stat on v1; empty without a CFS quota (nothing to throttle)
+	memory   string // memory.usage_in_bytes (v1), memory.current (v2)
+	memStat  string
+	block    string // the blkio file runc would read (v1), io.stat (v2); empty: none
+	pids     string
+	limit    uint64 // the memory limit; 0: unlimited
 }
 
 // find locates the cgroup of container id: where its init process (pid)
@@ -72,19 +78,51 @@ func (g *cgroupFS) find(id string, pid int, parent string) (cgroupDirs, error) {
 		"libpod_parent/libpod-"+id,          // podman, cgroupfs
 	)
 	for _, rel := range rels {
-		d := cgroupDirs{v2: g.v2, dirs: map[string]string{}}
-		if g.v2 {
-			d.dirs[""] = filepath.Join(g.root, rel)
-		} else {
-			for _, c := range v1Controllers {
-				d.dirs[c] = filepath.Join(g.root, c, rel)
+		dir := func(controller string) string {
+			if g.v2 {
+				return filepath.Join(g.root, rel)
 			}
+			return filepath.Join(g.root, controller, rel)
 		}
-		if _, err := os.Stat(d.dir("cpuacct")); err == nil {
-			return d, nil
+		if _, err := os.Stat(dir("cpuacct")); err == nil {
+			return g.files(dir)
 		}
 	}
 	return cgroupDirs{}, fmt.Errorf("no cgroup of container %.12s under %s (looked for %s)", id, g.root, strings.Join(rels, ", "))
+}
+
+// files names the files of the cgroup whose controllers' directories dir
+// gives, and reads what does not change between collections.
+func (g *cgroupFS) files(dir func(controller string) string) (cgroupDirs, error) {
+	var d cgroupDirs
+	var err error
+	if g.v2 {
+		d = cgroupDirs{v2: true, cpu: filepath.Join(dir(""), "cpu.stat"), memory: filepath.Join(dir(""), "memory.current"),
+			memStat: filepath.Join(dir(""), "memory.stat"), block: filepath.Join(dir(""), "io.stat"), pids: filepath.Join(dir(""), "pids.current")}
+		d.limit, err = g.readUint(filepath.Join(dir(""), "memory.max"))
+		return d, err
+	}
+	d = cgroupDirs{cpu: filepath.Join(dir("cpuacct"), "cpuacct.usage"), memory: filepath.Join(dir("memory"), "memory.usage_in_bytes"),
+		memStat: filepath.Join(dir("memory"), "memory.stat"), pids: filepath.Join(dir("pids"), "pids.current")}
+	if quota, err := g.file(filepath.Join(dir("cpu"), "cpu.cfs_quota_us")); err == nil && string(bytes.TrimSpace(quota)) != "-1" {
+		d.throttle = filepath.Join(dir("cpu"), "cpu.stat")
+	}
+	if d.limit, err = g.readUint(filepath.Join(dir("memory"), "memory.limit_in_bytes")); err != nil {
+		return d, err
+	}
+	if d.limit >= 1<<62 { // LLONG_MAX rounded down to a page: unlimited
+		d.limit = 0
+	}
+	// As runc reads them: BFQ's, CFQ's, then the throttling layer's, which
+	// counts every device.
+	for _, name := range []string{"blkio.bfq.io_service_bytes_recursive", "blkio.io_service_bytes_recursive", "blkio.throttle.io_service_bytes_recursive"} {
+		path := filepath.Join(dir("blkio"), name)
+		if _, _, n, err := g.readBlkio(path); err == nil && (n > 0 || strings.Contains(name, "throttle")) {
+			d.block = path
+			break
+		}
+	}
+	return d, nil
 }
 
 // ofProcess is the cgroup path of process pid relative to the hierarchy
@@ -104,27 +142,11 @@ func (g *cgroupFS) ofProcess(pid int) string {
 	}
 	for _, cg := range cgs {
 		v2 := cg.HierarchyID == 0 && len(cg.Controllers) == 0
-		if v2 == g.v2 && (g.v2 || contains(cg.Controllers, "cpuacct")) && !strings.HasPrefix(cg.Path, "/..") {
+		if v2 == g.v2 && (g.v2 || slices.Contains(cg.Controllers, "cpuacct")) && !strings.HasPrefix(cg.Path, "/..") {
 			return strings.Trim(cg.Path, "/")
 		}
 	}
 	return ""
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func (d cgroupDirs) dir(controller string) string {
-	if d.v2 {
-		return d.dirs[""]
-	}
-	return d.dirs[controller]
 }
 
 // cgroupFigures are what a container's cgroup tells, in the stats API's
@@ -140,122 +162,119 @@ type cgroupFigures struct {
 	pids                      uint64
 }
 
-// read reads a container's figures from its cgroup. Throttling and PIDs
-// are optional (a kernel without CFS bandwidth or the pids controller);
-// CPU, memory and block I/O are not.
-func (d cgroupDirs) read() (cgroupFigures, error) {
-	var f cgroupFigures
+// read reads a container's figures from its cgroup. PIDs are optional (a
+// kernel without the pids controller); CPU, memory and block I/O are not.
+func (g *cgroupFS) figures(d *cgroupDirs) (cgroupFigures, error) {
+	f := cgroupFigures{read: time.Now(), memLimit: d.limit}
 	var err error
-	f.read = time.Now()
+	inactive := "total_inactive_file"
 	if d.v2 {
-		err = d.readV2(&f)
+		inactive = "inactive_file"
+		err = g.keyed(d.cpu, func(k string, v uint64) {
+			switch k {
+			case "usage_usec":
+				f.cpuNanos = v * 1000
+			case "nr_periods":
+				f.periods = v
+			case "nr_throttled":
+				f.throttled = v
+			case "throttled_usec":
+				f.throttledNanos = v * 1000
+			}
+		})
 	} else {
-		err = d.readV1(&f)
+		f.cpuNanos, err = g.readUint(d.cpu)
+		if err == nil && d.throttle != "" {
+			err = g.keyed(d.throttle, func(k string, v uint64) {
+				switch k {
+				case "nr_periods":
+					f.periods = v
+				case "nr_throttled":
+					f.throttled = v
+				case "throttled_time":
+					f.throttledNanos = v
+				}
+			})
+		}
 	}
-	return f, err
+	if err != nil {
+		return f, err
+	}
+	if f.memUsage, err = g.readUint(d.memory); err != nil {
+		return f, err
+	}
+	if err = g.keyed(d.memStat, func(k string, v uint64) {
+		if k == inactive {
+			f.memInactiveFile = v
+		}
+	}); err != nil {
+		return f, err
+	}
+	switch {
+	case d.block == "":
+	case d.v2:
+		f.blockRead, f.blockWrite, err = g.readIOStat(d.block)
+		if errors.Is(err, os.ErrNotExist) { // no io controller enabled
+			err = nil
+		}
+	default:
+		f.blockRead, f.blockWrite, _, err = g.readBlkio(d.block)
+	}
+	if err != nil {
+		return f, err
+	}
+	f.pids, _ = g.readUint(d.pids)
+	return f, nil
 }
 
-func (d cgroupDirs) readV1(f *cgroupFigures) error {
-	var err error
-	if f.cpuNanos, err = readUint(filepath.Join(d.dir("cpuacct"), "cpuacct.usage")); err != nil {
-		return err
-	}
-	if st, err := readKeyed(filepath.Join(d.dir("cpu"), "cpu.stat")); err == nil {
-		f.periods, f.throttled, f.throttledNanos = st["nr_periods"], st["nr_throttled"], st["throttled_time"]
-	}
-	mem := d.dir("memory")
-	if f.memUsage, err = readUint(filepath.Join(mem, "memory.usage_in_bytes")); err != nil {
-		return err
-	}
-	if f.memLimit, err = readUint(filepath.Join(mem, "memory.limit_in_bytes")); err != nil {
-		return err
-	}
-	st, err := readKeyed(filepath.Join(mem, "memory.stat"))
+// maxCgroupFile bounds what is read of one cgroup file: the largest
+// (memory.stat, io.stat of a host with many disks) are a few KiB.
+const maxCgroupFile = 64 << 10
+
+// file reads a small pseudo-file whole into g's buffer, which the next
+// read reuses (its callers hold the source's regMu). It never blocks (a
+// FIFO put in its place is refused, not waited on) and never reads past
+// maxCgroupFile. Plain system calls: no poller, no allocation, as it runs
+// for every file of every container every interval.
+func (g *cgroupFS) file(path string) ([]byte, error) {
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	f.memInactiveFile = st["total_inactive_file"]
-	// As runc reads them: BFQ's, CFQ's, then the throttling layer's, which
-	// counts every device.
-	blkio := d.dir("blkio")
-	for _, name := range []string{"blkio.bfq.io_service_bytes_recursive", "blkio.io_service_bytes_recursive", "blkio.throttle.io_service_bytes_recursive"} {
-		r, w, n, err := readBlkio(filepath.Join(blkio, name))
-		if errors.Is(err, os.ErrNotExist) {
+	defer syscall.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	if g.buf == nil {
+		g.buf = make([]byte, maxCgroupFile+1)
+	}
+	n := 0
+	for n < len(g.buf) {
+		m, err := syscall.Read(fd, g.buf[n:])
+		if err == syscall.EINTR {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
 		}
-		if n > 0 || strings.Contains(name, "throttle") {
-			f.blockRead, f.blockWrite = r, w
+		if m == 0 {
 			break
 		}
+		n += m
 	}
-	f.pids, _ = readUint(filepath.Join(d.dir("pids"), "pids.current"))
-	return nil
-}
-
-func (d cgroupDirs) readV2(f *cgroupFigures) error {
-	dir := d.dirs[""]
-	st, err := readKeyed(filepath.Join(dir, "cpu.stat"))
-	if err != nil {
-		return err
-	}
-	usage, ok := st["usage_usec"]
-	if !ok {
-		return fmt.Errorf("%s: no usage_usec", filepath.Join(dir, "cpu.stat"))
-	}
-	f.cpuNanos = usage * 1000
-	f.periods, f.throttled, f.throttledNanos = st["nr_periods"], st["nr_throttled"], st["throttled_usec"]*1000
-	if f.memUsage, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
-		return err
-	}
-	if f.memLimit, err = readUint(filepath.Join(dir, "memory.max")); err != nil {
-		return err
-	}
-	mst, err := readKeyed(filepath.Join(dir, "memory.stat"))
-	if err != nil {
-		return err
-	}
-	f.memInactiveFile = mst["inactive_file"]
-	if f.blockRead, f.blockWrite, err = readIOStat(filepath.Join(dir, "io.stat")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	f.pids, _ = readUint(filepath.Join(dir, "pids.current"))
-	return nil
-}
-
-// maxCgroupFile bounds what is read of one cgroup or procfs file: the
-// largest (memory.stat, io.stat of a host with many disks) are a few KiB.
-const maxCgroupFile = 64 << 10
-
-// readSmall reads a small pseudo-file whole. It never blocks (a FIFO put
-// in its place is refused, not waited on) and never reads past
-// maxCgroupFile.
-func readSmall(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxCgroupFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxCgroupFile {
+	if n > maxCgroupFile {
 		return nil, fmt.Errorf("%s: over %d bytes", path, maxCgroupFile)
 	}
-	return data, nil
+	return g.buf[:n], nil
 }
 
 // readUint reads a file holding one number; "max" (v2's unlimited) is 0.
-func readUint(path string) (uint64, error) {
-	data, err := readSmall(path)
+func (g *cgroupFS) readUint(path string) (uint64, error) {
+	data, err := g.file(path)
 	if err != nil {
 		return 0, err
 	}
@@ -263,49 +282,59 @@ func readUint(path string) (uint64, error) {
 }
 
 func parseUint(path string, data []byte) (uint64, error) {
-	s := string(bytes.TrimSpace(data))
-	if s == "max" {
+	b := bytes.TrimSpace(data)
+	if string(b) == "max" {
 		return 0, nil
 	}
-	n, err := strconv.ParseUint(s, 10, 64)
+	n, err := strconv.ParseUint(string(b), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %q is not a number", path, truncate(s))
+		return 0, fmt.Errorf("%s: %q is not a number", path, truncate(string(b)))
 	}
 	return n, nil
 }
 
-// readKeyed reads a flat keyed file ("key value" lines: cpu.stat,
-// memory.stat).
-func readKeyed(path string) (map[string]uint64, error) {
-	data, err := readSmall(path)
+// keyed reads a flat keyed file ("key value" lines: cpu.stat,
+// memory.stat), calling each with every key and value.
+func (g *cgroupFS) keyed(path string, each func(key string, value uint64)) error {
+	data, err := g.file(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return parseKeyed(path, data)
+	return eachKeyed(path, data, each)
 }
 
-func parseKeyed(path string, data []byte) (map[string]uint64, error) {
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
+func eachKeyed(path string, data []byte, each func(key string, value uint64)) error {
+	for len(data) > 0 {
+		line := data
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			line, data = data[:i], data[i+1:]
+		} else {
+			data = nil
+		}
+		if len(line) == 0 {
 			continue
 		}
-		k, v, ok := strings.Cut(line, " ")
-		n, err := strconv.ParseUint(v, 10, 64)
+		k, v, ok := bytes.Cut(line, []byte(" "))
+		n, err := strconv.ParseUint(string(v), 10, 64)
 		if !ok || err != nil {
-			return nil, fmt.Errorf("%s: line %q is not \"key value\"", path, truncate(line))
+			return fmt.Errorf("%s: line %q is not \"key value\"", path, truncate(string(line)))
 		}
-		out[k] = n
+		each(string(k), n)
 	}
-	return out, sc.Err()
+	return nil
+}
+
+// parseKeyed is a flat keyed file as a map.
+func parseKeyed(path string, data []byte) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	err := eachKeyed(path, data, func(k string, v uint64) { out[k] = v })
+	return out, err
 }
 
 // readIOStat sums the bytes read and written over the devices of a v2
 // io.stat ("8:0 rbytes=1 wbytes=2 rios=3 ...").
-func readIOStat(path string) (read, written uint64, err error) {
-	data, err := readSmall(path)
+func (g *cgroupFS) readIOStat(path string) (read, written uint64, err error) {
+	data, err := g.file(path)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -342,8 +371,8 @@ func parseIOStat(path string, data []byte) (read, written uint64, err error) {
 
 // readBlkio sums the Read and Write bytes over the devices of a v1 blkio
 // file ("8:0 Read 4096" lines and a "Total" line); n is the lines summed.
-func readBlkio(path string) (read, written uint64, n int, err error) {
-	data, err := readSmall(path)
+func (g *cgroupFS) readBlkio(path string) (read, written uint64, n int, err error) {
+	data, err := g.file(path)
 	if err != nil {
 		return 0, 0, 0, err
 	}

@@ -30,6 +30,7 @@ type eventState struct {
 var watched = []events.Action{
 	events.ActionCreate, events.ActionStart, events.ActionDie, events.ActionDestroy, events.ActionRename,
 	events.ActionHealthStatus, events.ActionPause, events.ActionUnPause, events.ActionOOM,
+	events.ActionUpdate, // a new memory limit or CPU quota
 	actionRemove,
 }
 

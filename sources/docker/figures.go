@@ -59,7 +59,7 @@ func (s *Source) findCgroup(e *entry) {
 // false: they are not readable (e goes by stats calls, and its cgroup is
 // looked for again at its next inspect). It holds regMu.
 func (s *Source) readCgroup(e *entry) bool {
-	f, err := e.cg.read()
+	f, err := s.cgroups.figures(e.cg)
 	var n netFigures
 	if err == nil && !e.netHost {
 		n, err = s.cgroups.netDev(e.pid)

@@ -25,7 +25,7 @@ import (
 // and a network-sending container, each read from its cgroup and by a
 // stats call. Counters are read cgroup, stats, cgroup: the stats path's
 // must lie between the two cgroup readings (2% either side); memory and
-// PIDs within 2%.
+// PIDs within 2% of one of them.
 //
 // podman before 4.4 swaps rx and tx in its stats (containers/podman#16618,
 // fixed by #16628): the container's own view (its eth0) is what the cgroup
@@ -51,7 +51,8 @@ func TestCgroupPathMatchesStatsOnPodman(t *testing.T) {
 	gw, port := pm.Gateway(t, "idle"), sink.Addr().(*net.TCPAddr).Port
 	pm.Run(t, "busy", "while :; do :; done")
 	pm.Run(t, "filler", "dd if=/dev/zero of=/dev/shm/fill bs=1M count=48 2>/dev/null; sleep 3600")
-	pm.Run(t, "sender", fmt.Sprintf("while :; do dd if=/dev/zero bs=64k count=32 2>/dev/null | nc %s %d; sleep 0.2; done", gw, port))
+	// One pipeline for the test's life: its processes, and so its memory, hold still.
+	pm.Run(t, "sender", fmt.Sprintf("dd if=/dev/zero bs=64k count=10000000 2>/dev/null | nc %s %d", gw, port))
 
 	source := func(cgroups bool) *Source {
 		cli, err := NewClient(DefaultMaxResponseBytes, client.WithHost(pm.DockerHost), client.WithAPIVersionNegotiation())
@@ -78,7 +79,7 @@ func TestCgroupPathMatchesStatsOnPodman(t *testing.T) {
 				t.Fatalf("%s: figures by %q (%s), want its cgroup", c.Name, c.Path, c.PathWhy)
 			}
 		}
-		return find(t, byCgroup, "filler").MemoryBytes >= 48<<20 && find(t, byCgroup, "sender").TxBytes >= 4<<20 && find(t, byCgroup, "busy").CPUSeconds >= 1
+		return find(t, byCgroup, "filler").MemoryBytes >= 48<<20 && find(t, byCgroup, "sender").TxBytes >= 4<<20 && find(t, byCgroup, "busy").CPUSeconds >= 0.5
 	})
 	if err := byCgroup.Health(); err != nil {
 		t.Fatal(err)
@@ -135,22 +136,26 @@ func TestCgroupPathMatchesStatsOnPodman(t *testing.T) {
 		}
 		for _, gauge := range []struct {
 			what          string
-			cgroup, stats float64
+			lo, stats, hi float64
 		}{
-			{"memory bytes", hi.MemoryBytes, mid.MemoryBytes},
-			{"memory limit bytes", hi.MemoryLimitBytes, mid.MemoryLimitBytes},
-			{"PIDs", hi.PIDs, mid.PIDs},
+			{"memory bytes", lo.MemoryBytes, mid.MemoryBytes, hi.MemoryBytes},
+			{"memory limit bytes", lo.MemoryLimitBytes, mid.MemoryLimitBytes, hi.MemoryLimitBytes},
+			{"PIDs", lo.PIDs, mid.PIDs, hi.PIDs},
 		} {
-			if math.Abs(gauge.cgroup-gauge.stats) > 0.02*gauge.stats {
-				t.Errorf("%s %s: cgroup path %v, stats path %v", name, gauge.what, gauge.cgroup, gauge.stats)
+			if math.Abs(gauge.lo-gauge.stats) > 0.02*gauge.stats && math.Abs(gauge.hi-gauge.stats) > 0.02*gauge.stats {
+				t.Errorf("%s %s: stats path %v, cgroup path %v before and %v after", name, gauge.what, gauge.stats, gauge.lo, gauge.hi)
 			}
 		}
 		t.Logf("%-6s CPU s %.3f|%.3f|%.3f  memory %.0f|%.0f  rx %.0f|%.0f  tx %.0f|%.0f  (cgroup|stats)", name,
 			lo.CPUSeconds, mid.CPUSeconds, hi.CPUSeconds, hi.MemoryBytes, mid.MemoryBytes, hi.RxBytes, rx, hi.TxBytes, tx)
 	}
-	if busy, idle := get(after, "busy"), get(after, "idle"); !busy.HasCPU || !idle.HasCPU || busy.CPUPercent <= idle.CPUPercent {
-		t.Errorf("CPU%%: busy %v (%v), idle %v (%v)", busy.CPUPercent, busy.HasCPU, idle.CPUPercent, idle.HasCPU)
-	}
+	// CPU% over a window in which the busy one ran (a loaded machine may
+	// leave it waiting between two quick reads).
+	exportertest.WaitFor(t, 30*time.Second, func() bool {
+		byCgroup.Sample(ctx)
+		busy, idle := find(t, byCgroup, "busy"), find(t, byCgroup, "idle")
+		return busy.HasCPU && idle.HasCPU && busy.CPUPercent > idle.CPUPercent
+	})
 }
 
 // listCounter is the client, counting its container lists.

@@ -598,7 +598,7 @@ func (s *Source) inspect(ctx context.Context, e *entry) (failed bool) {
 	if hc := info.HostConfig; hc != nil {
 		e.netHost, e.parent = hc.NetworkMode.IsHost(), hc.CgroupParent
 	}
-	e.lookCg = true
+	e.cg, e.lookCg = nil, true // found again: its limit or quota may have changed
 	return false
 }
 
