@@ -20,12 +20,15 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
+// Lib is the NVML library as go-nvml calls it (its mock, in tests).
+type Lib = gonvml.Interface
+
 // Config is what the source needs.
 type Config struct {
-	Lib           gonvml.Interface // nil: the system's libnvidia-ml through go-nvml
-	Interval      time.Duration    // between samples
-	Timeout       time.Duration    // a sample taking longer is reported as stuck
-	RetryInterval time.Duration    // between initialisation attempts while NVML is missing
+	Lib           Lib           // nil: the system's libnvidia-ml through go-nvml
+	Interval      time.Duration // between samples
+	Timeout       time.Duration // a sample taking longer is reported as stuck
+	RetryInterval time.Duration // between initialisation attempts while NVML is missing
 	Log           *slog.Logger
 }
 

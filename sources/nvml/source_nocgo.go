@@ -13,8 +13,12 @@ import (
 
 var errNoCgo = errors.New("built without cgo (CGO_ENABLED=0): no NVML support; rebuild with CGO_ENABLED=1")
 
+// Lib stands for the NVML library, which this build cannot call.
+type Lib = any
+
 // Config mirrors the cgo build's; this build only reports that it cannot read GPUs.
 type Config struct {
+	Lib                              Lib // ignored
 	Interval, Timeout, RetryInterval time.Duration
 	Log                              *slog.Logger
 }

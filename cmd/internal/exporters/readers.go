@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
-
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
@@ -44,7 +42,7 @@ type Readers struct {
 	// SysFS and NVML are what RAPL and NVML read through: nil for the
 	// machine's own (rapl.SysFS(--path.sysfs), libnvidia-ml). Tests set them.
 	SysFS fs.FS
-	NVML  gonvml.Interface
+	NVML  nvml.Lib
 
 	log    *slog.Logger
 	logged map[string]bool // the sources whose port is served: a reader logs under its own source's name only then
