@@ -545,15 +545,7 @@ func TestImage(t *testing.T) {
 			cli = append(cli, "'"+a+"'")
 		}
 		must(t, os.WriteFile(filepath.Join(bin, "podman"), []byte("#!/bin/sh\nexec "+strings.Join(cli, " ")+` "$@"`+"\n"), 0o755))
-		for _, p := range []int{cpuPort, gpuPort, ffmpegPort, dockerPort} {
-			exportertest.WaitFor(t, 20*time.Second, func() bool { // the compose run's, freed
-				ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
-				if err == nil {
-					ln.Close()
-				}
-				return err == nil
-			})
-		}
+		waitPortsFree(t)
 		cmd := exec.Command("bash", "-c", command)
 		cmd.Env = append(pm.Env(), "PATH="+bin+":"+os.Getenv("PATH"), "DOCKER_SOCKET="+pm.Socket())
 		out, err := cmd.CombinedOutput()
@@ -565,26 +557,29 @@ func TestImage(t *testing.T) {
 		c := container{t: t, pm: pm, id: id, hostNetwork: true}
 		defer c.logsOnFailure()
 
-		// Root with one capability: SYS_PTRACE (bit 19), nothing more.
-		if status := c.status(); !regexp.MustCompile(`(?m)^CapEff:\s+0*80000$`).MatchString(status) || !regexp.MustCompile(`(?m)^NoNewPrivs:\s+1$`).MatchString(status) {
-			t.Errorf("the README's container: want CapEff SYS_PTRACE alone and no new privileges:\n%s", status)
-		}
-		// Every port answers on this host; the Docker source sees podman's
-		// containers through DOCKER_SOCKET; a stream posted from the host is
-		// linked to its process.
-		for _, p := range []int{cpuPort, gpuPort} {
-			c.scrape(c.url(p))
-		}
-		docker := c.url(dockerPort)
-		c.waitFor(docker, func(s map[string]float64) bool {
-			for k := range s {
-				if strings.HasPrefix(k, "docker_container_info{") && strings.Contains(k, `container="image-test-busybox"`) {
-					return true
-				}
+		c.runsAsDeployed()
+	})
+
+	// Docker Compose v2 runs the compose file as written against podman's
+	// Docker Engine API, DOCKER_SOCKET set to that API's socket.
+	t.Run("compose-v2", func(t *testing.T) {
+		compose := peer.RequireFile(t, root+"/bin/docker-compose", "make compose")
+		waitPortsFree(t)
+		run := func(args ...string) string {
+			cmd := exec.Command(compose, append([]string{"--file", composeF, "--project-name", "image-test"}, args...)...)
+			cmd.Env = append(os.Environ(), "DOCKER_HOST="+pm.DockerHost, "DOCKER_SOCKET="+pm.Socket())
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("docker compose %s: %v\n%s", strings.Join(args, " "), err, out)
 			}
-			return false
-		}, "docker_container_info of image-test-busybox")
-		c.ingest("readme-test")
+			return string(out)
+		}
+		run("up", "--detach")
+		defer run("down", "--timeout", "0")
+		id := strings.TrimSpace(run("ps", "--quiet", "worker-exporter"))
+		c := container{t: t, pm: pm, id: id, hostNetwork: true}
+		defer c.logsOnFailure()
+		c.runsAsDeployed()
 	})
 
 	// The image's defaults: nobody, who cannot read energy_uj (which is why
@@ -688,6 +683,49 @@ type container struct {
 	pm          *podmantest.Podman
 	id          string
 	hostNetwork bool // its ports are this host's
+}
+
+// runsAsDeployed checks a container run as the deployment files ask, on
+// this host's /sys and /proc: root with SYS_PTRACE alone, every port
+// answering on the host, podman's containers seen through the socket, and a
+// stream posted from the host linked to this test's process.
+func (c container) runsAsDeployed() {
+	c.t.Helper()
+	// Root with one capability: SYS_PTRACE (bit 19), nothing more.
+	if status := c.status(); !regexp.MustCompile(`(?m)^CapEff:\s+0*80000$`).MatchString(status) || !regexp.MustCompile(`(?m)^NoNewPrivs:\s+1$`).MatchString(status) {
+		c.t.Errorf("the container: want CapEff SYS_PTRACE alone and no new privileges:\n%s", status)
+	}
+	// Every port answers on this host; the Docker source sees podman's
+	// containers through DOCKER_SOCKET; a stream posted from the host is
+	// linked to its process.
+	for _, p := range []int{cpuPort, gpuPort} {
+		c.scrape(c.url(p))
+	}
+	docker := c.url(dockerPort)
+	c.waitFor(docker, func(s map[string]float64) bool {
+		for k := range s {
+			if strings.HasPrefix(k, "docker_container_info{") && strings.Contains(k, `container="image-test-busybox"`) {
+				return true
+			}
+		}
+		return false
+	}, "docker_container_info of image-test-busybox")
+	c.ingest("deployed-test")
+}
+
+// waitPortsFree waits until the guide's ports are free on this host (an
+// earlier run's container gone).
+func waitPortsFree(t *testing.T) {
+	t.Helper()
+	for _, p := range []int{cpuPort, gpuPort, ffmpegPort, dockerPort} {
+		exportertest.WaitFor(t, 20*time.Second, func() bool {
+			ln, err := net.Listen("tcp", fmt.Sprintf(":%d", p))
+			if err == nil {
+				ln.Close()
+			}
+			return err == nil
+		})
+	}
 }
 
 // ingest posts -progress blocks from the host for stream, on one connection
