@@ -299,17 +299,33 @@ func TestKubernetesAndCompose(t *testing.T) {
 }
 
 // TestStartScript runs the bare-metal script on freshly built binaries:
-// each exporter answers on the guide's port; then, with one port taken,
-// the script fails naming that exporter and its log, and stops the others.
+// each exporter answers on its port (free ones, through the guide's port
+// variables, so as not to meet other tests on the guide's own, which are
+// the script's defaults); then, with one port taken, the script fails
+// naming that exporter and its log, and stops the others.
 func TestStartScript(t *testing.T) {
+	script := mustRead(t, "bare-metal/start-exporters.sh")
+	for _, bin := range []string{"cpu-exporter", "ffmpeg-exporter", "docker-stats-exporter", "gpu-exporter"} {
+		c := contract[bin]
+		if want := fmt.Sprintf(`start %s "${%s:-%d}"`, bin, c.env, c.port); !strings.Contains(script, want) {
+			t.Errorf("start-exporters.sh does not start %s on the guide's port: no %s", bin, want)
+		}
+	}
 	bins := buildAll(t)
 	worker := t.TempDir()
 	if err := os.Symlink(bins, filepath.Join(worker, "bin")); err != nil {
 		t.Fatal(err)
 	}
+	ports := map[string]string{}
+	for _, bin := range []string{"cpu-exporter", "ffmpeg-exporter", "docker-stats-exporter"} {
+		ports[bin] = exportertest.FreePort(t)
+	}
 	run := func(logs string) (string, []int, error) {
 		cmd := exec.Command("bash", "bare-metal/start-exporters.sh")
 		cmd.Env = append(os.Environ(), "WORKER_DIR="+worker, "LOG_DIR="+logs)
+		for bin, port := range ports {
+			cmd.Env = append(cmd.Env, contract[bin].env+"="+port)
+		}
 		out, err := cmd.CombinedOutput()
 		files, _ := filepath.Glob(filepath.Join(logs, "*.pid"))
 		var pids []int
@@ -325,12 +341,22 @@ func TestStartScript(t *testing.T) {
 		})
 		return string(out), pids, err
 	}
-	health := func(port int) error {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", port))
+	health := func(bin string) error {
+		resp, err := http.Get("http://127.0.0.1:" + ports[bin] + "/health")
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err
+	}
+	allDown := func(bins ...string) func() bool {
+		return func() bool {
+			for _, b := range bins {
+				if health(b) == nil {
+					return false
+				}
+			}
+			return true
+		}
 	}
 
 	out, pids, err := run(t.TempDir())
@@ -340,18 +366,18 @@ func TestStartScript(t *testing.T) {
 	if len(pids) != 3 {
 		t.Fatalf("%d exporters started, want 3 (cpu, ffmpeg, docker)", len(pids))
 	}
-	for _, port := range []int{9510, 9506, 9501} { // the script waited for each
-		if err := health(port); err != nil {
-			t.Errorf("after the script: %v", err)
+	for bin := range ports { // the script waited for each
+		if err := health(bin); err != nil {
+			t.Errorf("after the script, %s: %v", bin, err)
 		}
 	}
 	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGTERM)
 	}
-	exportertest.WaitFor(t, 10*time.Second, func() bool { return health(9510) != nil && health(9506) != nil && health(9501) != nil })
+	exportertest.WaitFor(t, 10*time.Second, allDown("cpu-exporter", "ffmpeg-exporter", "docker-stats-exporter"))
 
 	// The ffmpeg exporter's port taken by another program.
-	ln, err := net.Listen("tcp", ":9506")
+	ln, err := net.Listen("tcp", ":"+ports["ffmpeg-exporter"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -359,7 +385,7 @@ func TestStartScript(t *testing.T) {
 	logs := t.TempDir()
 	out, pids, err = run(logs)
 	if err == nil {
-		t.Fatalf("start-exporters.sh exited 0 with port 9506 taken:\n%s", out)
+		t.Fatalf("start-exporters.sh exited 0 with the ffmpeg exporter's port taken:\n%s", out)
 	}
 	if want := "ffmpeg-exporter did not start (exited); see " + logs + "/ffmpeg-exporter.log"; !strings.Contains(out, want) || !strings.Contains(out, "address already in use") {
 		t.Errorf("start-exporters.sh output:\n%s\nwant %q and the log's reason", out, want)
@@ -368,7 +394,7 @@ func TestStartScript(t *testing.T) {
 		t.Errorf("after a failed start, pid files remain: %v", pids)
 	}
 	// The exporters that did start are stopped.
-	exportertest.WaitFor(t, 10*time.Second, func() bool { return health(9510) != nil && health(9501) != nil })
+	exportertest.WaitFor(t, 10*time.Second, allDown("cpu-exporter", "docker-stats-exporter"))
 }
 
 func mustRead(t *testing.T, path string) string {

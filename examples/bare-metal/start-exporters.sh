@@ -1,7 +1,8 @@
 #!/bin/bash
 # The deployment guide's bare-metal start script, for the Go exporters
 # (docker-stats-exporter included: no Python any more). Paths can be moved
-# with WORKER_DIR and LOG_DIR; GPU=1 starts the GPU exporter too.
+# with WORKER_DIR and LOG_DIR, ports with the exporters' port variables
+# (CPU_EXPORTER_PORT and so on); GPU=1 starts the GPU exporter too.
 #
 # Each exporter must listen on its port and answer /health there (any
 # status: a missing source is reported on /health, not fatal) within WAIT
@@ -44,11 +45,12 @@ answers() {
   [[ $reply == HTTP/* ]]
 }
 
-start cpu-exporter 9510
-start ffmpeg-exporter 9506
-start docker-stats-exporter 9501
+# The guide's ports, or the exporters' own port variables where set.
+start cpu-exporter "${CPU_EXPORTER_PORT:-9510}"
+start ffmpeg-exporter "${FFMPEG_EXPORTER_PORT:-9506}"
+start docker-stats-exporter "${DOCKER_STATS_PORT:-9501}"
 if [ "${GPU:-0}" = 1 ]; then
-  start gpu-exporter 9511
+  start gpu-exporter "${GPU_EXPORTER_PORT:-9511}"
 fi
 
 failed=0
