@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/otlptranslator"
 )
 
-var update = flag.Bool("update", false, "rewrite the README tables and golden files from the code")
+var update = flag.Bool("update", false, "rewrite docs/metrics.md's tables and the golden files from the code")
 
 var validName = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 
@@ -48,36 +48,37 @@ func TestCatalogueNames(t *testing.T) {
 	}
 }
 
-// TestREADMETables: the README's metric tables are the catalogue's. Run
-// `go test ./instruments -update` to rewrite them after changing the catalogue.
-func TestREADMETables(t *testing.T) {
-	const path = "../README.md"
+// TestMetricTables: the metric tables of docs/metrics.md are the
+// catalogue's. Run `go test ./instruments -update` to rewrite them after
+// changing the catalogue.
+func TestMetricTables(t *testing.T) {
+	const path = "../docs/metrics.md"
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(raw)
+	doc := string(raw)
 	for _, g := range Catalogue() {
 		begin := "<!-- metrics:" + g.title() + " -->\n"
 		end := "<!-- /metrics:" + g.title() + " -->"
-		i := strings.Index(readme, begin)
-		j := strings.Index(readme, end)
+		i := strings.Index(doc, begin)
+		j := strings.Index(doc, end)
 		if i < 0 || j < i {
-			t.Errorf("README lacks the markers %q ... %q", begin, end)
+			t.Errorf("%s lacks the markers %q ... %q", path, begin, end)
 			continue
 		}
-		table := readme[i+len(begin) : j]
+		table := doc[i+len(begin) : j]
 		if table == g.Markdown() {
 			continue
 		}
 		if *update {
-			readme = readme[:i+len(begin)] + g.Markdown() + readme[j:]
+			doc = doc[:i+len(begin)] + g.Markdown() + doc[j:]
 			continue
 		}
-		t.Errorf("README table for %s differs from the catalogue; run go test ./instruments -update", g.title())
+		t.Errorf("%s: the table for %s differs from the catalogue; run go test ./instruments -update", path, g.title())
 	}
 	if *update {
-		if err := os.WriteFile(path, []byte(readme), 0o644); err != nil {
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
