@@ -75,7 +75,7 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.read.Store(true)
 	}
 	if c.evicted.Load() {
-		return 0, net.ErrClosed
+		return 0, io.EOF // as a client gone: the server answers nothing
 	}
 	return c.Conn.Read(p)
 }

@@ -16,7 +16,7 @@ import (
 // process with descriptors to spare.
 func limited(t *testing.T, max int) *conns {
 	t.Helper()
-	return limitedWith(t, max, &descriptors{limit: 1 << 20})
+	return limitedWith(t, max, &descriptors{limit: 1 << 20, fixed: true})
 }
 
 func limitedWith(t *testing.T, max int, fds *descriptors) *conns {
@@ -116,7 +116,7 @@ func TestBurstOfRequestsKeptAtLimit(t *testing.T) {
 func TestUnreadBoundedByDescriptors(t *testing.T) {
 	defer func(was time.Duration) { readLag = was }(readLag)
 	readLag = time.Minute
-	fds := &descriptors{limit: sourceHeadroom + 8} // room for 8 connections in all
+	fds := &descriptors{limit: sourceHeadroom + 8, fixed: true} // room for 8 connections in all
 	l := limitedWith(t, 4, fds)
 	oldest, _ := connect(t, l, streamRequest)
 	for range 7 {

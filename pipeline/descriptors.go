@@ -15,7 +15,8 @@ import (
 // and a connection past the whole is closed, so the process never meets
 // "too many open files".
 type descriptors struct {
-	limit int // the soft RLIMIT_NOFILE, raised to the hard one
+	limit int  // the soft RLIMIT_NOFILE, raised to the hard one at start
+	fixed bool // limit is not read again (tests)
 
 	mu       sync.Mutex
 	open     int // connections, streams among them
@@ -34,7 +35,7 @@ const sourceHeadroom = 64
 func newDescriptors() *descriptors {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		return &descriptors{limit: 1024}
+		return &descriptors{limit: 1024, fixed: true}
 	}
 	if lim.Cur < lim.Max {
 		raised := syscall.Rlimit{Cur: lim.Max, Max: lim.Max}
@@ -59,10 +60,31 @@ func (d *descriptors) reserve(n int) (release func()) {
 }
 
 // maxOpen is the most connections the process keeps open.
-func (d *descriptors) maxOpen() int { return d.limit - sourceHeadroom }
+func (d *descriptors) maxOpen() int { return d.current() - sourceHeadroom }
 
 // maxStreams is the most live streams: what the ports' connections leave.
-func (d *descriptors) maxStreams() int { return d.limit - sourceHeadroom - d.reserved }
+func (d *descriptors) maxStreams() int { return d.current() - sourceHeadroom - d.reserved }
+
+// current is the descriptor limit now: an operator may lower it on a
+// running process (prlimit), and the budget follows.
+func (d *descriptors) current() int {
+	if d.fixed {
+		return d.limit
+	}
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil {
+		d.limit = int(min(lim.Cur, 1<<30))
+	}
+	return d.limit
+}
+
+// budget is the descriptor limit and the live streams it allows now.
+func (d *descriptors) budget() (limit, streams int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	streams = d.maxStreams()
+	return d.limit, streams
+}
 
 // admitStream counts a new live stream, or says there is no room for it
 // (and warns, at most once a minute).

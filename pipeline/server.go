@@ -79,8 +79,9 @@ func (p *Pipeline) Serve(ctx context.Context, ln net.Listener, w Web) error {
 			served <- srv.Serve(conns)
 		}
 	}()
+	limit, maxStreams := fds.budget()
 	log.Info("serving", "address", ln.Addr().String(), "tls", useTLS, "otlp_push", p.pushing, "web_config", w.ConfigFile,
-		"max_connections", w.MaxConnections, "idle_timeout", w.IdleTimeout, "descriptor_limit", fds.limit, "max_live_streams", fds.maxStreams())
+		"max_connections", w.MaxConnections, "idle_timeout", w.IdleTimeout, "descriptor_limit", limit, "max_live_streams", maxStreams)
 
 	var err error
 	select {

@@ -688,7 +688,8 @@ func TestSlowIngestBoundedByDescriptors(t *testing.T) {
 	var refused float64
 	exportertest.WaitFor(t, time.Minute, func() bool {
 		live, refused = liveStreams(t, p)
-		return live+streams-outcomes(clients)[0] >= streams // each live, or answered, or closed
+		got := outcomes(clients)
+		return live+streams-got[0] >= streams && int(refused) == got[http.StatusTooManyRequests] // each live, or answered, or closed
 	})
 	for _, source := range []string{"cpu", "ffmpeg"} {
 		start := time.Now()
