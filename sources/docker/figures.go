@@ -106,8 +106,10 @@ func (e *entry) cpuPercent(cur cpuSample) {
 // answers of containers that answer, for at most one interval (or the
 // call timeout, if shorter): calls still out then are cancelled, and their
 // containers' later calls go by a lane of their own (a quarter of the
-// slots) that no collection waits on. So a container whose calls hang
-// costs its own figures only, never the others' freshness.
+// slots, the longest untried first, each call as bounded) that no
+// collection waits on. So a container whose calls hang costs its own
+// figures only, never the others' freshness, and one that failed once
+// comes back within a few collections.
 func (s *Source) statsCalls(ctx context.Context, es []*entry) {
 	wait := min(s.cfg.Timeout, cmp.Or(s.cfg.Interval, s.cfg.Timeout))
 	waitCtx, cancel := context.WithTimeout(ctx, wait)
@@ -115,7 +117,7 @@ func (s *Source) statsCalls(ctx context.Context, es []*entry) {
 	// Containers that answered last time first, then new ones.
 	s.regMu.Lock()
 	es = slices.Clone(es)
-	slices.SortStableFunc(es, func(a, b *entry) int { return cmp.Compare(rank(a), rank(b)) })
+	slices.SortStableFunc(es, func(a, b *entry) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), a.tried.Compare(b.tried)) })
 	s.regMu.Unlock()
 	waited := make(chan struct{}, len(es))
 	n := 0
@@ -129,7 +131,7 @@ func (s *Source) statsCalls(ctx context.Context, es []*entry) {
 		case failing:
 			select {
 			case s.slow <- struct{}{}:
-				s.calls.Go(func() { s.statsCall(ctx, e, s.slow, 0, nil) })
+				s.calls.Go(func() { s.statsCall(ctx, e, s.slow, wait, nil) })
 			default: // it keeps its error until a call of it answers
 				s.regMu.Lock()
 				e.busy = false
@@ -165,8 +167,8 @@ func rank(e *entry) int {
 	return 0
 }
 
-// statsCall takes e's stats holding a token of lane, which it gives
-// back. wait > 0: the collection waits for it that long (ctx ends then).
+// statsCall takes e's stats, within wait, holding a token of lane, which
+// it gives back; waited: the collection waits for it.
 func (s *Source) statsCall(ctx context.Context, e *entry, lane chan struct{}, wait time.Duration, waited chan<- struct{}) {
 	defer func() {
 		<-lane
@@ -176,13 +178,13 @@ func (s *Source) statsCall(ctx context.Context, e *entry, lane chan struct{}, wa
 	}()
 	s.regMu.Lock()
 	id := e.c.ID
+	e.tried = time.Now()
 	s.regMu.Unlock()
-	bound := cmp.Or(wait, s.cfg.Timeout)
-	callCtx, cancel := context.WithTimeout(ctx, bound)
+	callCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	st, err := s.stats(callCtx, id)
 	if err != nil && errors.Is(callCtx.Err(), context.DeadlineExceeded) {
-		err = fmt.Errorf("no answer within %v", bound)
+		err = fmt.Errorf("no answer within %v", wait)
 	}
 	s.done(e, st, err)
 }

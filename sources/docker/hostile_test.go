@@ -174,8 +174,9 @@ func TestHangingStatsStarveNoOne(t *testing.T) {
 		cs = append(cs, c)
 	}
 	e.Set(cs...)
-	// Calls that never end by themselves; a collection waits at most an interval.
-	src, _ := newSource(t, e, func(c *Config) { c.Timeout, c.Interval, c.Concurrency = time.Hour, 2*time.Second, 16 })
+	// Calls that never end by themselves; a collection waits at most an
+	// interval (5 s: the healthy answer within it, even on a loaded machine).
+	src, _ := newSource(t, e, func(c *Config) { c.Timeout, c.Interval, c.Concurrency = time.Hour, 5*time.Second, 16 })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); src.calls.Wait() }()
 
@@ -201,7 +202,7 @@ func TestHangingStatsStarveNoOne(t *testing.T) {
 		return n
 	}
 	for round := 0; failing() < 48 || !allSampled(src, len(healthy)); round++ {
-		if round == 10 || !collected() {
+		if round == 20 || !collected() {
 			t.Fatalf("after %d collections: %d containers failing, want 48; the collections wait on hanging calls", round, failing())
 		}
 	}

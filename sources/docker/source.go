@@ -234,8 +234,9 @@ type entry struct {
 	inspectErr error // of its latest inspect
 	figErr     error // of its latest figures
 
-	busy    bool // a stats call of it is out
-	failing bool // its latest stats call failed: its calls wait on no one
+	busy    bool      // a stats call of it is out
+	failing bool      // its latest stats call failed: its calls wait on no one
+	tried   time.Time // when its latest stats call began
 }
 
 // oomCount is a container's OOM kills. The event can come before the
