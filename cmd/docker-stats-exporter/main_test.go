@@ -65,7 +65,25 @@ func TestAgainstPodman(t *testing.T) {
 	if s[`docker_container_state{container="idler",state="running"}`] != 1 || s["docker_daemon_up{}"] != 1 {
 		t.Errorf("state or daemon_up wrong: %v", s)
 	}
+	// Figures from the containers' cgroups (this host's podman), and /health says so.
+	if s[`docker_container_figures_path{container="idler",path="cgroup"}`] != 1 || s[`docker_container_figures_path{container="idler",path="stats"}`] != 0 {
+		t.Errorf("idler's figures path: %v", s)
+	}
+	if _, body := e.Get(t, "/health"); !strings.Contains(body, "2 running containers' figures from their cgroups (cgroup): burner, idler") {
+		t.Errorf("/health: %s", body)
+	}
 	peer.CheckMetrics(t, e.ScrapeText(t))
+
+	// The same containers by stats calls, when asked.
+	byStats := exportertest.Start(t, binary, nil, []string{"DOCKER_HOST=" + pm.DockerHost}, "--docker.interval", "500ms", "--docker.cgroups=false")
+	exportertest.WaitFor(t, 20*time.Second, func() bool {
+		s := byStats.Scrape(t)
+		_, mem := s[`docker_container_memory_bytes{container="idler"}`]
+		return mem && s[`docker_container_figures_path{container="idler",path="stats"}`] == 1
+	})
+	if _, body := byStats.Get(t, "/health"); !strings.Contains(body, "from a stats call each per interval (stats)") || !strings.Contains(body, "--docker.cgroups=false") {
+		t.Errorf("/health: %s", body)
+	}
 
 	pm.Podman(t, "rm", "--force", "--time", "0", "idler")
 	exportertest.WaitFor(t, 10*time.Second, func() bool {
@@ -100,7 +118,7 @@ func TestDaemonDown(t *testing.T) {
 	})
 }
 
-// TestParityAgainstPodman: the cAdvisor-like figures from a real Engine
+// TestParityAgainstPodman: the cAdvisor-like figures with a real Engine
 // API. CPU seconds are checked against the container's own cgroup
 // accounting, read from the host's /sys/fs/cgroup between two readings of
 // which the exporter's must lie; health goes unhealthy through a failing
@@ -109,8 +127,10 @@ func TestDaemonDown(t *testing.T) {
 //
 // podman 4.3 (Debian 12) fills neither throttling_data nor packet counts
 // in its Docker API stats (zeros, even while the cgroup counts throttled
-// periods): the test checks the exporter leaves them out rather than
-// serve those zeros, and checks the values whenever podman does fill them.
+// periods): by the cgroup path the exporter serves the cgroup's figures;
+// by the stats path (--docker.cgroups=false) the test checks it leaves
+// them out rather than serve those zeros, and checks the values whenever
+// podman does fill them.
 // The docker-shaped figures are covered against internal/fakeengine in
 // sources/docker.
 func TestParityAgainstPodman(t *testing.T) {
@@ -151,11 +171,31 @@ func TestParityAgainstPodman(t *testing.T) {
 		t.Errorf("CPU seconds %v, want between the cgroup's %v and %v", cpu, before, after)
 	}
 
-	// Throttling: the cgroup throttles; the exporter serves what the API says.
+	// Throttling: the cgroup throttles. By the cgroup path the exporter
+	// serves the cgroup's own count, and the packets of the container's
+	// network namespace.
 	exportertest.WaitFor(t, 60*time.Second, func() bool { return cgroup.throttled(t) > 0 })
+	var s map[string]float64
+	exportertest.WaitFor(t, 20*time.Second, func() bool {
+		s = scrape()
+		return s[`docker_container_cpu_throttled_periods_total{container="limited"}`] > 0
+	})
+	if periods := s[`docker_container_cpu_throttled_periods_total{container="limited"}`]; periods > float64(cgroup.throttled(t)) {
+		t.Errorf("throttled periods %v, want at most the cgroup's %v", periods, cgroup.throttled(t))
+	}
+	if rx, bytes := s[`docker_container_network_packets_total{container="limited",direction="rx"}`], s[`docker_container_network_rx_bytes{container="limited"}`]; bytes > 0 && rx == 0 {
+		t.Errorf("rx: %v bytes in %v packets by the cgroup path", bytes, rx)
+	}
+	// By the stats path, it serves what the API says, leaving out podman's zeros.
+	byStats := exportertest.Start(t, binary, nil, []string{"DOCKER_HOST=" + pm.DockerHost}, "--docker.interval", "300ms", "--docker.cgroups=false")
+	var viaStats map[string]float64
+	exportertest.WaitFor(t, 20*time.Second, func() bool {
+		viaStats = byStats.Scrape(t)
+		_, ok := viaStats[`docker_container_cpu_usage_seconds_total{container="limited"}`]
+		return ok
+	})
 	stats := apiStats(t, pm, "limited")
-	s := scrape()
-	periods, served := s[`docker_container_cpu_throttled_periods_total{container="limited"}`]
+	periods, served := viaStats[`docker_container_cpu_throttled_periods_total{container="limited"}`]
 	if stats.CPUStats.ThrottlingData.Periods == 0 {
 		if served {
 			t.Errorf("throttled periods %v served although the API reports no CFS periods (podman's zeros)", periods)
@@ -164,7 +204,7 @@ func TestParityAgainstPodman(t *testing.T) {
 		t.Errorf("throttled periods %v (%v), want served and at most the cgroup's", periods, served)
 	}
 	for _, n := range stats.Networks {
-		if _, ok := s[`docker_container_network_packets_total{container="limited",direction="rx"}`]; n.RxBytes > 0 && n.RxPackets == 0 && ok {
+		if _, ok := viaStats[`docker_container_network_packets_total{container="limited",direction="rx"}`]; n.RxBytes > 0 && n.RxPackets == 0 && ok {
 			t.Error("rx packets served although the API counts bytes in no packets")
 		}
 	}

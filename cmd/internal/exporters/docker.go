@@ -18,9 +18,10 @@ import (
 // Docker is container resources through the Docker Engine API (the client
 // reads DOCKER_HOST and the rest of its environment).
 func Docker() Source {
-	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16, MaxContainers: 1000, Procfs: "/proc"}
+	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16, MaxContainers: 1000, Procfs: "/proc", ListInterval: time.Minute}
 	cfg := defaults
-	var labels, includeName, excludeName, includeImage, excludeImage string
+	var labels, includeName, excludeName, includeImage, excludeImage, cgroupfs string
+	cgroups := true
 	maxResponse := int64(docker.DefaultMaxResponseBytes)
 	return Source{
 		Group: instruments.DockerExporter, DefaultPort: 9501, GuidePort: 9501, PortEnv: "DOCKER_STATS_PORT",
@@ -31,6 +32,9 @@ func Docker() Source {
 			fs.IntVar(&cfg.Concurrency, "docker.concurrency", defaults.Concurrency, "containers collected at once (an inspect, and stats when running)")
 			fs.IntVar(&cfg.MaxContainers, "docker.max-containers", defaults.MaxContainers, "containers served at most; those past it are left out, counted in docker_containers_skipped and named on /health")
 			fs.Int64Var(&maxResponse, "docker.max-response-bytes", maxResponse, "largest Engine API response read (the container list, one stats or inspect body, one event)")
+			fs.DurationVar(&cfg.ListInterval, "docker.list-interval", defaults.ListInterval, "full container list while the event stream is up, a safety net (events keep the list current between; without them every collection lists)")
+			fs.BoolVar(&cgroups, "docker.cgroups", cgroups, "read running containers' figures from their cgroups under --path.cgroupfs and their network from --path.procfs where readable; false: one Engine API stats call per container per interval")
+			fs.StringVar(&cgroupfs, "path.cgroupfs", "/sys/fs/cgroup", "cgroup hierarchy mount point (v1 controllers or v2), where --docker.cgroups reads containers' figures")
 			fs.StringVar(&labels, "docker.labels", "", "comma-separated container labels to add to every series as container_label_<name> (an allowlist: never all labels)")
 			fs.StringVar(&includeName, "docker.include-name", "", "only containers whose name matches this regexp")
 			fs.StringVar(&excludeName, "docker.exclude-name", "", "skip containers whose name matches this regexp")
@@ -71,10 +75,15 @@ func Docker() Source {
 			if c.Client, err = docker.NewClient(maxResponse, client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
 				return Built{}, fmt.Errorf("docker client (DOCKER_HOST and friends): %w", err)
 			}
+			if cgroups {
+				c.Cgroupfs = cgroupfs
+			}
 			c.Log = log
 			src := docker.New(c)
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterDocker(p.Meter, src) },
-				SeriesLimit: instruments.DockerSeriesLimit(c.MaxContainers)}, nil
+			return Built{Source: src, Register: func(p *pipeline.Pipeline) error {
+				p.AddHealthNotes(instruments.DockerExporter.Source, func() []string { return src.Snapshot().Notes() })
+				return instruments.RegisterDocker(p.Meter, src)
+			}, SeriesLimit: instruments.DockerSeriesLimit(c.MaxContainers)}, nil
 		},
 	}
 }
