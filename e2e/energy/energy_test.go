@@ -7,6 +7,7 @@ package energy
 import (
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -69,7 +70,13 @@ func startExporter(t *testing.T, as *syscall.SysProcAttr, stdin io.Reader, args 
 	e := &exporter{t: t, logs: &exportertest.Buffer{}, meter: raplfixture.NewMeter(t, root, zones, watts)}
 	e.meter.Start(100 * time.Millisecond)
 	port := exportertest.FreePort(t)
-	e.addr = "127.0.0.1:" + port
+	host := "127.0.0.1"
+	for i, a := range args {
+		if a == "--web.listen-host" && i+1 < len(args) {
+			host = args[i+1] // the last one given is the one in effect
+		}
+	}
+	e.addr = net.JoinHostPort(host, port)
 	e.cmd = exec.Command(worker, append([]string{"--web.listen-host", "127.0.0.1",
 		"--cpu.port", "0", "--gpu.port", "0", "--docker.port", "0", "--ffmpeg.port", port,
 		"--path.sysfs", root, "--energy.interval", "500ms"}, args...)...)

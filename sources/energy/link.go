@@ -8,7 +8,8 @@ import (
 
 // link tries to link every live stream that has no process: to the
 // writers of its pipe (--stdin), or to the processes holding the other end
-// of its loopback connection, with their descendants. A ?pid=N is trusted
+// of its connection (on loopback, or from a container's network namespace
+// on this host), with their descendants. A ?pid=N is trusted
 // only when that process holds the connection or is an ancestor of one that
 // does (a wrapper such as sh -c): anyone on loopback can post a PID, and a
 // stream must never take another encode's energy or read another
@@ -33,9 +34,7 @@ func (s *Source) link(now time.Time) []error {
 			targets[procfs.Pipe(p.Pipe)] = append(targets[procfs.Pipe(p.Pipe)], e)
 		case !p.Remote.IsValid():
 			s.fail(e, NoPeer, now)
-		case !p.Remote.Addr().Unmap().IsLoopback():
-			s.fail(e, Remote, now)
-		default:
+		default: // loopback, or a container's network namespace on this host
 			c := procfs.TCPConn{Local: p.Local, Remote: p.Remote}
 			if byConn[c] == nil {
 				tcp = append(tcp, c)
@@ -51,7 +50,11 @@ func (s *Source) link(now time.Time) []error {
 				targets[procfs.Socket(ino)] = append(targets[procfs.Socket(ino)], byConn[c]...)
 			} else {
 				for _, e := range byConn[c] {
-					s.fail(e, NotFound, now)
+					if c.Remote.Addr().Unmap().IsLoopback() {
+						s.fail(e, NotFound, now)
+					} else {
+						s.fail(e, Remote, now) // no namespace here holds its other end: another host's
+					}
 				}
 			}
 		}

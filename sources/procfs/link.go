@@ -24,26 +24,59 @@ type TCPConn struct {
 // ClientInodes finds the socket inode of the client's end of each
 // connection in net/tcp and net/tcp6: the socket whose local address is the
 // connection's remote one and whose remote address is its local one, as
-// `ss` pairs them. A connection whose client end is not in this network
-// namespace's tables (another host, another namespace, already closed) is
-// left out. The tables are those of the reader's network namespace, even
-// under a procfs mounted from elsewhere.
+// `ss` pairs them. It looks in the reader's network namespace first (its
+// tables, even under a procfs mounted from elsewhere), then, for what is
+// still missing, in every other network namespace the procfs shows (each
+// through one of its processes' /proc/PID/net): a container on a bridge
+// network connects from its own. A connection whose client end is in no
+// table (another host, already closed) is left out.
 func (f *FS) ClientInodes(conns []TCPConn) (map[TCPConn]uint64, error) {
 	want := make(map[TCPConn]TCPConn, len(conns)) // the client end's (local, remote) → the connection
 	for _, c := range conns {
 		want[TCPConn{Local: unmap(c.Remote), Remote: unmap(c.Local)}] = c
 	}
 	found := make(map[TCPConn]uint64, len(conns))
+	err := scanTables(f.fs, f.root, want, found)
+	if err != nil || len(found) == len(want) {
+		return found, err
+	}
+	// Other namespaces: one process of each, its tables.
+	self, _ := os.Readlink(filepath.Join(f.root, "self", "ns", "net"))
+	seen := map[string]bool{self: true}
+	procs, err := f.fs.AllProcs()
+	if err != nil {
+		return found, err
+	}
+	for _, p := range procs {
+		dir := filepath.Join(f.root, strconv.Itoa(p.PID))
+		ns, err := os.Readlink(filepath.Join(dir, "ns", "net"))
+		if err != nil || seen[ns] {
+			continue // gone, or not ours to read
+		}
+		seen[ns] = true
+		pfs, err := prom.NewFS(dir)
+		if err != nil {
+			continue
+		}
+		if scanTables(pfs, dir, want, found) == nil && len(found) == len(want) {
+			break
+		}
+	}
+	return found, nil
+}
+
+// scanTables looks for the wanted client ends in one namespace's tables.
+func scanTables(pfs prom.FS, root string, want map[TCPConn]TCPConn, found map[TCPConn]uint64) error {
 	for _, table := range []struct {
 		name string
 		read func() (prom.NetTCP, error)
-	}{{"net/tcp", f.fs.NetTCP}, {"net/tcp6", f.fs.NetTCP6}} {
+	}{{"net/tcp", pfs.NetTCP}, {"net/tcp6", pfs.NetTCP6}} {
 		sockets, err := table.read()
 		if errors.Is(err, fs.ErrNotExist) && table.name == "net/tcp6" {
 			continue // a kernel without IPv6
 		}
 		if err != nil {
-			return found, fmt.Errorf("%s: %w", filepath.Join(f.root, table.name), err)
+			return fmt.Errorf("%s: %w", filepath.Join(root, table.name), err)
 		}
 		for _, s := range sockets {
 			c, ok := want[TCPConn{Local: addrPort(s.LocalAddr, s.LocalPort), Remote: addrPort(s.RemAddr, s.RemPort)}]
@@ -52,7 +85,7 @@ func (f *FS) ClientInodes(conns []TCPConn) (map[TCPConn]uint64, error) {
 			}
 		}
 	}
-	return found, nil
+	return nil
 }
 
 // addrPort is an address of the TCP tables; IPv4-mapped IPv6 addresses
