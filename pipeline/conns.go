@@ -63,7 +63,7 @@ type conn struct {
 // spared: a scrape past it has been given up by its scraper (Prometheus's
 // default scrape_timeout).
 var (
-	readLag      = time.Second
+	readLag      = 5 * time.Second // a loaded machine's goroutines can lag seconds behind its accept loop
 	handlerGrace = 10 * time.Second
 )
 
@@ -147,8 +147,16 @@ func (l *conns) refuse(nc net.Conn) {
 		nc.Close()
 		return
 	}
+	l.fds.mu.Lock()
+	l.fds.open++ // until it is closed
+	l.fds.mu.Unlock()
 	go func() {
-		defer nc.Close()
+		defer func() {
+			nc.Close()
+			l.fds.mu.Lock()
+			l.fds.open--
+			l.fds.mu.Unlock()
+		}()
 		_ = nc.SetDeadline(time.Now().Add(refuseLinger))
 		_, _ = io.WriteString(nc, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 63\r\n\r\nno file descriptor to spare for another connection; retry later")
 		if cw, ok := nc.(interface{ CloseWrite() error }); ok {

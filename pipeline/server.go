@@ -14,9 +14,9 @@ import (
 
 // shutdownTimeout bounds the graceful stop: draining HTTP and the last OTLP
 // export. The README promises the process is gone within 5 s of SIGTERM;
-// the last second is for closing the OTLP connection (Shared.Close, within
+// the rest is for closing the OTLP connection (Shared.Close, within
 // closeTimeout) and exiting, on a loaded machine too.
-const shutdownTimeout = 4 * time.Second
+const shutdownTimeout = 3 * time.Second
 
 // shutdownGrace is what requests in flight get to finish at shutdown (a
 // scrape takes milliseconds); the rest of shutdownTimeout is the last

@@ -350,7 +350,7 @@ func openFDs(t *testing.T) int {
 // scrape out (answered within Prometheus's scrape timeout) nor the RAPL
 // source from reading sysfs, the worker holds no more descriptors than its
 // defaults allow (--web.max-connections per port, once new connections are
-// past the second they are spared), and every hostile connection is closed
+// past the seconds they are spared), and every hostile connection is closed
 // within the idle timeout.
 func TestHostileConnections(t *testing.T) {
 	for _, tc := range []struct {
@@ -402,14 +402,12 @@ func TestHostileConnections(t *testing.T) {
 				{Addr: "127.0.0.1:" + w.ports["ffmpeg"], TLS: secured, Conns: perPort, Request: post},
 			})
 			held := expectLine(t, lines, "held ", 3*time.Minute)
-			heldAt := time.Now() // new connections are spared a second (readLag); the scrapes' then bring each port back to its limit
-			exportertest.WaitFor(t, 10*time.Second, func() bool { return time.Since(heldAt) > time.Second })
 			cpuTook, ffmpegTook := scrape("cpu"), scrape("ffmpeg")
 			fds := openFDs(t)
-			// Connections the worker accepts after the client is done (an
-			// accept loop behind on a loaded machine) are spared their
-			// second too; the next scrapes bring the ports back.
-			exportertest.WaitFor(t, 20*time.Second, func() bool {
+			// New connections are spared a few seconds before the server
+			// reads them (they may be a burst of encodes); past that, the
+			// next scrapes bring the ports back to their limits.
+			exportertest.WaitFor(t, 30*time.Second, func() bool {
 				if fds = openFDs(t); fds > base+2*128+16 {
 					scrape("cpu")
 					scrape("ffmpeg")
