@@ -18,7 +18,7 @@ import (
 // Docker is container resources through the Docker Engine API (the client
 // reads DOCKER_HOST and the rest of its environment).
 func Docker() Source {
-	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16, MaxContainers: 1000, Procfs: "/proc", ListInterval: time.Minute}
+	defaults := docker.Config{Interval: 5 * time.Second, Timeout: 5 * time.Second, Concurrency: 16, MaxContainers: 1000, Procfs: "/proc", ListInterval: 5 * time.Minute}
 	cfg := defaults
 	var labels, includeName, excludeName, includeImage, excludeImage, cgroupfs string
 	cgroups := true
