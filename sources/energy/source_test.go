@@ -247,8 +247,13 @@ func TestAttributesByCPUTime(t *testing.T) {
 	}
 	h, _ := stream(snap, "heavy")
 	l, _ := stream(snap, "light")
-	if h.CPUSeconds < 2*l.CPUSeconds || h.Energy[CPU] < 2*l.Energy[CPU] {
-		t.Errorf("heavy %.2f s %.2f J, light %.2f s %.2f J: want clearly different costs", h.CPUSeconds, h.Energy[CPU], l.CPUSeconds, l.Energy[CPU])
+	// How much more CPU heavy gets than light depends on the machine's
+	// load; that its energy follows, in the same ratio, does not.
+	if h.CPUSeconds <= l.CPUSeconds {
+		t.Fatalf("heavy %.2f s, light %.2f s: the busy loop got no more CPU than the light one", h.CPUSeconds, l.CPUSeconds)
+	}
+	if want, got := h.CPUSeconds/l.CPUSeconds, h.Energy[CPU]/l.Energy[CPU]; math.Abs(got-want) > 0.15*want {
+		t.Errorf("heavy %.2f s %.2f J, light %.2f s %.2f J: energy ratio %.2f, CPU ratio %.2f", h.CPUSeconds, h.Energy[CPU], l.CPUSeconds, l.Energy[CPU], got, want)
 	}
 	if !snap.Available[CPU] || snap.Available[GPU] {
 		t.Errorf("available %v", snap.Available)
