@@ -147,7 +147,7 @@ func prose(page string) []string {
 		trimmed := strings.TrimSpace(line)
 		switch {
 		case fence != "":
-			if strings.HasPrefix(trimmed, fence) {
+			if trimmed == fence { // a closing fence has no info string
 				fence = ""
 			}
 			lines[i] = ""
@@ -200,6 +200,36 @@ func slug(heading string) string {
 	return b.String()
 }
 
+// TestFencesClosed: a code fence left open (a closing fence run into the
+// line before it) turns the rest of the page into code, its headings and
+// links with it.
+func TestFencesClosed(t *testing.T) {
+	for _, page := range pages(t) {
+		raw, err := os.ReadFile(filepath.Join("..", page))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line := openFence(string(raw)); line > 0 {
+			t.Errorf("%s:%d: a code fence that is never closed", page, line)
+		}
+	}
+}
+
+// openFence returns the line of the fence left open at the end of page, or 0.
+func openFence(page string) int {
+	open := 0
+	for i, line := range strings.Split(page, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case open > 0 && (trimmed == "```" || trimmed == "~~~"):
+			open = 0
+		case open == 0 && (strings.HasPrefix(trimmed, "```") || strings.HasPrefix(trimmed, "~~~")):
+			open = i + 1
+		}
+	}
+	return open
+}
+
 func TestSlug(t *testing.T) {
 	for heading, want := range map[string]string{
 		"Self-metrics (every exporter, every port)":         "self-metrics-every-exporter-every-port",
@@ -220,5 +250,11 @@ func TestSlug(t *testing.T) {
 	}
 	if got["not-a-heading"] {
 		t.Errorf("a line in a code block taken for a heading: %v", got)
+	}
+	if line := openFence("text\n```bash\nx```\n# h\n"); line != 2 {
+		t.Errorf("openFence of a fence closed on its last line's end = %d, want 2", line)
+	}
+	if line := openFence("```\nx\n```\n"); line != 0 {
+		t.Errorf("openFence of a closed fence = %d, want 0", line)
 	}
 }
