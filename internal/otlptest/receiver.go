@@ -193,7 +193,10 @@ func Key(name string, labels map[string]string) string {
 	return b.String()
 }
 
-// ParseProm reads Prometheus text into series keyed by Key.
+// ParseProm reads Prometheus text into series keyed by Key, for comparing
+// a scrape with a push. The process_* and go_* series every port serves
+// (client_golang's process and Go collectors) are left out: they are
+// served, never pushed.
 func ParseProm(text string) (map[string]float64, error) {
 	parser := expfmt.NewTextParser(model.LegacyValidation)
 	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
@@ -202,6 +205,9 @@ func ParseProm(text string) (map[string]float64, error) {
 	}
 	out := map[string]float64{}
 	for name, fam := range families {
+		if strings.HasPrefix(name, "process_") || strings.HasPrefix(name, "go_") {
+			continue
+		}
 		for _, m := range fam.Metric {
 			labels := map[string]string{}
 			for _, l := range m.Label {
