@@ -4,9 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"io"
+	"log/slog"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
 )
 
 // The logging flags are promslog's, under the names and values these
@@ -64,5 +73,38 @@ func TestOneYAMLLibrary(t *testing.T) {
 	}
 	if len(yamls) != 1 || yamls[0] != "go.yaml.in/yaml/v2" {
 		t.Errorf("YAML libraries linked: %v, want exporter-toolkit's alone (go.yaml.in/yaml/v2)", yamls)
+	}
+}
+
+// TestSignalReloadsWebConfig: SIGHUP re-reads each port's web
+// configuration and says whether it loads; SIGUSR1 is logged and ignored.
+func TestSignalReloadsWebConfig(t *testing.T) {
+	clearOTELEnv(t)
+	var logs exportertest.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	SetErrorLog(log)
+	t.Cleanup(func() { processLog.Store(nil) })
+	p := newTestPipeline(t, io.Discard)
+	config, _ := basicAuthConfig(t, bcrypt.MinCost)
+	serveWeb(t, p, Web{ConfigFile: config, MaxConnections: 8, IdleTimeout: time.Minute, ReadHeaderTimeout: 10 * time.Second})
+	exportertest.WaitFor(t, 10*time.Second, func() bool {
+		configsMu.Lock()
+		defer configsMu.Unlock()
+		return len(configs) > 0
+	})
+	Signal(syscall.SIGHUP)
+	if !strings.Contains(logs.String(), "web configuration reloaded") || !strings.Contains(logs.String(), "signal=SIGHUP") {
+		t.Errorf("SIGHUP with a good web configuration:\n%s", logs.String())
+	}
+	if err := os.WriteFile(config, []byte("basic_auth_users: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	Signal(syscall.SIGHUP)
+	if !strings.Contains(logs.String(), "does not load") {
+		t.Errorf("SIGHUP with a broken web configuration:\n%s", logs.String())
+	}
+	Signal(syscall.SIGUSR1)
+	if !strings.Contains(logs.String(), `msg="signal ignored" signal=SIGUSR1`) {
+		t.Errorf("SIGUSR1:\n%s", logs.String())
 	}
 }
