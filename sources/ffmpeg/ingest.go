@@ -19,11 +19,12 @@ const (
 	RejectStreamName                 // invalid stream name
 	RejectTooMany                    // stream limit reached
 	RejectBusy                       // another connection feeds the stream
+	RejectProfile                    // ?encoder=, ?preset= or ?ladder= outside its bounded domain
 	numRejects
 )
 
 // Rejects names each Reject, in order, for the metric attribute.
-var Rejects = [numRejects]string{"method", "unauthorized", "stream_name", "too_many_streams", "stream_busy"}
+var Rejects = [numRejects]string{"method", "unauthorized", "stream_name", "too_many_streams", "stream_busy", "profile"}
 
 // Ingest is the HTTP handler for POST /ingest, /ingest/{stream} and
 // /ingest?stream=NAME. It reads the body line by line as it arrives, so the
@@ -52,7 +53,12 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if in.open != nil {
 		open = in.open
 	}
-	conn, err := open(streamName(r), peerOf(r))
+	peer, err := peerOf(r)
+	if err != nil {
+		in.reject(w, RejectProfile, http.StatusBadRequest, err.Error())
+		return
+	}
+	conn, err := open(streamName(r), peer)
 	switch {
 	case errors.Is(err, ErrStreamName):
 		in.reject(w, RejectStreamName, http.StatusBadRequest, err.Error())

@@ -21,10 +21,15 @@ type Peer struct {
 	Declared encodeprofile.Profile
 }
 
-// peerOf is who sent r: the connection's two addresses, and the process
-// named by ?pid=.
-func peerOf(r *http.Request) Peer {
+// peerOf is who sent r: the connection's two addresses, the process
+// named by ?pid=, and the encode profile the URL declares; an error names
+// a profile parameter outside its bounded domain.
+func peerOf(r *http.Request) (Peer, error) {
 	var p Peer
+	var err error
+	if p.Declared, err = encodeprofile.FromQuery(r.URL.Query()); err != nil {
+		return p, err
+	}
 	if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
 		p.Local = a.AddrPort()
 	}
@@ -36,5 +41,5 @@ func peerOf(r *http.Request) Peer {
 			p.PID = -1
 		}
 	}
-	return p
+	return p, nil
 }
