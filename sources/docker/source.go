@@ -324,7 +324,7 @@ func (s *Source) Run(ctx context.Context) {
 	var watching sync.WaitGroup
 	defer watching.Wait()
 	started := false
-	sampling.Every(ctx, func() time.Duration { return s.cfg.Interval }, func(ctx context.Context) {
+	s.Every(ctx, func() time.Duration { return s.cfg.Interval }, func(ctx context.Context) {
 		s.Sample(ctx)
 		// The event stream starts once the daemon has answered: by then the
 		// client has negotiated its API version, which it otherwise does
