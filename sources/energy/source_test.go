@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,6 +140,7 @@ func child(t *testing.T, script string) (*exec.Cmd, net.Conn) {
 	}
 	defer ln.Close()
 	cmd := exec.Command("bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/127.0.0.1/%d; %s", ln.Addr().(*net.TCPAddr).Port, script))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group: the children it starts go with it
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func child(t *testing.T, script string) (*exec.Cmd, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close(); cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() { conn.Close(); syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
 	return cmd, conn
 }
 
