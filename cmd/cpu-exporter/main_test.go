@@ -115,7 +115,13 @@ func TestSideBySideWithNodeExporter(t *testing.T) {
 			for id, z := range host {
 				raplfixture.SetEnergy(t, root, z.ID, z.EnergyUJ+uint64(id+1)*1_234_567)
 			}
-			exportertest.WaitFor(t, 5*time.Second, func() bool { return compare() == "" })
+			var mismatch string
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last mismatch: %s", mismatch)
+				}
+			})
+			exportertest.WaitFor(t, 5*time.Second, func() bool { mismatch = compare(); return mismatch == "" })
 
 			s := ours.Scrape(t)
 			if want := float64(msrZones(host)); s["rapl_zones_discovered{}"] != want {

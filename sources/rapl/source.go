@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"path"
 	"sync"
 	"sync/atomic"
@@ -277,7 +278,12 @@ func (st *state) advance(file string, raw, maxRange uint64, now time.Time) {
 // joules is the zone's total: the kernel's first reading plus every change
 // counted since. Each part is exact and the sum of their float64s never
 // falls as counted rises.
-func (st *state) joules() float64 { return float64(st.first)/1e6 + float64(st.counted)/1e6 }
+func (st *state) joules() float64 {
+	if st.first <= math.MaxUint64-st.counted {
+		return float64(st.first+st.counted) / 1e6 // one rounding, as node_exporter's: the same figure for the same counter
+	}
+	return float64(st.first)/1e6 + float64(st.counted)/1e6
+}
 
 // plausible is the most energy, in µJ, a zone can count in dt.
 func plausible(dt time.Duration) uint64 {
