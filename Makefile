@@ -85,7 +85,7 @@ fuzz:
 	done
 
 # The guide's "<20MB memory" as an operator sets it: every binary serves
-# scrapes inside a 20 MiB memory cgroup (root). Not met yet: see the README.
+# scrapes inside a 20 MiB memory cgroup (root). Not met yet: see docs/performance.md.
 budget: build
 	$(GO) test -tags budget -count=1 -v -timeout 20m ./e2e/budget
 
@@ -95,7 +95,7 @@ budget: build
 bench: build
 	BIN=$(BIN) ./scripts/bench
 
-# The fleet sizing table (README "Fleet sizing"): simulated workers pushing
+# The fleet sizing table (docs/fleet.md): simulated workers pushing
 # through one gateway into VictoriaMetrics, three fleet sizes, about 4 minutes.
 # FLEET='-workers 1000 -sweep' doubles the fleet until the gateway fails it.
 FLEET ?=

@@ -50,13 +50,13 @@ var (
 )
 
 // Catalogue lists every metric of every exporter, and the self-metrics
-// (a group with no source or binary); the README's tables are rendered from
+// (a group with no source or binary); the tables of docs/metrics.md are rendered from
 // it.
 func Catalogue() []Group {
 	return []Group{FFmpegExporter, CPUExporter, GPUExporter, DockerExporter, {Metrics: Self}}
 }
 
-// title names g in the README's table markers.
+// title names g in the table markers of docs/metrics.md.
 func (g Group) title() string {
 	if g.Binary == "" {
 		return "every exporter (self-metrics)"

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Markdown renders a group's metric table as it stands in the README.
+// Markdown renders a group's metric table as it stands in docs/metrics.md.
 func (g Group) Markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| metric | type | unit | labels | help |\n|---|---|---|---|---|\n")

@@ -1,7 +1,6 @@
 //go:build budget
 
-// The budget is not met yet (the README's Performance section gives the
-// figures): this test runs with `make budget`, not in `make test`, until
+// The budget is not met yet (docs/performance.md gives the figures): this test runs with `make budget`, not in `make test`, until
 // every binary fits.
 
 // Package budget proves the deployment guide's "<20MB memory" the way an
