@@ -183,7 +183,7 @@ func TestStderrThroughStdin(t *testing.T) {
 	}
 	t.Cleanup(func() { enc.Process.Kill(); enc.Wait() })
 	pw.Close()
-	e := start(t, pr, nil, "--stdin", "--stream", "piped", "--stdin.linger", "3s")
+	e := start(t, pr, nil, "--stdin", "--stream", "piped", "--stdin.linger", "3s") // the old name of --stdin.stream
 	pr.Close()
 
 	active := series("ffmpeg_stream_active", "piped")

@@ -22,7 +22,7 @@ func TestStdinEndsFFmpegSourceOnly(t *testing.T) {
 	defer cleanup()
 	cpu, ffm := exportertest.FreePort(t), exportertest.FreePort(t)
 	cmd := exec.Command(bin, "--web.listen-host", "127.0.0.1", "--cpu.port", cpu, "--ffmpeg.port", ffm, "--gpu.port", "0", "--docker.port", "0",
-		"--path.sysfs", t.TempDir(), "--stdin", "--stream", "piped", "--stdin.linger", "1s")
+		"--path.sysfs", t.TempDir(), "--stdin", "--stdin.stream", "piped", "--stdin.linger", "1s")
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

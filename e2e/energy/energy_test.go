@@ -391,7 +391,7 @@ func TestStdin(t *testing.T) {
 	}
 	w.Close() // ffmpeg is the pipe's only writer, as in `ffmpeg ... 2>&1 | worker-exporter --stdin`
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	e := startExporter(t, nil, r, "--stdin", "--stream", "piped")
+	e := startExporter(t, nil, r, "--stdin", "--stdin.stream", "piped")
 	info := key("ffmpeg_stream_process_info", "command", "ffmpeg", "pid", strconv.Itoa(cmd.Process.Pid), "stream", "piped")
 	exportertest.WaitFor(t, 15*time.Second, func() bool {
 		_, ok := e.scrape()[info]

@@ -1,8 +1,8 @@
 package exporters
 
 import (
-	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -33,13 +33,14 @@ func FFmpeg() Source {
 			fs.DurationVar(&cfg.IdleTimeout, "ingest.idle-timeout", cfg.IdleTimeout, "close an ingest connection that sends nothing this long")
 			fs.StringVar(&token, "ingest.token", os.Getenv("FFMPEG_EXPORTER_INGEST_TOKEN"), "bearer token required on ingest (env FFMPEG_EXPORTER_INGEST_TOKEN)")
 			fs.BoolVar(&stdin, "stdin", false, "also read ffmpeg output from standard input")
-			fs.StringVar(&streamName, "stream", "default", "stream name for --stdin")
+			fs.StringVar(&streamName, "stdin.stream", "default", "stream name for --stdin")
+			fs.StringVar(&streamName, "stream", "default", "the old name of --stdin.stream, still taken")
 			fs.DurationVar(&linger, "stdin.linger", 15*time.Second, "with --stdin: keep serving this long after input ends, then end the ffmpeg source (and a single ffmpeg-exporter with it)")
 			en.register(fs)
 		},
 		Open: func(r *Readers, log *slog.Logger) (Built, error) {
 			if cfg.MaxStreams < 1 {
-				return Built{}, errors.New("--ingest.max-streams must be at least 1")
+				return Built{}, fmt.Errorf("--ingest.max-streams %d: must be at least 1", cfg.MaxStreams)
 			}
 			c := cfg
 			c.Log = log

@@ -42,7 +42,7 @@ func Main(name string, run RunFunc) {
 func ExitCode(name string, err error, stderr io.Writer) int {
 	var usage usageError
 	switch {
-	case err == nil, errors.Is(err, errDone):
+	case err == nil, errors.Is(err, errNothingToRun):
 		return 0
 	case errors.As(err, &usage):
 		return 2
@@ -51,14 +51,14 @@ func ExitCode(name string, err error, stderr io.Writer) int {
 	return 1
 }
 
-// errDone ends a run that had nothing more to do (--help, --version).
-var errDone = errors.New("done")
+// errNothingToRun ends a run that had nothing more to do (--help, --version).
+var errNothingToRun = errors.New("nothing to run after --help or --version")
 
 // usageError is a flag that does not parse; the message is already printed.
 type usageError struct{ error }
 
 // Parse parses args into fs, with --version added. --help prints the
-// usage to stdout and --version the version; both then end the run (errDone).
+// usage to stdout and --version the version; both then end the run (errNothingToRun).
 func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.SetOutput(io.Discard) // the flag package's own messages go where we say below
@@ -68,7 +68,7 @@ func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
 		fs.SetOutput(stdout)
 		fmt.Fprintf(stdout, "Usage of %s:\n", fs.Name())
 		fs.PrintDefaults()
-		return errDone
+		return errNothingToRun
 	case err != nil:
 		fmt.Fprintf(stderr, "%s: %v (see %s --help)\n", fs.Name(), err, fs.Name())
 		return usageError{err}
@@ -77,7 +77,7 @@ func Parse(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) error {
 		return usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
 	case *version:
 		fmt.Fprintln(stdout, buildinfo.String(fs.Name()))
-		return errDone
+		return errNothingToRun
 	}
 	return nil
 }
