@@ -58,6 +58,13 @@ type exporter struct {
 // as is who the exporter runs as: nil for this test's user.
 func startExporter(t *testing.T, as *syscall.SysProcAttr, stdin io.Reader, args ...string) *exporter {
 	t.Helper()
+	return startExporterEnv(t, as, stdin, nil, args...)
+}
+
+// startExporterEnv is startExporter with env added to its environment
+// (which has no OTEL_* of the test's own).
+func startExporterEnv(t *testing.T, as *syscall.SysProcAttr, stdin io.Reader, env []string, args ...string) *exporter {
+	t.Helper()
 	root, err := os.MkdirTemp("", "energy-sysfs")
 	if err == nil {
 		err = os.Chmod(root, 0o755) // readable by nobody too
@@ -85,6 +92,7 @@ func startExporter(t *testing.T, as *syscall.SysProcAttr, stdin io.Reader, args 
 			e.cmd.Env = append(e.cmd.Env, kv)
 		}
 	}
+	e.cmd.Env = append(e.cmd.Env, env...)
 	e.cmd.Stdin, e.cmd.Stdout, e.cmd.Stderr, e.cmd.SysProcAttr = stdin, e.logs, e.logs, as
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
 )
 
@@ -21,7 +22,7 @@ import (
 // the header with its Input and Output lines is sent) to the exporter,
 // which profiles the encode from both and from the command line: none of
 // those strings appears in /metrics, /health or the exporter's log, while
-// the profile itself is served.
+// the profile itself is served, and none is in the OTLP push.
 func TestNothingSecretExported(t *testing.T) {
 	ffmpeg := peer.Require(t, "ffmpeg", "apt-get install -y ffmpeg")
 	secrets := []string{"sk_live_SECRET", "hunter2", "s3cr3tpass", "customer-SECRET", "SECRET_TITLE", "SECRET_HEADER", "SECRET_AGENT"}
@@ -46,7 +47,8 @@ func TestNothingSecretExported(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	e := startExporter(t, nil, nil)
+	recv, endpoint := otlptest.StartHTTP(t)
+	e := startExporterEnv(t, nil, nil, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf", "OTEL_METRIC_EXPORT_INTERVAL=500"})
 	cmd := exec.Command(ffmpeg, "-hide_banner", "-nostats", "-loglevel", "info", "-progress", "http://"+e.addr+"/ingest/job",
 		"-headers", "X-Key: SECRET_HEADER\r\n", "-user_agent", "SECRET_AGENT", "-re", "-i", input,
 		"-c:v", "libx264", "-preset", "veryfast", "-s", "320x180", "-metadata", "title=SECRET_TITLE", "-y", out)
@@ -85,7 +87,22 @@ func TestNothingSecretExported(t *testing.T) {
 	if !strings.Contains(logged.String(), "sk_live_SECRET") && !strings.Contains(logged.String(), "customer-SECRET") {
 		t.Fatalf("ffmpeg's stderr carried none of the secrets, so this test proves nothing:\n%s", logged.String())
 	}
-	for where, text := range map[string]string{"/metrics": body + final, "/health": health, "the exporter's log": e.logs.String()} {
+	exportertest.WaitFor(t, 20*time.Second, func() bool {
+		for k := range recv.Points() {
+			if strings.HasPrefix(k, "ffmpeg_stream_encode_info{") {
+				return true
+			}
+		}
+		return false
+	})
+	var pushed strings.Builder
+	for k := range recv.Points() {
+		pushed.WriteString(k + "\n")
+	}
+	for k, v := range recv.Resource() {
+		pushed.WriteString(k + "=" + v + "\n")
+	}
+	for where, text := range map[string]string{"/metrics": body + final, "/health": health, "the exporter's log": e.logs.String(), "the OTLP push": pushed.String()} {
 		for _, s := range secrets {
 			if strings.Contains(text, s) {
 				t.Errorf("%s shows %q", where, s)
