@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/docker"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 )
 
 var containerAttr = []string{"container"}
@@ -43,6 +44,7 @@ var (
 	DockerEngineCPU        = Metric{Name: "docker_engine_cpu_percent", Unit: "%", Kind: Gauge, Help: "CPU use of the container engine's own process (dockerd, or podman's API service), 100 per busy core, from /proc; left out when the process is not found (the debug log says why)."}
 	DockerInspectErrors    = Metric{Name: "docker_inspect_errors_total", Kind: Counter, Help: "Container inspect calls that failed since the exporter started; the container's restart, health, exit code and start time series are left out meanwhile."}
 	DockerFiguresPath      = Metric{Name: "docker_container_figures_path", Kind: Gauge, Attributes: []string{"container", "path"}, Help: "1 for the path a running container's figures come by, 0 for the other: cgroup (its cgroup files and /proc/<pid>/net/dev, read by the exporter) or stats (one Engine API stats call per interval; /health says why)."}
+	DockerEnergy           = Metric{Name: "docker_container_energy_joules_total", Unit: "J", Kind: Counter, Attributes: []string{"container", "device", "mode"}, Help: "CPU energy (RAPL package and dram) charged to the container since the exporter first read it, by its cgroup CPU time: mode dynamic is its share of what work added over idle power (its CPU time over the machine's busy CPU time), mode idle its share of idle power (its CPU time over all of the machine's); left out without RAPL. GPU energy is not charged to containers."}
 	DockerSkipped          = Metric{Name: "docker_containers_skipped", Kind: Gauge, Help: "Matching containers left out at the latest collection: more than --docker.max-containers (running, then oldest, are kept)."}
 )
 
@@ -59,6 +61,13 @@ var dockerTable = table[docker.Snapshot, docker.Container]{
 		dockerField(DockerBlockRead, func(c *docker.Container) (float64, bool) { return c.BlockReadBytes, c.HasStats }),
 		dockerField(DockerBlockWrite, func(c *docker.Container) (float64, bool) { return c.BlockWriteBytes, c.HasStats }),
 		dockerField(DockerPIDs, func(c *docker.Container) (float64, bool) { return c.PIDs, c.HasPIDs }),
+		{Metric: DockerEnergy, Each: func(c *docker.Container, e *Emit) {
+			if c.HasEnergy {
+				for m, j := range c.Energy {
+					e.With(j, attribute.String("device", energy.Devices[energy.CPU]), attribute.String("mode", energy.Modes[m]))
+				}
+			}
+		}},
 		{Metric: DockerState, Each: func(c *docker.Container, e *Emit) {
 			for _, s := range docker.States {
 				e.With(boolFloat(c.State == s), attribute.String("state", s))

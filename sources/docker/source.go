@@ -27,6 +27,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
@@ -55,6 +56,7 @@ type Config struct {
 	Procfs        string        // the host's /proc: the engine's own CPU use, containers' network figures; empty: not read
 	Cgroupfs      string        // the host's cgroup hierarchy (/sys/fs/cgroup); empty: figures from stats calls only
 	ListInterval  time.Duration // between full lists while the event stream is up (a safety net); 0: every collection
+	Meter         Meter         // the CPU's energy, to charge containers theirs; nil: not charged
 	Log           *slog.Logger
 }
 
@@ -120,6 +122,11 @@ type Container struct {
 	BlockWriteBytes  float64
 	HasPIDs          bool
 	PIDs             float64
+
+	// Energy is the CPU energy charged to the container since the exporter
+	// first read it, by mode (energy.Dynamic, energy.Idle), once HasEnergy.
+	HasEnergy bool
+	Energy    [2]float64
 }
 
 // Packets are one direction's packet counters, summed over the interfaces.
@@ -148,6 +155,10 @@ type Snapshot struct {
 	InspectErrors    uint64 // failed inspect calls since the exporter started
 	HasEngineCPU     bool
 	EngineCPUPercent float64 // the engine's own process, 100 per busy core
+	// IdlePower is the CPU idle power the latest window split off before
+	// charging containers their dynamic energy (Config.Meter set).
+	IdlePower    energy.IdlePower
+	HasIdlePower bool
 }
 
 // Notes say, for /health, which path the running containers' figures
@@ -206,6 +217,14 @@ type Source struct {
 	main, slow    chan struct{} // stats call slots: containers that answer, and those that did not
 	calls         sync.WaitGroup
 
+	// Containers' energy (Config.Meter): the previous reading, and the idle
+	// power estimated from the collections' windows.
+	meter        MeterReading
+	meterOK      bool
+	idle         energy.IdleModel
+	idlePower    energy.IdlePower
+	hasIdlePower bool
+
 	// The containers known, by ID. Sample changes the set; stats calls
 	// that outlive their collection write their figures under regMu.
 	regMu sync.Mutex
@@ -231,6 +250,8 @@ type entry struct {
 
 	prev       cpuSample // the previous CPU sample, for CPU%
 	hasPrev    bool
+	lastCPU    float64 // CPU seconds at the previous collection, for its energy
+	hasLastCPU bool
 	inspectErr error // of its latest inspect
 	figErr     error // of its latest figures
 
@@ -369,6 +390,8 @@ func (s *Source) Sample(ctx context.Context) {
 
 	s.inspectMarked(ctx, served)
 	s.readFigures(ctx, served)
+	s.chargeEnergy(served)
+	snap.IdlePower, snap.HasIdlePower = s.idlePower, s.hasIdlePower
 
 	var problems []error
 	if snap.Skipped > 0 {

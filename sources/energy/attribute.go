@@ -59,8 +59,8 @@ func (s *Source) attributeCPU(prev, cur readings, users map[procfs.Process]int) 
 	}
 	joules := delta(prev.zones, cur.zones, "")
 	busy := max(machine-(cur.cpu.IdleSeconds-prev.cpu.IdleSeconds), 0)
-	s.cpuIdle.add(busy/machine, joules, cur.at.Sub(prev.at))
-	idle := s.cpuIdle.estimate()
+	s.cpuIdle.Add(busy/machine, joules, cur.at.Sub(prev.at))
+	idle := s.cpuIdle.Estimate()
 	s.setIdle(idle)
 	dyn, idl := map[*encode]float64{}, map[*encode]float64{}
 	for _, e := range s.encodes {
@@ -117,11 +117,11 @@ func (s *Source) attributeSockets(prev, cur readings, users map[procfs.Process]i
 		joules := delta(prev.zones, cur.zones, pkg)
 		model := s.pkgIdle[pkg]
 		if model == nil {
-			model = &idleModel{configured: s.cfg.IdleWatts[CPU] / float64(len(sockets))}
+			model = &IdleModel{Configured: s.cfg.IdleWatts[CPU] / float64(len(sockets))}
 			s.pkgIdle[pkg] = model
 		}
-		model.add(so.busy/so.machine, joules, dt)
-		idle := model.estimate()
+		model.Add(so.busy/so.machine, joules, dt)
+		idle := model.Estimate()
 		idle.Device, idle.Package = CPU, pkg
 		s.setIdle(idle)
 		dyn, idl := map[*encode]float64{}, map[*encode]float64{}
@@ -190,7 +190,7 @@ func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uin
 		active := min(1, slices.Max(sum[:])/100)
 		model := s.gpuIdle[g.UUID]
 		if model == nil {
-			model = &idleModel{configured: s.cfg.IdleWatts[GPU]}
+			model = &IdleModel{Configured: s.cfg.IdleWatts[GPU]}
 			s.gpuIdle[g.UUID] = model
 		}
 		dyn, idl := map[*encode]float64{}, map[*encode]float64{}
@@ -222,8 +222,8 @@ func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uin
 		}
 		if ok && seen {
 			window := cur.at.Sub(prev.at)
-			model.add(active, joules, window)
-			idle := model.estimate()
+			model.Add(active, joules, window)
+			idle := model.Estimate()
 			idle.Device, idle.GPU = GPU, strconv.Itoa(g.Index)
 			s.setIdle(idle)
 			s.share(GPU, joules, idle.Watts*window.Seconds(), dyn, idl)

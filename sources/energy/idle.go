@@ -63,9 +63,10 @@ const (
 	idleMinSpread = 0.15 // and the spread of use among them (max - min, as a fraction)
 )
 
-// idleModel estimates one device's idle power from its recent windows.
-type idleModel struct {
-	configured float64 // > 0: set by the operator
+// IdleModel estimates one device's idle power from its recent windows
+// (energy per encode's, and the docker source's for containers).
+type IdleModel struct {
+	Configured float64 // > 0: set by the operator, used as it is
 	points     [idleWindows]idlePoint
 	n, next    int
 	trusted    *IdlePower // the latest estimate made with spread enough: kept while a steady load gives none
@@ -73,8 +74,8 @@ type idleModel struct {
 
 type idlePoint struct{ use, watts float64 }
 
-// add records a window of d seconds that drew joules at use (0 to 1).
-func (m *idleModel) add(use, joules float64, d time.Duration) {
+// Add records a window of d seconds that drew joules at use (0 to 1).
+func (m *IdleModel) Add(use, joules float64, d time.Duration) {
 	if d <= 0 || joules < 0 || math.IsNaN(use) || math.IsInf(joules, 0) {
 		return
 	}
@@ -83,10 +84,10 @@ func (m *idleModel) add(use, joules float64, d time.Duration) {
 	m.n = min(m.n+1, idleWindows)
 }
 
-// estimate is the idle power to use now.
-func (m *idleModel) estimate() IdlePower {
-	if m.configured > 0 {
-		return IdlePower{Watts: m.configured, Method: IdleConfigured}
+// Estimate is the idle power to use now.
+func (m *IdleModel) Estimate() IdlePower {
+	if m.Configured > 0 {
+		return IdlePower{Watts: m.Configured, Method: IdleConfigured}
 	}
 	if m.n == 0 {
 		return IdlePower{Method: IdleNone}

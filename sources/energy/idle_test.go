@@ -75,7 +75,7 @@ func TestIdleSplit(t *testing.T) {
 	for i := range 60 {
 		m.window(nil, float64((i*7)%17))
 	}
-	idle := m.src.cpuIdle.estimate()
+	idle := m.src.cpuIdle.Estimate()
 	if idle.Method != IdleEstimated || math.Abs(idle.Watts-simIdleWatts) > 0.1*simIdleWatts {
 		t.Fatalf("idle estimate %+v after a minute of varied load, want %s within 10%% of %v W", idle, IdleMethods[IdleEstimated], simIdleWatts)
 	}
@@ -126,7 +126,7 @@ func TestIdleConfigured(t *testing.T) {
 	m := newMachine(40)
 	m.encode("x")
 	m.window(map[string]float64{"x": 2}, 0)
-	if idle := m.src.cpuIdle.estimate(); idle.Method != IdleConfigured || idle.Watts != 40 {
+	if idle := m.src.cpuIdle.Estimate(); idle.Method != IdleConfigured || idle.Watts != 40 {
 		t.Errorf("configured idle %+v, want 40 W configured", idle)
 	}
 	x := m.src.encodes["x"]
@@ -138,7 +138,7 @@ func TestIdleConfigured(t *testing.T) {
 	for range 40 {
 		steady.window(nil, 4)
 	}
-	if idle := steady.src.cpuIdle.estimate(); idle.Method != IdleMinimum || math.Abs(idle.Watts-65) > 1e-9 {
+	if idle := steady.src.cpuIdle.Estimate(); idle.Method != IdleMinimum || math.Abs(idle.Watts-65) > 1e-9 {
 		t.Errorf("steady load: idle %+v, want the lowest window's 65 W as %s", idle, IdleMethods[IdleMinimum])
 	}
 }

@@ -90,9 +90,9 @@ type Source struct {
 	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
 	ladders  *encodeprofile.Ladders
 	configs  map[configKey]*Configuration
-	cpuIdle  *idleModel            // every socket as one pool
-	pkgIdle  map[string]*idleModel // by RAPL package, where sockets are charged apart
-	gpuIdle  map[string]*idleModel // by GPU UUID
+	cpuIdle  *IdleModel            // every socket as one pool
+	pkgIdle  map[string]*IdleModel // by RAPL package, where sockets are charged apart
+	gpuIdle  map[string]*IdleModel // by GPU UUID
 	idle     []IdlePower           // what the latest window used, the CPU's first
 	// counted is every device's energy the windows shared out;
 	// unattributed, what of it no stream was charged.
@@ -199,11 +199,11 @@ func New(cfg Config) *Source {
 		cfg:     cfg,
 		encodes: map[string]*encode{},
 		gpuSeen: map[string]gpuReading{},
-		cpuIdle: &idleModel{configured: cfg.IdleWatts[CPU]},
-		pkgIdle: map[string]*idleModel{},
+		cpuIdle: &IdleModel{Configured: cfg.IdleWatts[CPU]},
+		pkgIdle: map[string]*IdleModel{},
 		ladders: encodeprofile.NewLadders(cfg.MaxLadders),
 		configs: map[configKey]*Configuration{},
-		gpuIdle: map[string]*idleModel{},
+		gpuIdle: map[string]*IdleModel{},
 		Latest:  sampling.NewLatest(cfg.Log, "energy per encode", &Snapshot{}, errors.New("energy per encode not sampled yet")),
 	}
 }

@@ -1,6 +1,7 @@
 package exporters
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -25,7 +26,7 @@ func Docker() Source {
 	maxResponse := int64(docker.DefaultMaxResponseBytes)
 	return Source{
 		Group: instruments.DockerExporter, DefaultPort: 9501, GuidePort: 9501, PortEnv: "DOCKER_STATS_PORT",
-		Reads: ReadsProcfs,
+		Reads: ReadsProcfs | ReadsRAPL, // RAPL: containers' energy
 		Flags: func(fs *flag.FlagSet) {
 			fs.DurationVar(&cfg.Interval, "docker.interval", defaults.Interval, "collection interval")
 			fs.DurationVar(&cfg.Timeout, "docker.timeout", defaults.Timeout, "timeout of each Engine API call")
@@ -79,8 +80,13 @@ func Docker() Source {
 				c.Cgroupfs = cgroupfs
 			}
 			c.Log = log
+			meter := r.RAPL()
+			if proc, err := r.Procfs(); err == nil {
+				meter.ReadCPUWith(proc)
+				c.Meter = meter
+			}
 			src := docker.New(c)
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error {
+			return Built{Source: alongside{Source: src, readers: []interface{ Run(context.Context) }{meter}}, Register: func(p *pipeline.Pipeline) error {
 				p.AddHealthNotes(instruments.DockerExporter.Source, func() []string { return src.Snapshot().Notes() })
 				return instruments.RegisterDocker(p.Meter, src)
 			}, SeriesLimit: instruments.DockerSeriesLimit(c.MaxContainers)}, nil

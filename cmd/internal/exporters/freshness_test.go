@@ -335,7 +335,7 @@ func TestFreshRemovedContainer(t *testing.T) {
 	e.Set(running("c1", "enc-1"), running("c2", "enc-2"))
 	t.Setenv("DOCKER_HOST", e.DockerHost())
 	p, b := attached(t, Docker())
-	src := b.Source.(*docker.Source)
+	src := b.Source.(alongside).Source.(*docker.Source)
 
 	info := func(series map[string]float64, name string) bool {
 		for k := range series {

@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/docker"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 
 // Reads names the readers of the machine a source needs.
@@ -201,6 +203,49 @@ type RAPLReader struct {
 
 	mu        sync.Mutex
 	followers map[*follower]bool
+	proc      *procfs.FS          // set: the machine's CPU time is read with each sample (Read)
+	last      docker.MeterReading // of the latest sample
+	lastOK    bool
+}
+
+// ReadCPUWith has each sample read the machine's CPU time from proc as
+// well, for Read.
+func (r *RAPLReader) ReadCPUWith(proc *procfs.FS) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.proc = proc
+}
+
+// Read is the package and dram zones' cumulative energy and the machine's
+// CPU time at the latest sample: the docker source charges containers
+// their energy from it, at its own interval, however often RAPL is
+// sampled.
+func (r *RAPLReader) Read() (docker.MeterReading, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last, r.lastOK
+}
+
+// remember keeps what Read answers: the sample just taken, and the
+// machine's CPU time read right after it.
+func (r *RAPLReader) remember() {
+	r.mu.Lock()
+	proc := r.proc
+	r.mu.Unlock()
+	if proc == nil {
+		return
+	}
+	snap := r.Snapshot()
+	cpu, err := proc.CPU()
+	reading := docker.MeterReading{At: time.Now(), TotalSeconds: cpu.TotalSeconds, IdleSeconds: cpu.IdleSeconds}
+	for _, z := range snap.Zones {
+		if z.Zone == "package" || z.Zone == "dram" { // psys overlaps both; core and uncore are inside package
+			reading.Joules += z.EnergyJoules
+		}
+	}
+	r.mu.Lock()
+	r.last, r.lastOK = reading, err == nil && snap.Available
+	r.mu.Unlock()
 }
 
 // follower is a window run right after a RAPL sample, at most every interval.
@@ -239,6 +284,7 @@ func (r *RAPLReader) Follow(ctx context.Context, interval time.Duration, window 
 func (r *RAPLReader) loop(ctx context.Context) {
 	r.Every(ctx, r.interval, func(ctx context.Context) {
 		r.Sample()
+		r.remember()
 		now := time.Now()
 		r.mu.Lock()
 		var due []*follower
@@ -299,4 +345,22 @@ func (r *Readers) Sockets() map[int]string {
 		return nil
 	}
 	return cpus
+}
+
+// alongside is a source run together with the shared readers it needs:
+// they sample while it runs.
+type alongside struct {
+	sampling.Source
+	readers []interface{ Run(context.Context) }
+}
+
+func (a alongside) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, r := range a.readers {
+		wg.Go(func() { r.Run(ctx) })
+	}
+	a.Source.Run(ctx)
+	cancel() // a source that ends by itself ends its readers' use too
+	wg.Wait()
 }
