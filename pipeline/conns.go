@@ -203,8 +203,10 @@ func (l *conns) victims(newest *conn, over, mine int) (out []*conn, keep bool) {
 			all = append(all, candidate{c, stuck})
 		case c.state == http.StateNew && young && !c.read.Load(): // not read yet: maybe a burst
 			all = append(all, candidate{c, unread})
-		case c.state == http.StateNew && young:
-			all = append(all, candidate{c, reading})
+		case c.state == http.StateNew && young && c.read.Load():
+			// Being read: its request is arriving, and closed now it would
+			// get no answer at all. Spared; the newest, unread, is refused
+			// with one instead.
 		default:
 			all = append(all, candidate{c, idle})
 		}
