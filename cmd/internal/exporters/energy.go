@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
+	"github.com/ffmpeg-rtmp/worker-exporters/sources/encodeprofile"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/energy"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
@@ -16,14 +17,16 @@ import (
 
 // energyFlags configure energy per encode, served on the ffmpeg port.
 type energyFlags struct {
-	interval  time.Duration
-	idleWatts [energy.NumDevices]float64
+	interval   time.Duration
+	idleWatts  [energy.NumDevices]float64
+	maxLadders int
 }
 
 func (f *energyFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.interval, "energy.interval", time.Second, "energy per encode: sampling window (0 turns it off)")
 	fs.Float64Var(&f.idleWatts[energy.CPU], "energy.idle-watts.cpu", 0, "energy per encode: idle power of the CPU packages and their memory (RAPL package + dram), W; 0: estimated from the windows")
 	fs.Float64Var(&f.idleWatts[energy.GPU], "energy.idle-watts.gpu", 0, "energy per encode: idle power of each GPU, W; 0: estimated from the windows")
+	fs.IntVar(&f.maxLadders, "energy.max-ladders", encodeprofile.DefaultMaxLadders, "the leaderboard keeps this many distinct output ladders apart; later ones count as other")
 }
 
 // open builds energy per encode over hub and the process's readers: its
@@ -37,6 +40,9 @@ func (f energyFlags) open(r *Readers, hub *ffmpeg.Hub, log *slog.Logger) (*energ
 	if f.interval == 0 {
 		return nil, nil
 	}
+	if f.maxLadders < 1 {
+		return nil, fmt.Errorf("--energy.max-ladders %d: must be at least 1", f.maxLadders)
+	}
 	for d, w := range f.idleWatts {
 		if !(w >= 0 && w < 1e6) {
 			return nil, fmt.Errorf("--energy.idle-watts.%s %v: must be 0 (estimate) or a power in watts", energy.Devices[d], w)
@@ -48,15 +54,16 @@ func (f energyFlags) open(r *Readers, hub *ffmpeg.Hub, log *slog.Logger) (*energ
 	}
 	meter := r.RAPL()
 	return energy.New(energy.Config{
-		Proc:      proc,
-		Streams:   hub,
-		RAPL:      meter,
-		Windows:   meter.Follow,
-		GPUs:      r.GPUs(),
-		Interval:  f.interval,
-		IdleWatts: f.idleWatts,
-		Packages:  r.Sockets(),
-		Log:       log,
+		Proc:       proc,
+		Streams:    hub,
+		RAPL:       meter,
+		Windows:    meter.Follow,
+		GPUs:       r.GPUs(),
+		Interval:   f.interval,
+		IdleWatts:  f.idleWatts,
+		MaxLadders: f.maxLadders,
+		Packages:   r.Sockets(),
+		Log:        log,
 	}), nil
 }
 

@@ -70,6 +70,12 @@ func TestEnergyOff(t *testing.T) {
 	if _, err := openFFmpeg(t, "--energy.interval", "-1s"); err == nil {
 		t.Error("a negative interval accepted")
 	}
+	if _, err := openFFmpeg(t, "--energy.max-ladders", "0"); err == nil {
+		t.Error("--energy.max-ladders 0 accepted")
+	}
+	if _, err := openFFmpeg(t, "--energy.idle-watts.cpu", "-5"); err == nil {
+		t.Error("a negative idle power accepted")
+	}
 	if _, err := openFFmpeg(t, "--path.procfs", t.TempDir()); err == nil {
 		t.Error("an empty folder accepted as procfs")
 	}
