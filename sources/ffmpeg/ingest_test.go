@@ -356,6 +356,9 @@ func TestUnexpectedOpenErrorRefused(t *testing.T) {
 		t.Errorf("%d close=%v, want 500 and the connection closed", resp.StatusCode, resp.Close)
 	}
 	io.Copy(io.Discard, resp.Body)
+	// The server drains what the client still sends for refuseDrain before
+	// it closes (so that the answer is not lost to a reset): closed then.
+	conn.SetReadDeadline(time.Now().Add(refuseDrain + 10*time.Second))
 	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("connection not closed after the refusal: %v", err)
 	}
