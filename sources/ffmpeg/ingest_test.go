@@ -347,7 +347,7 @@ func TestUnexpectedOpenErrorRefused(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "POST /ingest/job HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", 8, "frame=1\n")
-	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second)) // an answer while the body is open, however loaded the machine
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	if err != nil {
 		t.Fatalf("no answer while the body is open: %v", err)
