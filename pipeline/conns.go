@@ -56,7 +56,18 @@ type conn struct {
 	closed    bool
 	read      atomic.Bool // the server has started to read it
 	evicted   atomic.Bool // closed to make room: by whoever evicted it, not the server
+	// owner is who a new connection belongs to: the server, once it
+	// starts to read it, or its evictor, who answers it 503. Taken once,
+	// by compare-and-swap, so a connection is never both read and
+	// refused: either way it gets an answer.
+	owner atomic.Int32
 }
+
+const (
+	ownerNone = iota
+	ownerServer
+	ownerEvictor
+)
 
 // readLag is how long a new connection is spared before the server starts
 // to read it; handlerGrace how long one whose request has arrived is
@@ -71,6 +82,9 @@ var (
 // evicted before (see admit) is not the server's to read: it is being
 // answered 503 and closed.
 func (c *conn) Read(p []byte) (int, error) {
+	if c.owner.Load() != ownerServer && !c.owner.CompareAndSwap(ownerNone, ownerServer) {
+		return 0, io.EOF // its evictor's: being answered 503; the server answers nothing
+	}
 	if !c.read.Load() {
 		c.read.Store(true)
 	}
@@ -124,10 +138,10 @@ func (l *conns) admit(nc net.Conn) *conn {
 		// server has not started to read it, it never will, and this
 		// answer is its only one.
 		v.evicted.Store(true)
-		if !v.read.Load() {
-			l.refuse(v.Conn)
+		if v.owner.Load() == ownerEvictor {
+			l.refuse(v.Conn) // never read: this answer is its only one
 		} else {
-			v.Conn.Close()
+			v.Conn.Close() // idle between requests, or stuck past a scraper's patience
 		}
 	}
 	if !keep {
@@ -224,6 +238,9 @@ func (l *conns) victims(newest *conn, over, mine int) (out []*conn, keep bool) {
 	over = max(over, counted-mine)
 	for _, cand := range all {
 		if len(out) < over || (len(out) < needPort && cand.rank != unread && cand.rank != reading) {
+			if cand.rank == unread && !cand.c.owner.CompareAndSwap(ownerNone, ownerEvictor) {
+				continue // the server has just started to read it: it stays
+			}
 			out = append(out, cand.c)
 		}
 	}
