@@ -642,19 +642,30 @@ func lost(clients []*ingestClient) []string {
 	return why
 }
 
+// freshScrape scrapes source's /metrics on a new connection (an idle
+// keep-alive the budget closed would read as a transport error); code 0:
+// no answer, to be asked again.
+func freshScrape(p *process, source string) (code int, body string) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://127.0.0.1:" + p.ports[source] + "/metrics")
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, ""
+	}
+	return resp.StatusCode, string(raw)
+}
+
 // liveStreams counts the streams the ffmpeg port reports active; -1 while
 // a burst of connections holds every descriptor and the scrape is refused
 // (503): a poll of the state, asked again, not the scrape the test judges.
 func liveStreams(t *testing.T, p *process) (live int, refused float64) {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://127.0.0.1:" + p.ports["ffmpeg"] + "/metrics")
-	if err != nil {
-		return -1, -1 // refused in the burst before a word: asked again
-	}
-	raw, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	code, body := resp.StatusCode, string(raw)
-	if code == http.StatusServiceUnavailable || err != nil {
+	code, body := freshScrape(p, "ffmpeg")
+	if code == 0 || code == http.StatusServiceUnavailable {
 		return -1, -1
 	}
 	if code != http.StatusOK {
@@ -706,17 +717,9 @@ func TestSlowIngestBoundedByDescriptors(t *testing.T) {
 	// (told why, as any past the budget); the next one is answered.
 	for _, source := range []string{"cpu", "ffmpeg"} {
 		start := time.Now()
-		// (An idle keep-alive the budget closed, reused by the client, reads
-		// as a transport error: asked again on a new connection.)
 		var code int
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-			resp, err := (&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Get("http://127.0.0.1:" + p.ports[source] + "/metrics")
-			if err != nil {
-				continue
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if code = resp.StatusCode; code != http.StatusServiceUnavailable {
+			if code, _ = freshScrape(p, source); code != 0 && code != http.StatusServiceUnavailable {
 				break
 			}
 		}
