@@ -143,11 +143,7 @@ func (s *Source) statsCalls(ctx context.Context, es []*entry) {
 				n++
 				s.calls.Go(func() { s.statsCall(waitCtx, e, s.main, wait, waited) })
 			case <-waitCtx.Done(): // not its fault: it stays in the lane of those that answer
-				s.regMu.Lock()
-				e.busy = false
-				e.figErr = fmt.Errorf("stats: no call slot free within %v (--docker.concurrency)", wait)
-				e.clearFigures()
-				s.regMu.Unlock()
+				s.cutShort(e, fmt.Errorf("stats: no call slot free within %v (--docker.concurrency)", wait))
 			}
 		}
 	}
@@ -178,15 +174,34 @@ func (s *Source) statsCall(ctx context.Context, e *entry, lane chan struct{}, wa
 	}()
 	s.regMu.Lock()
 	id := e.c.ID
-	e.tried = time.Now()
+	start := time.Now()
+	e.tried = start
 	s.regMu.Unlock()
 	callCtx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	st, err := s.stats(callCtx, id)
+	if err != nil && ctx.Err() != nil && time.Since(start) < wait/2 {
+		// The collection ended before this call had most of its own wait
+		// (it started late, behind others): not the container's fault, so
+		// it stays in the lane of those that answer. A call that hung for
+		// half a wait or more is its container's.
+		s.cutShort(e, fmt.Errorf("stats: the collection's wait (%v) ended %v into its call", wait, time.Since(start).Round(time.Millisecond)))
+		return
+	}
 	if err != nil && errors.Is(callCtx.Err(), context.DeadlineExceeded) {
 		err = fmt.Errorf("no answer within %v", wait)
 	}
 	s.done(e, st, err)
+}
+
+// cutShort records a call of e that ended for want of time or a slot, not
+// by its own failure: e has no figures this collection but is not failing.
+func (s *Source) cutShort(e *entry, err error) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	e.busy = false
+	e.figErr = err
+	e.clearFigures()
 }
 
 // done records the end of a stats call of e: its figures, or its error.
