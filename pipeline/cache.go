@@ -16,8 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"golang.org/x/sync/singleflight"
 )
 
 // Versioned is what a cached /metrics watches: a source whose generation
@@ -112,7 +114,7 @@ type acceptKey struct{ accept, encoding string }
 func newMetricsCache(registry *prometheus.Registry, log *slog.Logger) *metricsCache {
 	return &metricsCache{
 		gatherer: registry,
-		runtime:  runtimeRegistry(),
+		runtime:  runtimeGather(),
 		filtered: promhttp.HandlerFor(prometheus.Gatherers{registry, runtimeRegistry()}, promhttp.HandlerOpts{
 			ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
 			ErrorHandling: promhttp.ContinueOnError,
@@ -188,6 +190,21 @@ var runtimeRegistry = sync.OnceValue(func() *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return r
+})
+
+// runtimeGather gathers runtimeRegistry for renderRuntime, one gather at a
+// time per process: a scrape that arrives while one is under way takes its
+// result, read from /proc/self and the runtime under a millisecond before.
+// Each gather makes about 145 KB of garbage (the process collector reads
+// /proc/self/stat, status, limits, fd and net/netstat), so concurrent
+// scrapers would otherwise hold that much each at once, and a heap sized
+// for a 20 MiB budget cannot spare it. The families are shared: read only.
+var runtimeGather = sync.OnceValue(func() prometheus.Gatherer {
+	var group singleflight.Group
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, err, _ := group.Do("", func() (any, error) { return runtimeRegistry().Gather() })
+		return mfs.([]*dto.MetricFamily), err
+	})
 })
 
 // renderRuntime encodes the process and Go series in v's format, afresh:
@@ -450,20 +467,34 @@ func (r *render) write(w http.ResponseWriter, v *variant, runtime *bytes.Buffer)
 	}
 }
 
-// gzipWriters are reused between renders; BestSpeed, because a scrape
-// body is small and rendered again at every change.
-var gzipWriters = sync.Pool{New: func() any {
-	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
-	return w
-}}
+// gzipWriters holds the process's gzip writers: at most maxGzipWriters,
+// kept for its life. Each holds about 650 KiB of compressor tables, so a
+// pool that grew with concurrent scrapes (and that each GC emptied, to be
+// made again) cost megabytes of a 20 MiB budget; a compression waits for a
+// free writer instead (a scrape body takes well under a millisecond).
+// BestSpeed, because a scrape body is small and rendered again at every change.
+var gzipWriters = func() chan *gzip.Writer {
+	c := make(chan *gzip.Writer, maxGzipWriters)
+	for range maxGzipWriters {
+		c <- nil // made on first use
+	}
+	return c
+}()
 
-// writerTo writes to buf, compressed when gz; Close finishes the stream.
+const maxGzipWriters = 1
+
+// writerTo writes to buf, compressed when gz; Close finishes the stream
+// (and gives the gzip writer back: every writerTo must be closed).
 func writerTo(buf *bytes.Buffer, gz bool) io.WriteCloser {
 	if !gz {
 		return nopCloser{buf}
 	}
-	w := gzipWriters.Get().(*gzip.Writer)
-	w.Reset(buf)
+	w := <-gzipWriters
+	if w == nil {
+		w, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+	} else {
+		w.Reset(buf)
+	}
 	return &pooledGzip{w}
 }
 
@@ -474,7 +505,11 @@ func (nopCloser) Close() error { return nil }
 type pooledGzip struct{ *gzip.Writer }
 
 func (p *pooledGzip) Close() error {
+	if p.Writer == nil { // closed already: the writer is back
+		return nil
+	}
 	err := p.Writer.Close()
-	gzipWriters.Put(p.Writer)
+	gzipWriters <- p.Writer
+	p.Writer = nil
 	return err
 }
