@@ -103,7 +103,7 @@ bench: build
 # FLEET='-workers 1000 -sweep' doubles the fleet until the gateway fails it.
 FLEET ?=
 fleet: collector victoriametrics
-	$(GO) build -o $(BIN)/fleet-sim ./cmd/fleet-sim
+	$(GO) build -o $(BIN)/fleet-sim ./tools/fleet-sim
 	$(BIN)/fleet-sim $(FLEET)
 
 # The gateway collector (otel-collector/builder-config.yaml) as bin/otelcol-worker.

@@ -24,8 +24,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
 )
 
 // contract is the deployment guide's: binary → port and port variable.

@@ -16,7 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 )

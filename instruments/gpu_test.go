@@ -20,9 +20,9 @@ import (
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/sdk/metric"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/gpumock"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 )
 
@@ -77,7 +77,7 @@ func consumerCard(d *server.Device) {
 }
 
 // TestGPUParityMetrics: the series added for parity with dcgm-exporter and
-// nvidia_gpu_exporter carry the mock's readings (internal/gpumock: no GPU
+// nvidia_gpu_exporter carry the mock's readings (internal/testkit/gpumock: no GPU
 // here) under the right labels and units, and a card without ECC or row
 // remapping has none of those series.
 func TestGPUParityMetrics(t *testing.T) {
@@ -130,7 +130,7 @@ func TestGPUParityMetrics(t *testing.T) {
 // holding memory and using the GPU: the most series and names) are served
 // whole, and with one process more on each list the source leaves it out
 // and counts it, never folding series into the SDK's overflow series. No
-// GPU here: go-nvml's mock (internal/gpumock) stands in for the driver.
+// GPU here: go-nvml's mock (internal/testkit/gpumock) stands in for the driver.
 func TestGPUSeriesLimit(t *testing.T) {
 	const gpus = 2
 	for _, procs := range []int{nvml.MaxProcesses, nvml.MaxProcesses + 1} {

@@ -12,7 +12,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/buildinfo"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/sampling"
 )
 

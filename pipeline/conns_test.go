@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 )
 
 // limited listens on loopback through conns with a limit of max, in a

@@ -28,8 +28,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
 )
 
 // basicAuthConfig writes a web configuration with basic auth (no TLS) for

@@ -19,8 +19,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
 )
 
 // clearOTELEnv keeps the developer's own OTEL_* settings out of the tests.

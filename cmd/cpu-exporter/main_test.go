@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
 

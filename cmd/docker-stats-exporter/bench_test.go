@@ -15,7 +15,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/docker"
 )

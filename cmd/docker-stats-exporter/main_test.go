@@ -20,10 +20,10 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/podmantest"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 )
 
@@ -131,7 +131,7 @@ func TestDaemonDown(t *testing.T) {
 // by the stats path (--docker.cgroups=false) the test checks it leaves
 // them out rather than serve those zeros, and checks the values whenever
 // podman does fill them.
-// The docker-shaped figures are covered against internal/fakeengine in
+// The docker-shaped figures are covered against internal/testkit/fakeengine in
 // sources/docker.
 func TestParityAgainstPodman(t *testing.T) {
 	pm := podmantest.Start(t)

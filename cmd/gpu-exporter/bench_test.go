@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/instruments"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/gpumock"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 )

@@ -28,10 +28,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 )
 
 // scrapeTimeout is how long Prometheus waits for a scrape by default

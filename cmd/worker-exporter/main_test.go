@@ -28,10 +28,10 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ffmpeg-rtmp/worker-exporters/cmd/internal/exporters"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 )
 
 // worker is a worker-exporter running in this process.

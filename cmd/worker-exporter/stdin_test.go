@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 )
 
 // TestStdinEndsFFmpegSourceOnly: the worker built as a binary, fed through

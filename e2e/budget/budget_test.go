@@ -7,7 +7,7 @@
 // scrapes under load, alternately with the same binary unlimited: the
 // kernel's OOM killer never ends it, no scrape fails, and its scrape rate
 // is within 10% of the unlimited one's. Nothing is faked but RAPL
-// (internal/raplfixture: no RAPL on these machines), and no page is
+// (internal/testkit/raplfixture: no RAPL on these machines), and no page is
 // released by hand. Needs root to make the cgroup: skipped with the reason
 // on a laptop, failed in CI (CI=true) when it cannot run.
 package budget
@@ -26,9 +26,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 	"golang.org/x/sys/unix"
 )
 

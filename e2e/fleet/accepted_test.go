@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/encoding/gzip" // the workers may compress their exports
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/pushpath"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/pushpath"
 )
 
 // push is the points of one worker's port at one collection: a worker's

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	sim "github.com/ffmpeg-rtmp/worker-exporters/internal/fleet"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/pushpath"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	sim "github.com/ffmpeg-rtmp/worker-exporters/tools/fleet"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/pushpath"
 )
 
 // A longer run by hand, e.g. 100 workers pushing every 15 s through 5-minute outages:

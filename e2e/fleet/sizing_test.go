@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/sizing"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/sizing"
 )
 
 // TestSizingTableOfASmallFleet runs what `make fleet` runs, small and

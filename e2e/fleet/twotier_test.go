@@ -1,5 +1,5 @@
 // Package fleet proves the fleet's push path end to end with real
-// programs on loopback: simulated workers (internal/fleet: the real
+// programs on loopback: simulated workers (tools/fleet: the real
 // instruments and pipeline over made-up snapshots, as no fleet of GPUs
 // runs here) pushing to the collector built by `make collector`, alone or
 // as a load-balancing tier in front of two gateways, into VictoriaMetrics
@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	sim "github.com/ffmpeg-rtmp/worker-exporters/internal/fleet"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/pushpath"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	sim "github.com/ffmpeg-rtmp/worker-exporters/tools/fleet"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/pushpath"
 )
 
 const (

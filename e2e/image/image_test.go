@@ -28,11 +28,11 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/podmantest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 )
 
 const (

@@ -8,7 +8,7 @@ package docker
 // computes from the stats body Docker would send for the same files (on
 // cgroup v2 Docker sends io.stat as read/write entries per device and
 // inactive_file in memory_stats.stats). The fake Engine API
-// (internal/fakeengine) serves the list, inspect and that body.
+// (internal/testkit/fakeengine) serves the list, inspect and that body.
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
 )
 
 // fixture is one container of the fixture trees, with the numbers its

@@ -1,6 +1,6 @@
 package docker
 
-// What a broken or hostile daemon (internal/fakeengine) must not take
+// What a broken or hostile daemon (internal/testkit/fakeengine) must not take
 // from the exporter: its memory, nor healthy containers' freshness.
 
 import (
@@ -14,8 +14,8 @@ import (
 
 	"github.com/docker/docker/api/types/events"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
 )
 
 func heapInuse() uint64 {

@@ -1,7 +1,7 @@
 package docker
 
 // The cgroup path against the stats path on real podman containers (the
-// Docker Engine API of Debian's podman, internal/podmantest), read from
+// Docker Engine API of Debian's podman, internal/testkit/podmantest), read from
 // this host's cgroups and /proc.
 
 import (
@@ -16,8 +16,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/podmantest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/podmantest"
 )
 
 // TestCgroupPathMatchesStatsOnPodman: a busy, an idle, a memory-filling

@@ -1,6 +1,6 @@
 package docker
 
-// Against a fake Engine API (internal/fakeengine) for what a real daemon
+// Against a fake Engine API (internal/testkit/fakeengine) for what a real daemon
 // cannot show on demand; the real one (podman) is exercised end to end in
 // cmd/docker-stats-exporter. The engine's own CPU use is read from the real
 // /proc.
@@ -24,8 +24,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
 )
 
 func newSource(t *testing.T, e *fakeengine.Engine, mutate ...func(*Config)) (*Source, *bytes.Buffer) {

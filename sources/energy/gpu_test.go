@@ -2,7 +2,7 @@
 
 package energy
 
-// No GPU here: NVML is go-nvml's mock (internal/gpumock) behind the real
+// No GPU here: NVML is go-nvml's mock (internal/testkit/gpumock) behind the real
 // nvml.Source; the processes it names are real ones, linked by the
 // loopback connections they hold.
 
@@ -18,8 +18,8 @@ import (
 	gonvml "github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/gpumock"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/nvml"
 )
 

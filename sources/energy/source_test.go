@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	peers "github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	peers "github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/rapl"

@@ -2,7 +2,7 @@
 
 package nvml
 
-// No GPU on these machines: go-nvml's own mock (internal/gpumock, over its
+// No GPU on these machines: go-nvml's own mock (internal/testkit/gpumock, over its
 // dgxh100 server) stands in for the driver.
 
 import (
@@ -20,8 +20,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/gpumock"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/gpumock"
 )
 
 func newSource(t *testing.T, lib gonvml.Interface) (*Source, *bytes.Buffer) {

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/peer"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
 )
 
 // These tests read this machine's real /proc, with real processes at the

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 )
 
 // pipeWriter starts a process holding a pipe open for writing and returns

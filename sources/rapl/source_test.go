@@ -1,7 +1,7 @@
 package rapl
 
 // These machines have no RAPL: every test runs the real code on a sysfs
-// tree built by internal/raplfixture as the kernel lays it out.
+// tree built by internal/testkit/raplfixture as the kernel lays it out.
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 )
 
 type clock struct{ t time.Time }

@@ -4,7 +4,7 @@ package exporters
 // stays put. These tests prove, source by source, that a scrape after a
 // change shows it: the sources are the real ones, driven by hand (Sample,
 // ingest), through attach and the real pipeline handler. RAPL reads a
-// sysfs fixture tree (no RAPL here); docker talks to internal/fakeengine, a
+// sysfs fixture tree (no RAPL here); docker talks to internal/testkit/fakeengine, a
 // daemon whose containers the test removes at will (what matters here is
 // our snapshot and cache, not the daemon).
 
@@ -25,10 +25,10 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/exportertest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fakeengine"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/raplfixture"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/fakeengine"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 	"github.com/ffmpeg-rtmp/worker-exporters/pipeline"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/docker"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"

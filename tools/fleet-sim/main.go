@@ -22,8 +22,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fleet"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/sizing"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/fleet"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/sizing"
 )
 
 func main() {

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/otlptest"
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/otlptest"
 )
 
 // Build compiles the package in the current directory to a temporary

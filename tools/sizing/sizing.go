@@ -1,6 +1,6 @@
 // Package sizing measures how large a fleet one gateway collector holds:
-// it starts VictoriaMetrics and the gateway (internal/pushpath), grows a
-// simulated fleet (internal/fleet) step by step, and at each size reads
+// it starts VictoriaMetrics and the gateway (tools/pushpath), grows a
+// simulated fleet (tools/fleet) step by step, and at each size reads
 // what was dropped, what VictoriaMetrics holds, and what each process
 // cost, from the programs' own telemetry and /proc.
 package sizing
@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/fleet"
-	"github.com/ffmpeg-rtmp/worker-exporters/internal/pushpath"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/fleet"
+	"github.com/ffmpeg-rtmp/worker-exporters/tools/pushpath"
 )
 
 // Config is a sizing run.
