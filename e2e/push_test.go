@@ -32,6 +32,7 @@ import (
 var bins string
 
 func TestMain(m *testing.M) {
+	exportertest.SkipUnderShort("end-to-end tests of the built binaries")
 	dir, cleanup := exportertest.BuildPackages("..", "./cmd/...")
 	bins = dir
 	code := m.Run()

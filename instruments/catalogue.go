@@ -36,17 +36,17 @@ type Metric struct {
 
 // Group is the catalogue of one exporter.
 type Group struct {
-	Source  string // what it reads: its flags, /health key, self-metric source label and logs say this
+	Name    string // what it reads: its flags, /health key, self-metric source label and logs say this
 	Binary  string // the exporter's name when it runs alone
 	Metrics []Metric
 }
 
 // The exporters. Their names live here only, beside their catalogues.
 var (
-	CPUExporter    = Group{Source: "cpu", Binary: "cpu-exporter", Metrics: RAPL}
-	GPUExporter    = Group{Source: "gpu", Binary: "gpu-exporter", Metrics: GPU}
-	FFmpegExporter = Group{Source: "ffmpeg", Binary: "ffmpeg-exporter", Metrics: slices.Concat(FFmpeg, Energy)}
-	DockerExporter = Group{Source: "docker", Binary: "docker-stats-exporter", Metrics: Docker}
+	CPUExporter    = Group{Name: "cpu", Binary: "cpu-exporter", Metrics: RAPL}
+	GPUExporter    = Group{Name: "gpu", Binary: "gpu-exporter", Metrics: GPU}
+	FFmpegExporter = Group{Name: "ffmpeg", Binary: "ffmpeg-exporter", Metrics: slices.Concat(FFmpeg, Energy)}
+	DockerExporter = Group{Name: "docker", Binary: "docker-stats-exporter", Metrics: Docker}
 )
 
 // Catalogue lists every metric of every exporter, and the self-metrics

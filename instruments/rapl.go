@@ -24,21 +24,21 @@ var (
 )
 
 // raplTable reads each metric from the snapshot or from each zone in it.
-var raplTable = table[rapl.Snapshot, rapl.Reading]{
-	readings: []Reading[rapl.Snapshot, rapl.Reading]{
-		{Metric: RAPLEnergy, Each: func(z *rapl.Reading, e *Emit) { e.Value(z.EnergyJoules) }},
-		{Metric: RAPLPower, Each: func(z *rapl.Reading, e *Emit) {
+var raplTable = table[rapl.Snapshot, rapl.ZoneReading]{
+	readings: []Reading[rapl.Snapshot, rapl.ZoneReading]{
+		{Metric: RAPLEnergy, Each: func(z *rapl.ZoneReading, e *Emit) { e.Value(z.EnergyJoules) }},
+		{Metric: RAPLPower, Each: func(z *rapl.ZoneReading, e *Emit) {
 			if z.HasPower {
 				e.Value(z.PowerWatts)
 			}
 		}},
 		{Metric: RAPLAvailable, Once: func(s *rapl.Snapshot, e *Emit) { e.Bool(s.Available) }},
 		{Metric: RAPLZones, Once: func(s *rapl.Snapshot, e *Emit) { e.Value(float64(s.Discovered)) }},
-		{Metric: RAPLMaxRange, Each: func(z *rapl.Reading, e *Emit) { e.Value(z.MaxRangeJoules) }},
-		{Metric: RAPLImplausible, Each: func(z *rapl.Reading, e *Emit) { e.Value(float64(z.Implausible)) }},
+		{Metric: RAPLMaxRange, Each: func(z *rapl.ZoneReading, e *Emit) { e.Value(z.MaxRangeJoules) }},
+		{Metric: RAPLImplausible, Each: func(z *rapl.ZoneReading, e *Emit) { e.Value(float64(z.Implausible)) }},
 	},
-	items: func(s *rapl.Snapshot) []rapl.Reading { return s.Zones },
-	attrs: func(z *rapl.Reading, kvs []attribute.KeyValue) []attribute.KeyValue {
+	items: func(s *rapl.Snapshot) []rapl.ZoneReading { return s.Zones },
+	attrs: func(z *rapl.ZoneReading, kvs []attribute.KeyValue) []attribute.KeyValue {
 		return append(kvs, attribute.String("package", z.Package), attribute.String("zone", z.Zone))
 	},
 }

@@ -64,6 +64,7 @@ var built struct {
 }
 
 func TestMain(m *testing.M) {
+	exportertest.SkipUnderShort("the packages built and installed")
 	code := m.Run()
 	if built.cleanup != nil {
 		built.cleanup()

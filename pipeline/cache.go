@@ -433,7 +433,7 @@ func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
 	}
 	out := writerTo(&buf, v.key.gzip)
 	// The bridge's translation strategy has escaped every name already
-	// (see Shared.Pipeline), so the encoder's own escaping pass, which
+	// (see Process.Pipeline), so the encoder's own escaping pass, which
 	// copies every family to find nothing to escape, is skipped.
 	// (An OpenMetrics "# EOF" is left to renderRuntime, whose series follow.)
 	enc := expfmt.NewEncoder(out, v.key.format.WithEscapingScheme(model.NoEscaping))

@@ -67,7 +67,7 @@ func TestConfigsSideBySide(t *testing.T) {
 		recvs = append(recvs, recv)
 		cfg := Config{Endpoint: endpoint, Protocol: "grpc", Interval: 50 * time.Millisecond,
 			Resource: []attribute.KeyValue{attribute.String("host.name", host)}}
-		shared, err := cfg.Shared(context.Background(), "test-exporter", host, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		shared, err := cfg.Process(context.Background(), "test-exporter", host, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}

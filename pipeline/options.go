@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,7 +48,7 @@ func NewOptions(fs *flag.FlagSet, name string, defaultPort int, portEnv string) 
 func parsePort(s string) (int, error) {
 	p, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil || p < 0 || p > 65535 {
-		return 0, fmt.Errorf("not a port number (0-65535)")
+		return 0, errors.New("not a port number (0-65535)")
 	}
 	return p, nil
 }

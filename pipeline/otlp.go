@@ -42,7 +42,7 @@ func otlpExporter(ctx context.Context, c Config, log *slog.Logger) (*loggingExpo
 // ends, instead of once per failed export. The periodic reader keeps trying
 // every interval; cumulative temporality means nothing is lost but resolution.
 // Several readers (one per pipeline) may share it, so their shutdowns leave
-// it open; Shared.Close shuts it.
+// it open; Process.Close shuts it.
 type loggingExporter struct {
 	sdkmetric.Exporter
 	log *slog.Logger
@@ -68,6 +68,6 @@ func (e *loggingExporter) Export(ctx context.Context, rm *metricdata.ResourceMet
 	return err
 }
 
-// Shutdown is left to Shared.Close: the readers sharing this exporter each
+// Shutdown is left to Process.Close: the readers sharing this exporter each
 // call it when their pipeline stops.
 func (e *loggingExporter) Shutdown(context.Context) error { return nil }

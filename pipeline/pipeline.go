@@ -27,11 +27,11 @@ import (
 
 const scope = "github.com/ffmpeg-rtmp/worker-exporters"
 
-// Shared is what the pipelines of one process share: the resource that
+// Process is what the pipelines of one process share: the resource that
 // names the process, the OTLP exporter (one connection), the password
 // gate (one per process, so that wrong passwords cost the same however
 // many ports they are sent to) and the descriptor budget.
-type Shared struct {
+type Process struct {
 	cfg       Config
 	res       *resource.Resource
 	push      *loggingExporter // nil: no push
@@ -40,19 +40,19 @@ type Shared struct {
 	log       *slog.Logger
 }
 
-// NewShared builds what a process's pipelines share, pushing as the OTEL_*
+// NewProcess builds what a process's pipelines share, pushing as the OTEL_*
 // environment says. serviceName is the default service.name; instanceID
 // the service.instance.id, stable across restarts so series do not churn.
-func NewShared(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Shared, error) {
+func NewProcess(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Process, error) {
 	cfg, err := ConfigFromEnv()
 	if err != nil {
 		return nil, err
 	}
-	return cfg.Shared(ctx, serviceName, instanceID, log)
+	return cfg.Process(ctx, serviceName, instanceID, log)
 }
 
-// Shared builds what a process's pipelines share, pushing as c says.
-func (c Config) Shared(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Shared, error) {
+// Process builds what a process's pipelines share, pushing as c says.
+func (c Config) Process(ctx context.Context, serviceName, instanceID string, log *slog.Logger) (*Process, error) {
 	res, err := resource.New(ctx,
 		resource.WithAttributes(semconv.ServiceName(serviceName), semconv.ServiceInstanceID(instanceID)),
 		resource.WithHost(),
@@ -66,7 +66,7 @@ func (c Config) Shared(ctx context.Context, serviceName, instanceID string, log 
 	if err != nil {
 		return nil, err
 	}
-	return &Shared{cfg: c, res: res, push: push, passwords: newPasswords(), fds: newDescriptors(), log: log}, nil
+	return &Process{cfg: c, res: res, push: push, passwords: newPasswords(), fds: newDescriptors(), log: log}, nil
 }
 
 // SetErrorLog sends OpenTelemetry's own errors, process-wide, to log at
@@ -84,7 +84,7 @@ func SetErrorLog(log *slog.Logger) {
 // stopped. Their last exports are done by then, so it waits closeTimeout
 // at most, whatever ctx allows: a collector that never answers cannot hold
 // the process.
-func (s *Shared) Close(ctx context.Context) error {
+func (s *Process) Close(ctx context.Context) error {
 	if s.push == nil {
 		return nil
 	}
@@ -115,7 +115,7 @@ type Pipeline struct {
 	mux      *http.ServeMux
 	metrics  *metricsCache // GET /metrics; see Watch
 	pushing  bool
-	shared   *Shared
+	shared   *Process
 	owned    bool // the pipeline closes shared: New made it
 
 	mu        sync.Mutex
@@ -135,7 +135,7 @@ type endpoint struct{ Pattern, About string }
 // New builds the pipeline of a single exporter o.Name listening on addr,
 // pushing as the OTEL_* environment says.
 func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipeline, error) {
-	shared, err := NewShared(ctx, o.Name, InstanceID(addr), log)
+	shared, err := NewProcess(ctx, o.Name, InstanceID(addr), log)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ func New(ctx context.Context, o *Options, addr string, log *slog.Logger) (*Pipel
 // seriesLimit is the most series one instrument may have before the SDK
 // folds the rest into one otel_metric_overflow="true" series; 0 keeps the
 // SDK's default (2,000).
-func (s *Shared) Pipeline(name string, seriesLimit int) (*Pipeline, error) {
+func (s *Process) Pipeline(name string, seriesLimit int) (*Pipeline, error) {
 	registry := prometheus.NewRegistry()
 	bridge, err := otelprom.New(
 		otelprom.WithRegisterer(registry),

@@ -46,11 +46,11 @@ func newTestPipeline(t *testing.T, logs io.Writer) *Pipeline {
 	return p
 }
 
-// newTestPipelines builds n pipelines of one process (one Shared), as
+// newTestPipelines builds n pipelines of one process (one Process), as
 // worker-exporter's ports are, each with newTestPipeline's instruments.
 func newTestPipelines(t *testing.T, n int) []*Pipeline {
 	t.Helper()
-	shared, err := Config{}.Shared(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
+	shared, err := Config{}.Process(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestShutdownBoundedWithDeadCollector(t *testing.T) {
 // the rest into one overflow series.
 func TestSeriesLimit(t *testing.T) {
 	clearOTELEnv(t)
-	shared, err := Config{}.Shared(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
+	shared, err := Config{}.Process(context.Background(), "test-exporter", "h:1", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 // shutdownTimeout bounds the graceful stop: draining HTTP and the last OTLP
 // export. The README promises the process is gone within 5 s of SIGTERM;
-// the rest is for closing the OTLP connection (Shared.Close, within
+// the rest is for closing the OTLP connection (Process.Close, within
 // closeTimeout) and exiting, on a loaded machine too.
 const shutdownTimeout = 3 * time.Second
 

@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 	if plan := os.Getenv(hostilePlanEnv); plan != "" {
 		os.Exit(hostileClient(plan, os.Stdout))
 	}
+	exportertest.SkipUnderShort("tests of worker-exporter, the whole runner")
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

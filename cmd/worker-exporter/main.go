@@ -40,7 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		readers                         = exporters.NewReaders()
 	)
 	for i, s := range all {
-		fs.IntVar(&ports[i], s.Source+".port", s.GuidePort, fmt.Sprintf("port of the %s source (what %s serves); 0 disables it", s.Source, s.Binary))
+		fs.IntVar(&ports[i], s.Name+".port", s.GuidePort, fmt.Sprintf("port of the %s source (what %s serves); 0 disables it", s.Name, s.Binary))
 	}
 	exporters.Register(fs, readers, all...)
 	fs.StringVar(&listenHost, "web.listen-host", "", "host every port listens on (default: all interfaces)")
@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var serve []exporters.Port
 	for i, s := range all {
 		if ports[i] < 0 || ports[i] > 65535 {
-			return fmt.Errorf("--%s.port %d: not a port number (0-65535)", s.Source, ports[i])
+			return fmt.Errorf("--%s.port %d: not a port number (0-65535)", s.Name, ports[i])
 		}
 		if ports[i] != 0 {
 			serve = append(serve, exporters.Port{Source: s, Addr: net.JoinHostPort(listenHost, strconv.Itoa(ports[i]))})
@@ -66,5 +66,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errors.New("every source is disabled (all --*.port are 0)")
 	}
 	host, _ := os.Hostname()
-	return exporters.Serving{Service: "worker-exporter", InstanceID: host, Web: *web, Readers: readers, Log: log}.Serve(ctx, serve)
+	return exporters.ProcessConfig{Service: "worker-exporter", InstanceID: host, Web: *web, Readers: readers, Log: log}.Serve(ctx, serve)
 }

@@ -47,8 +47,8 @@ func startWorker(t testing.TB, extra ...string) *worker {
 	w := &worker{ports: map[string]string{}, logs: &exportertest.Buffer{}, done: make(chan error, 1)}
 	args := []string{"--web.listen-host", "127.0.0.1"}
 	for _, s := range exporters.All() {
-		w.ports[s.Source] = exportertest.FreePort(t)
-		args = append(args, "--"+s.Source+".port", w.ports[s.Source])
+		w.ports[s.Name] = exportertest.FreePort(t)
+		args = append(args, "--"+s.Name+".port", w.ports[s.Name])
 	}
 	args = append(args, extra...) // later flags win, so a test can disable a port
 	ctx, cancel := context.WithCancel(context.Background())
@@ -301,7 +301,7 @@ func TestNoPortCanListen(t *testing.T) {
 			t.Fatal(err)
 		}
 		taken = append(taken, ln)
-		args = append(args, "--"+s.Source+".port", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		args = append(args, "--"+s.Name+".port", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 	}
 	err := run(context.Background(), args, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {

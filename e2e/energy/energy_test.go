@@ -29,6 +29,7 @@ import (
 var worker string
 
 func TestMain(m *testing.M) {
+	exportertest.SkipUnderShort("end-to-end tests of energy per encode")
 	dir, cleanup := exportertest.BuildPackages("../..", "./cmd/worker-exporter")
 	worker = filepath.Join(dir, "worker-exporter")
 	code := m.Run()

@@ -38,6 +38,7 @@ import (
 var workerExporter string
 
 func TestMain(m *testing.M) {
+	exportertest.SkipUnderShort("end-to-end tests against a real Prometheus")
 	dir, cleanup := exportertest.BuildPackages("../..", "./cmd/worker-exporter")
 	workerExporter = filepath.Join(dir, "worker-exporter")
 	code := m.Run()

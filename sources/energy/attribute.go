@@ -23,7 +23,7 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) error {
 	byPID := map[uint32]int{}
 	for _, e := range s.encodes {
 		for _, p := range e.procs {
-			if p.window {
+			if p.linkedInWindow {
 				users[p.Process]++
 				byPID[uint32(p.PID)]++
 			}
@@ -44,7 +44,7 @@ func (s *Source) attribute(cur readings, gpus *nvml.Snapshot) error {
 	for _, e := range s.encodes {
 		for _, p := range e.procs {
 			p.prev = p.cpu
-			p.window = p.linked
+			p.linkedInWindow = p.linked
 			clear(p.onPackage)
 		}
 	}
@@ -69,7 +69,7 @@ func (s *Source) attributeCPU(prev, cur readings, users map[procfs.Process]int) 
 		}
 		var seconds float64
 		for _, p := range e.procs {
-			if p.window && p.cpu > p.prev {
+			if p.linkedInWindow && p.cpu > p.prev {
 				seconds += (p.cpu - p.prev) / float64(users[p.Process])
 			}
 		}
@@ -131,7 +131,7 @@ func (s *Source) attributeSockets(prev, cur readings, users map[procfs.Process]i
 			}
 			var seconds float64
 			for _, p := range e.procs {
-				if !p.window || p.cpu <= p.prev {
+				if !p.linkedInWindow || p.cpu <= p.prev {
 					continue
 				}
 				used := p.cpu - p.prev
@@ -173,7 +173,7 @@ func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uin
 			}
 			continue
 		}
-		cur := gpuReading{at: g.LastSample, joules: g.Values[nvml.EnergyJoules], hasJoules: g.Has(nvml.EnergyJoules)}
+		cur := gpuSample{at: g.LastSample, joules: g.Values[nvml.EnergyJoules], hasJoules: g.Has(nvml.EnergyJoules)}
 		s.gpuSeen[g.UUID] = cur
 		dt := cur.at.Sub(prev.at).Seconds()
 		use := engineUse(g)
@@ -203,7 +203,7 @@ func (s *Source) attributeGPUs(now time.Time, gpus *nvml.Snapshot, users map[uin
 			for _, p := range e.procs {
 				pid := uint32(p.PID)
 				u, used := use[pid]
-				if !p.window || !used {
+				if !p.linkedInWindow || !used {
 					continue
 				}
 				n := float64(users[pid])

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/childproc"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/procfs"
@@ -39,16 +39,7 @@ func benchmarkWindow(b *testing.B, streams, processes int) {
 
 	pipes := make([]uint64, processes)
 	for i := range pipes {
-		cmd := exec.Command("sleep", "600")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		pipes[i], _ = procfs.PipeInode(out.(*os.File))
+		pipes[i], _ = childproc.PipeWriter(b)
 	}
 	for i := range streams {
 		c, err := hub.OpenFrom(fmt.Sprintf("job%d", i), ffmpeg.Peer{Pipe: pipes[i%processes]})

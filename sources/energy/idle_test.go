@@ -36,7 +36,7 @@ func newMachine(idleWatts float64) *machine {
 
 // encode adds a linked encode whose one process uses cores CPUs.
 func (m *machine) encode(name string) *encode {
-	e := &encode{procs: []*proc{{Process: procfs.Process{PID: len(m.src.encodes) + 100}, linked: true, window: true}}}
+	e := &encode{procs: []*proc{{Process: procfs.Process{PID: len(m.src.encodes) + 100}, linked: true, linkedInWindow: true}}}
 	m.src.encodes[name] = e
 	return e
 }

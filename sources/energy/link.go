@@ -163,7 +163,7 @@ func (s *Source) linkTo(e *encode, found []procfs.Process, now time.Time) bool {
 			p = &proc{Process: st.Process, ppid: st.PPID, comm: st.Comm, base: base, prev: base}
 			e.procs = append(e.procs, p)
 		}
-		p.cpu, p.comm, p.linked, p.window = max(p.cpu, treeCPU(st)-p.reaped), st.Comm, true, true
+		p.cpu, p.comm, p.linked, p.linkedInWindow = max(p.cpu, treeCPU(st)-p.reaped), st.Comm, true, true
 	}
 	if !e.linked() {
 		return false
@@ -227,7 +227,7 @@ func treeCPU(st procfs.Stat) float64 { return st.CPUSeconds + st.ChildrenCPUSeco
 func (s *Source) read(e *encode, p *proc) {
 	st, err := s.cfg.Proc.Stat(p.PID)
 	if err == nil && st.Start == p.Start {
-		p.cpu, p.window = max(p.cpu, treeCPU(st)-p.reaped), true
+		p.cpu, p.linkedInWindow = max(p.cpu, treeCPU(st)-p.reaped), true
 		if s.perSocket() {
 			s.readThreads(p)
 		}

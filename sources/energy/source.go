@@ -80,14 +80,14 @@ type Source struct {
 	*sampling.Latest[Snapshot]
 	cfg Config
 
-	window sync.Mutex // serialises Sample
+	sampleMu sync.Mutex // serialises Sample
 
 	mu       sync.Mutex // guards what follows; Sample and Closed take it
 	encodes  map[string]*encode
 	prev     readings
 	failures [NumReasons]uint64
-	warned   bool                  // of missing permission
-	gpuSeen  map[string]gpuReading // GPU UUID → the sample taken last
+	warned   bool                 // of missing permission
+	gpuSeen  map[string]gpuSample // GPU UUID → the sample taken last
 	ladders  *encodeprofile.Ladders
 	configs  map[configKey]*Configuration
 	cpuIdle  *IdleModel            // every socket as one pool
@@ -96,10 +96,10 @@ type Source struct {
 	idle     []IdlePower           // what the latest window used, the CPU's first
 	// counted is every device's energy the windows shared out;
 	// unattributed, what of it no stream was charged.
-	counted      [NumDevices]float64
-	unattributed [NumDevices][NumModes]float64
-	said         [NumDevices]bool // a device's availability has been logged
-	was          [NumDevices]bool // and what it was
+	counted             [NumDevices]float64
+	unattributed        [NumDevices][NumModes]float64
+	availabilityLogged  [NumDevices]bool // a device's availability has been logged
+	availableWhenLogged [NumDevices]bool // and what it was
 }
 
 // encode is one stream's current encode.
@@ -145,14 +145,14 @@ type proc struct {
 	// threads are its threads' CPU seconds at the latest reading, and
 	// onPackage what they used on each socket's CPUs since the previous
 	// window, where sockets are charged apart.
-	threads   map[int]float64
-	onPackage map[string]float64
-	cpu       float64 // seconds at the latest reading, with its reaped children's, less those linked on their own (reaped)
-	reaped    float64 // seconds of its linked children that are gone
-	base      float64 // seconds before it was charged to the encode
-	prev      float64 // seconds already shared out in earlier windows
-	linked    bool    // linked now: read at each window
-	window    bool    // linked at some time in the current window (for GPU shares)
+	threads        map[int]float64
+	onPackage      map[string]float64
+	cpu            float64 // seconds at the latest reading, with its reaped children's, less those linked on their own (reaped)
+	reaped         float64 // seconds of its linked children that are gone
+	base           float64 // seconds before it was charged to the encode
+	prev           float64 // seconds already shared out in earlier windows
+	linked         bool    // linked now: read at each window
+	linkedInWindow bool    // linked at some time in the current window (for GPU shares)
 }
 
 func (e *encode) linked() bool {
@@ -161,7 +161,7 @@ func (e *encode) linked() bool {
 
 // inWindow reports whether a process was linked to e in the current window.
 func (e *encode) inWindow() bool {
-	return slices.ContainsFunc(e.procs, func(p *proc) bool { return p.window })
+	return slices.ContainsFunc(e.procs, func(p *proc) bool { return p.linkedInWindow })
 }
 
 // readings are the machine's counters at the end of a window.
@@ -174,8 +174,8 @@ type readings struct {
 	cpus   map[int]procfs.CPU    // each CPU's time, where sockets are charged apart
 }
 
-// gpuReading is a GPU's sample as a window took it.
-type gpuReading struct {
+// gpuSample is a GPU's sample as a window took it.
+type gpuSample struct {
 	at        time.Time // the GPU's LastSample
 	joules    float64
 	hasJoules bool
@@ -198,7 +198,7 @@ func New(cfg Config) *Source {
 	return &Source{
 		cfg:     cfg,
 		encodes: map[string]*encode{},
-		gpuSeen: map[string]gpuReading{},
+		gpuSeen: map[string]gpuSample{},
 		cpuIdle: &IdleModel{Configured: cfg.IdleWatts[CPU]},
 		pkgIdle: map[string]*IdleModel{},
 		ladders: encodeprofile.NewLadders(cfg.MaxLadders),
@@ -221,8 +221,8 @@ func (s *Source) Run(ctx context.Context) {
 // the machine's counters, share out the energy counted since the previous
 // window, and publish. It never waits on NVML.
 func (s *Source) Sample(context.Context) {
-	s.window.Lock()
-	defer s.window.Unlock()
+	s.sampleMu.Lock()
+	defer s.sampleMu.Unlock()
 	start := time.Now()
 	hub := s.cfg.Streams.Snapshot()
 
@@ -262,13 +262,13 @@ func (s *Source) Sample(context.Context) {
 // its streams have no energy. GPUs are judged once NVML has been tried.
 func (s *Source) sayAvailability(now [NumDevices]bool) {
 	for d, ok := range now {
-		if s.said[d] && s.was[d] == ok {
+		if s.availabilityLogged[d] && s.availableWhenLogged[d] == ok {
 			continue
 		}
 		if Device(d) == GPU && s.cfg.GPUs != nil && !closed(s.cfg.GPUs.Ready()) {
 			continue
 		}
-		s.said[d], s.was[d] = true, ok
+		s.availabilityLogged[d], s.availableWhenLogged[d] = true, ok
 		what := [NumDevices]string{"CPU energy from RAPL", "GPU energy from NVML"}[d]
 		var why error
 		switch {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/childproc"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 	peers "github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/peer"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/raplfixture"
@@ -383,23 +384,11 @@ func reusePID(t *testing.T, pid int, script string) *exec.Cmd {
 // into the pipe, not to the reader.
 func TestStdinPipe(t *testing.T) {
 	r := newRig(t, nil)
-	cmd := exec.Command("sleep", "60")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ino, ok := procfs.PipeInode(out.(*os.File))
-	if !ok {
-		t.Fatal("no pipe")
-	}
+	ino, pid := childproc.PipeWriter(t)
 	r.open("stdin", ffmpeg.Peer{Pipe: ino})
 	st, _ := stream(r.window(), "stdin")
-	if len(st.Processes) != 1 || st.Processes[0].PID != cmd.Process.Pid {
-		t.Errorf("linked to %+v, want the writer %d", st.Processes, cmd.Process.Pid)
+	if len(st.Processes) != 1 || st.Processes[0].PID != pid {
+		t.Errorf("linked to %+v, want the writer %d", st.Processes, pid)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 )
 
 func newIngestServer(t *testing.T, cfg Config, token string) (*Hub, *httptest.Server) {
@@ -201,13 +203,7 @@ func TestIngestIdleTimeout(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	exportertest.WaitFor(t, 10*time.Second, cond)
 }
 
 // TestIngestNoGoroutineLeak: finished, refused and garbage ingests leave no

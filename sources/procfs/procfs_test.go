@@ -297,18 +297,9 @@ func TestDenied(t *testing.T) {
 		return
 	}
 	// A root process holding a pipe open for writing, then a scan for it.
-	holder := exec.Command("sleep", "30")
-	w, err := holder.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	ino, _ := PipeInode(w.(*os.File))
-	target := Pipe(ino)
+	target, _ := pipeWriter(t)
 	var h Holders
+	var err error
 	if os.Geteuid() != 0 {
 		if h, err = proc(t).FindHolders(map[Target]bool{target: true}); err != nil {
 			t.Fatal(err)

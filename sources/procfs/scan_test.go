@@ -1,11 +1,10 @@
 package procfs
 
 import (
-	"os"
-	"os/exec"
 	"testing"
 	"time"
 
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/childproc"
 	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 )
 
@@ -13,20 +12,8 @@ import (
 // the pipe.
 func pipeWriter(t *testing.T) (Target, int) {
 	t.Helper()
-	cmd := exec.Command("sleep", "30")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ino, ok := PipeInode(out.(*os.File))
-	if !ok {
-		t.Fatal("stdout pipe has no pipe inode")
-	}
-	return Pipe(ino), cmd.Process.Pid
+	ino, pid := childproc.PipeWriter(t)
+	return Pipe(ino), pid
 }
 
 // TestFindHoldersShared: two callers asking while a scan runs (the docker

@@ -43,25 +43,25 @@ func FuzzAdvance(f *testing.F) {
 			before := st
 			st.advance("energy_uj", raw, maxRange, now)
 
-			if st.counted < before.counted || st.joules() < before.joules() || before.read && st.first != before.first {
+			if st.counted < before.counted || st.joules() < before.joules() || before.firstKnown && st.first != before.first {
 				t.Fatalf("total fell from %d+%d to %d+%d µJ (%v to %v J) on reading %d (range %d)",
 					before.first, before.counted, st.first, st.counted, before.joules(), st.joules(), raw, maxRange)
 			}
 			rise := st.counted - before.counted
-			if before.read && rise > plausible(dt) {
+			if before.firstKnown && rise > plausible(dt) {
 				t.Fatalf("total rose by %d µJ in %v, more than %d µJ", rise, dt, plausible(dt))
 			}
-			if raw > maxRange && (rise != 0 || (!before.read && st.read)) {
+			if raw > maxRange && (rise != 0 || (!before.firstKnown && st.firstKnown)) {
 				t.Fatalf("reading %d above the range %d counted", raw, maxRange)
 			}
-			if st.implausible != before.implausible && (rise != 0 || st.power) {
-				t.Fatalf("an implausible reading counted: rose %d µJ, power %v", rise, st.power)
+			if st.implausible != before.implausible && (rise != 0 || st.hasPower) {
+				t.Fatalf("an implausible reading counted: rose %d µJ, power %v", rise, st.hasPower)
 			}
-			if st.power && (math.IsNaN(st.watts) || st.watts < 0 || math.Abs(st.watts*dt.Seconds()*1e6-float64(rise)) > 1+1e-9*float64(rise)) {
+			if st.hasPower && (math.IsNaN(st.watts) || st.watts < 0 || math.Abs(st.watts*dt.Seconds()*1e6-float64(rise)) > 1+1e-9*float64(rise)) {
 				t.Fatalf("%v W over %v for a rise of %d µJ", st.watts, dt, rise)
 			}
-			if (st.doubt != nil) != (st.implausible != before.implausible) {
-				t.Fatalf("doubt %v after %d implausible readings, %d before", st.doubt, st.implausible, before.implausible)
+			if (st.implausibleErr != nil) != (st.implausible != before.implausible) {
+				t.Fatalf("doubt %v after %d implausible readings, %d before", st.implausibleErr, st.implausible, before.implausible)
 			}
 		}
 	})

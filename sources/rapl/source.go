@@ -49,8 +49,8 @@ type Config struct {
 	Log      *slog.Logger
 }
 
-// Reading is one zone at the latest sample.
-type Reading struct {
+// ZoneReading is one zone at the latest sample.
+type ZoneReading struct {
 	Package, Zone  string
 	EnergyJoules   float64 // kernel's first reading plus every wrap-corrected delta since
 	PowerWatts     float64 // mean power over the latest sampling window
@@ -61,9 +61,9 @@ type Reading struct {
 
 // Snapshot is what the latest sample saw.
 type Snapshot struct {
-	Zones      []Reading // zones read successfully at least once
-	Discovered int       // zones found, readable or not
-	Available  bool      // at least one zone's energy is readable now
+	Zones      []ZoneReading // zones read successfully at least once
+	Discovered int           // zones found, readable or not
+	Available  bool          // at least one zone's energy is readable now
 }
 
 // Source samples RAPL zones. Its health is why RAPL is not (fully)
@@ -83,18 +83,18 @@ type Source struct {
 
 // state is a zone's counter between samples.
 type state struct {
-	read  bool   // first is known: a plausible reading has been taken
-	based bool   // raw is a reading the next one can be measured from
-	raw   uint64 // last energy_uj
+	firstKnown bool   // first is known: a plausible reading has been taken
+	hasRaw     bool   // raw is a reading the next one can be measured from
+	raw        uint64 // last energy_uj
 	// The total is first plus counted, kept apart so that a first reading
 	// near 2^64 cannot wrap the sum: µJ the kernel had counted at the
 	// first plausible reading, and wrap-corrected µJ since.
 	first, counted uint64
 	at             time.Time
 	watts          float64
-	power          bool
+	hasPower       bool
 	implausible    uint64
-	doubt          error // the first of the latest implausible readings; nil since a plausible one
+	implausibleErr error // the first of the latest implausible readings; nil since a plausible one
 }
 
 // New returns a source that has sampled once.
@@ -170,16 +170,16 @@ func (s *Source) Sample() {
 			snap.Available = true
 			st.advance(file, raw, z.MaxRange, s.cfg.Clock())
 		}
-		if st.doubt != nil {
-			errs = append(errs, st.doubt)
+		if st.implausibleErr != nil {
+			errs = append(errs, st.implausibleErr)
 		}
-		if st.read {
-			snap.Zones = append(snap.Zones, Reading{
+		if st.firstKnown {
+			snap.Zones = append(snap.Zones, ZoneReading{
 				Package:        z.Package,
 				Zone:           z.Zone,
 				EnergyJoules:   st.joules(),
 				PowerWatts:     st.watts,
-				HasPower:       st.power && err == nil,
+				HasPower:       st.hasPower && err == nil,
 				MaxRangeJoules: float64(z.MaxRange) / 1e6,
 				Implausible:    st.implausible,
 			})
@@ -237,7 +237,7 @@ func (st *state) advance(file string, raw, maxRange uint64, now time.Time) {
 	switch {
 	case raw > maxRange:
 		doubt = fmt.Errorf("%s: implausible reading, not counted: %d µJ is above max_energy_range_uj %d µJ", file, raw, maxRange)
-	case !st.based || st.raw > maxRange:
+	case !st.hasRaw || st.raw > maxRange:
 		// The first reading, the first after one above the range, or the
 		// range shrank at rediscovery: nothing to measure from.
 	case raw >= st.raw:
@@ -245,7 +245,7 @@ func (st *state) advance(file string, raw, maxRange uint64, now time.Time) {
 	default:
 		delta = maxRange - st.raw + raw
 	}
-	if bound := plausible(dt); st.based && doubt == nil && delta > bound {
+	if bound := plausible(dt); st.hasRaw && doubt == nil && delta > bound {
 		verb, asWrap := "rose", ""
 		if raw < st.raw {
 			verb, asWrap = "fell", fmt.Sprintf("as a wrap at max_energy_range_uj %d µJ that is ", maxRange)
@@ -256,22 +256,22 @@ func (st *state) advance(file string, raw, maxRange uint64, now time.Time) {
 
 	if doubt != nil {
 		st.implausible++
-		if st.doubt == nil {
-			st.doubt = doubt // the first of a run: health and the log keep to it
+		if st.implausibleErr == nil {
+			st.implausibleErr = doubt // the first of a run: health and the log keep to it
 		}
-		st.based, st.power = raw <= maxRange, false
+		st.hasRaw, st.hasPower = raw <= maxRange, false
 		st.raw, st.at = raw, now
 		return
 	}
-	if !st.read {
-		st.read, st.first = true, raw
+	if !st.firstKnown {
+		st.firstKnown, st.first = true, raw
 	}
-	st.power = st.based && dt > 0
-	if st.power {
+	st.hasPower = st.hasRaw && dt > 0
+	if st.hasPower {
 		st.watts = float64(delta) / 1e6 / dt.Seconds()
 	}
 	st.counted += delta // at most plausible(dt) a reading: 584 years at MaxPlausibleWatts to wrap
-	st.based, st.doubt = true, nil
+	st.hasRaw, st.implausibleErr = true, nil
 	st.raw, st.at = raw, now
 }
 

@@ -83,7 +83,7 @@ func TestDiscovery(t *testing.T) {
 	}
 }
 
-func zoneReading(t *testing.T, s *Source, pkg, zone string) Reading {
+func zoneReading(t *testing.T, s *Source, pkg, zone string) ZoneReading {
 	t.Helper()
 	for _, z := range s.Snapshot().Zones {
 		if z.Package == pkg && z.Zone == zone {
@@ -91,7 +91,7 @@ func zoneReading(t *testing.T, s *Source, pkg, zone string) Reading {
 		}
 	}
 	t.Fatalf("no zone %s/%s in %v", pkg, zone, labels(s.Snapshot()))
-	return Reading{}
+	return ZoneReading{}
 }
 
 func TestWrap(t *testing.T) {

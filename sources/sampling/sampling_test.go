@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ffmpeg-rtmp/worker-exporters/internal/testkit/exportertest"
 )
 
 func TestTrackerLogsChangesOnlyAndCounts(t *testing.T) {
@@ -173,13 +175,7 @@ func TestTrackerReportsAStuckSample(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30 s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	exportertest.WaitFor(t, 30*time.Second, cond)
 }
 
 type syncBuffer struct {

@@ -59,7 +59,7 @@ func (m *Machine) RAPL() *rapl.Snapshot {
 			watts float64
 		}{{"package", 120}, {"dram", 15}} {
 			w := z.watts * m.load()
-			s.Zones = append(s.Zones, rapl.Reading{
+			s.Zones = append(s.Zones, rapl.ZoneReading{
 				Package: fmt.Sprint(p), Zone: z.zone,
 				EnergyJoules: 1000 + w*t, PowerWatts: w, HasPower: true,
 				MaxRangeJoules: 262143.328850,

@@ -43,7 +43,7 @@ type Worker struct {
 	Name    string // its host.name and service.instance.id
 	Machine *Machine
 
-	shared *pipeline.Shared
+	shared *pipeline.Process
 	pipes  []*pipeline.Pipeline
 }
 
@@ -63,7 +63,7 @@ func StartWorker(ctx context.Context, i int, push Push, base pipeline.Config, lo
 	// Its own host.name, last so that it wins, as a real worker's host gives it.
 	cfg.Resource = append(slices.Clip(base.Resource), semconv.HostName(w.Name))
 	err := func() (err error) {
-		if w.shared, err = cfg.Shared(context.WithoutCancel(ctx), ServiceName, w.Name, log); err != nil {
+		if w.shared, err = cfg.Process(context.WithoutCancel(ctx), ServiceName, w.Name, log); err != nil {
 			return err
 		}
 		// worker-exporter's four ports, each a pipeline of its own.

@@ -15,9 +15,9 @@ func CPU() Source {
 		Group: instruments.CPUExporter, DefaultPort: 9500, GuidePort: 9510, PortEnv: "CPU_EXPORTER_PORT",
 		Reads: ReadsRAPL,
 		Flags: func(*flag.FlagSet) {},
-		Open: func(r *Readers, _ *slog.Logger) (Built, error) {
+		Open: func(r *Readers, _ *slog.Logger) (OpenedSource, error) {
 			src := r.RAPL()
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterRAPL(p.Meter, src.Source) },
+			return OpenedSource{Source: src, Register: func(p *pipeline.Pipeline) error { return instruments.RegisterRAPL(p.Meter, src.Source) },
 				SeriesLimit: rapl.MaxZones + 1}, nil
 		},
 	}

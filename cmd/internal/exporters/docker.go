@@ -42,14 +42,14 @@ func Docker() Source {
 			fs.StringVar(&includeImage, "docker.include-image", "", "only containers whose image matches this regexp")
 			fs.StringVar(&excludeImage, "docker.exclude-image", "", "skip containers whose image matches this regexp")
 		},
-		Open: func(r *Readers, log *slog.Logger) (Built, error) {
+		Open: func(r *Readers, log *slog.Logger) (OpenedSource, error) {
 			c := cfg // Open builds from the flags; it never changes them
 			c.Procfs = r.procfs
 			if c.MaxContainers < 1 {
-				return Built{}, fmt.Errorf("--docker.max-containers %d: must be at least 1", c.MaxContainers)
+				return OpenedSource{}, fmt.Errorf("--docker.max-containers %d: must be at least 1", c.MaxContainers)
 			}
 			if maxResponse < 1 {
-				return Built{}, fmt.Errorf("--docker.max-response-bytes %d: must be at least 1", maxResponse)
+				return OpenedSource{}, fmt.Errorf("--docker.max-response-bytes %d: must be at least 1", maxResponse)
 			}
 			var err error
 			for _, f := range []struct {
@@ -65,7 +65,7 @@ func Docker() Source {
 					continue
 				}
 				if *f.re, err = regexp.Compile(f.expr); err != nil {
-					return Built{}, fmt.Errorf("%s %q: %w", f.flag, f.expr, err)
+					return OpenedSource{}, fmt.Errorf("%s %q: %w", f.flag, f.expr, err)
 				}
 			}
 			for _, l := range strings.Split(labels, ",") {
@@ -74,7 +74,7 @@ func Docker() Source {
 				}
 			}
 			if c.Client, err = docker.NewClient(maxResponse, client.FromEnv, client.WithAPIVersionNegotiation()); err != nil {
-				return Built{}, fmt.Errorf("docker client (DOCKER_HOST and friends): %w", err)
+				return OpenedSource{}, fmt.Errorf("docker client (DOCKER_HOST and friends): %w", err)
 			}
 			if cgroups {
 				c.Cgroupfs = cgroupfs
@@ -86,8 +86,8 @@ func Docker() Source {
 				c.Meter = meter
 			}
 			src := docker.New(c)
-			return Built{Source: alongside{Source: src, readers: []interface{ Run(context.Context) }{meter}}, Register: func(p *pipeline.Pipeline) error {
-				p.AddHealthNotes(instruments.DockerExporter.Source, func() []string { return src.Snapshot().Notes() })
+			return OpenedSource{Source: alongside{Source: src, readers: []interface{ Run(context.Context) }{meter}}, Register: func(p *pipeline.Pipeline) error {
+				p.AddHealthNotes(instruments.DockerExporter.Name, func() []string { return src.Snapshot().Notes() })
 				return instruments.RegisterDocker(p.Meter, src)
 			}, SeriesLimit: instruments.DockerSeriesLimit(c.MaxContainers)}, nil
 		},

@@ -10,7 +10,7 @@ import (
 	"github.com/ffmpeg-rtmp/worker-exporters/sources/ffmpeg"
 )
 
-func openFFmpeg(t *testing.T, args ...string) (Built, error) {
+func openFFmpeg(t *testing.T, args ...string) (OpenedSource, error) {
 	t.Helper()
 	return open(t, FFmpeg(), args...)
 }

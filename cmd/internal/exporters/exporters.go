@@ -32,11 +32,11 @@ type Source struct {
 	// readers. A flag value that cannot work is an error here, and the
 	// binary exits; missing hardware or a daemon that is down is not: the
 	// source reports it on /health and keeps trying.
-	Open func(r *Readers, log *slog.Logger) (Built, error)
+	Open func(r *Readers, log *slog.Logger) (OpenedSource, error)
 }
 
-// Built is a source ready to attach to a pipeline and run.
-type Built struct {
+// OpenedSource is a source ready to attach to a pipeline and run.
+type OpenedSource struct {
 	sampling.Source
 	// Register adds the source's instruments and endpoints to p.
 	Register func(p *pipeline.Pipeline) error

@@ -38,9 +38,9 @@ func FFmpeg() Source {
 			fs.DurationVar(&linger, "stdin.linger", 15*time.Second, "with --stdin: keep serving this long after input ends, then end the ffmpeg source (and a single ffmpeg-exporter with it)")
 			en.register(fs)
 		},
-		Open: func(r *Readers, log *slog.Logger) (Built, error) {
+		Open: func(r *Readers, log *slog.Logger) (OpenedSource, error) {
 			if cfg.MaxStreams < 1 {
-				return Built{}, fmt.Errorf("--ingest.max-streams %d: must be at least 1", cfg.MaxStreams)
+				return OpenedSource{}, fmt.Errorf("--ingest.max-streams %d: must be at least 1", cfg.MaxStreams)
 			}
 			c := cfg
 			c.Log = log
@@ -53,14 +53,14 @@ func FFmpeg() Source {
 			hub := ffmpeg.NewHub(c)
 			var err error
 			if perEncode, err = en.open(r, hub, log); err != nil {
-				return Built{}, err
+				return OpenedSource{}, err
 			}
 			register := func(p *pipeline.Pipeline) error {
 				ingest := &ffmpeg.Ingest{Hub: hub, Token: token, Log: log}
 				p.HandleStream("/ingest", "POST ffmpeg output (-progress or stderr) for the stream named by ?stream= (default: default)", ingest, token)
 				p.HandleStream("/ingest/{stream}", "POST ffmpeg output for the named stream, e.g. ffmpeg -progress http://HOST:PORT/ingest/job42", ingest, token)
 				if perEncode != nil {
-					p.AddHealthNotes(instruments.FFmpegExporter.Source, func() []string { return perEncode.Snapshot().IdleNotes() })
+					p.AddHealthNotes(instruments.FFmpegExporter.Name, func() []string { return perEncode.Snapshot().IdleNotes() })
 					if err := instruments.RegisterEnergy(p.Meter, perEncode); err != nil {
 						return err
 					}
@@ -75,7 +75,7 @@ func FFmpeg() Source {
 				src = newWithEnergy(src, perEncode, r.GPUs())
 			}
 			limit := max(instruments.FFmpegSeriesLimit(c.MaxStreams), instruments.EnergySeriesLimit(c.MaxStreams))
-			return Built{Source: src, Register: register, SeriesLimit: limit}, nil
+			return OpenedSource{Source: src, Register: register, SeriesLimit: limit}, nil
 		},
 	}
 }

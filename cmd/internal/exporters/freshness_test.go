@@ -36,7 +36,7 @@ import (
 
 // open parses args as src's flags and those of the readers it needs, as
 // the runner does, and builds it over fresh readers.
-func open(t testing.TB, src Source, args ...string) (Built, error) {
+func open(t testing.TB, src Source, args ...string) (OpenedSource, error) {
 	t.Helper()
 	fs := flag.NewFlagSet(src.Binary, flag.ContinueOnError)
 	readers := NewReaders()
@@ -45,14 +45,14 @@ func open(t testing.TB, src Source, args ...string) (Built, error) {
 		t.Fatal(err)
 	}
 	if err := readers.serving(slog.New(slog.DiscardHandler), []Port{{Source: src}}); err != nil {
-		return Built{}, err
+		return OpenedSource{}, err
 	}
 	return src.Open(readers, slog.New(slog.DiscardHandler))
 }
 
 // attached opens src with args as its flags and attaches it to a fresh
 // pipeline, without running it: the test publishes by hand.
-func attached(t *testing.T, src Source, args ...string) (*pipeline.Pipeline, Built) {
+func attached(t *testing.T, src Source, args ...string) (*pipeline.Pipeline, OpenedSource) {
 	t.Helper()
 	for _, kv := range os.Environ() { // no OTLP push: scrapes alone run the callbacks
 		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "OTEL_") {
@@ -64,7 +64,7 @@ func attached(t *testing.T, src Source, args ...string) (*pipeline.Pipeline, Bui
 	if err != nil {
 		t.Fatal(err)
 	}
-	shared, err := pipeline.NewShared(context.Background(), src.Binary, "test", log)
+	shared, err := pipeline.NewProcess(context.Background(), src.Binary, "test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func attached(t *testing.T, src Source, args ...string) (*pipeline.Pipeline, Bui
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close(context.Background()) })
-	if err := attach(p, src.Source, b); err != nil {
+	if err := attach(p, src.Name, b); err != nil {
 		t.Fatal(err)
 	}
 	return p, b
@@ -222,7 +222,7 @@ func linesKey(result string) string {
 }
 
 // hubOf is the ffmpeg port's hub, with energy per encode or without.
-func hubOf(t *testing.T, b Built) *ffmpeg.Hub {
+func hubOf(t *testing.T, b OpenedSource) *ffmpeg.Hub {
 	t.Helper()
 	src := b.Source
 	if w, ok := src.(*withEnergy); ok {

@@ -19,9 +19,9 @@ func GPU() Source {
 		Group: instruments.GPUExporter, DefaultPort: 9505, GuidePort: 9511, PortEnv: "GPU_EXPORTER_PORT",
 		Reads: ReadsNVML,
 		Flags: func(*flag.FlagSet) {},
-		Open: func(r *Readers, _ *slog.Logger) (Built, error) {
+		Open: func(r *Readers, _ *slog.Logger) (OpenedSource, error) {
 			src := r.GPUs()
-			return Built{Source: src, Register: func(p *pipeline.Pipeline) error { return RegisterGPU(p, src.Source) },
+			return OpenedSource{Source: src, Register: func(p *pipeline.Pipeline) error { return RegisterGPU(p, src.Source) },
 				SeriesLimit: instruments.GPUSeriesLimit(maxGPUs)}, nil
 		},
 	}
@@ -30,6 +30,6 @@ func GPU() Source {
 // RegisterGPU adds src's instruments to p, and to p's /health what src
 // does not cover (GPUs in MIG mode).
 func RegisterGPU(p *pipeline.Pipeline, src *nvml.Source) error {
-	p.AddHealthNotes(instruments.GPUExporter.Source, func() []string { return src.Snapshot().Notes() })
+	p.AddHealthNotes(instruments.GPUExporter.Name, func() []string { return src.Snapshot().Notes() })
 	return instruments.RegisterGPU(p.Meter, src)
 }

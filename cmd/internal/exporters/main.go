@@ -102,6 +102,6 @@ func (s Source) Run(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
-	return Serving{Service: s.Binary, InstanceID: pipeline.InstanceID(addr), Web: opts.Web(), Readers: readers, Log: log}.
+	return ProcessConfig{Service: s.Binary, InstanceID: pipeline.InstanceID(addr), Web: opts.Web(), Readers: readers, Log: log}.
 		Serve(ctx, []Port{{s, addr}})
 }

@@ -88,7 +88,7 @@ func (r *Readers) serving(log *slog.Logger, ports []Port) error {
 	r.log, r.logged = log, map[string]bool{}
 	var reads Reads
 	for _, p := range ports {
-		r.logged[p.Source.Source] = true
+		r.logged[p.Source.Name] = true
 		reads |= p.Source.Reads
 	}
 	if reads&ReadsRAPL != 0 && r.SysFS == nil {

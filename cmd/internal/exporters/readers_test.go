@@ -70,7 +70,7 @@ func serveAndCount(t *testing.T, window time.Duration, sources ...Source) reads 
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- Serving{Service: "test", InstanceID: "test", Web: *web, Readers: readers, Log: slog.New(slog.DiscardHandler)}.Serve(ctx, ports)
+		served <- ProcessConfig{Service: "test", InstanceID: "test", Web: *web, Readers: readers, Log: slog.New(slog.DiscardHandler)}.Serve(ctx, ports)
 	}()
 	defer func() {
 		cancel()

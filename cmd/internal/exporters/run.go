@@ -19,8 +19,8 @@ type Port struct {
 	Addr   string // HOST:PORT
 }
 
-// Serving is what every port of one process shares.
-type Serving struct {
+// ProcessConfig is what every port of one process shares.
+type ProcessConfig struct {
 	Service    string       // the default service.name: the binary
 	InstanceID string       // service.instance.id, stable across restarts
 	Web        pipeline.Web // --web.config.file and the connection bounds
@@ -42,7 +42,7 @@ var listenRetry = [2]time.Duration{time.Second, 30 * time.Second}
 // cannot work or when no port can listen. A port that cannot listen while
 // others can is retried with backoff: it builds no pipeline and samples
 // nothing until it listens.
-func (s Serving) Serve(ctx context.Context, ports []Port) error {
+func (s ProcessConfig) Serve(ctx context.Context, ports []Port) error {
 	if len(ports) == 0 {
 		return errors.New("no source to serve")
 	}
@@ -56,11 +56,11 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 	if err := s.Readers.serving(s.Log, ports); err != nil {
 		return err
 	}
-	built := make([]Built, len(ports))
+	built := make([]OpenedSource, len(ports))
 	for i, p := range ports {
 		var err error
-		if built[i], err = p.Source.Open(s.Readers, s.Log.With("source", p.Source.Source)); err != nil {
-			return fmt.Errorf("%s: %w", p.Source.Source, err)
+		if built[i], err = p.Source.Open(s.Readers, s.Log.With("source", p.Source.Name)); err != nil {
+			return fmt.Errorf("%s: %w", p.Source.Name, err)
 		}
 	}
 	lns := make([]net.Listener, len(ports))
@@ -68,13 +68,13 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 	var failed []error
 	for i, p := range ports {
 		if lns[i], listenErrs[i] = net.Listen("tcp", p.Addr); listenErrs[i] != nil {
-			failed = append(failed, fmt.Errorf("%s port: %w", p.Source.Source, listenErrs[i]))
+			failed = append(failed, fmt.Errorf("%s port: %w", p.Source.Name, listenErrs[i]))
 		}
 	}
 	if len(failed) == len(ports) {
 		return errors.Join(failed...)
 	}
-	shared, err := pipeline.NewShared(ctx, s.Service, s.InstanceID, s.Log)
+	shared, err := pipeline.NewProcess(ctx, s.Service, s.InstanceID, s.Log)
 	if err != nil {
 		for _, ln := range lns {
 			if ln != nil {
@@ -104,8 +104,8 @@ func (s Serving) Serve(ctx context.Context, ports []Port) error {
 // servePort listens (retrying while the port is taken), then builds the
 // port's pipeline, attaches the source and serves until ctx ends or the
 // source ends.
-func (s Serving) servePort(ctx context.Context, shared *pipeline.Shared, port Port, b Built, ln net.Listener) error {
-	name := port.Source.Source
+func (s ProcessConfig) servePort(ctx context.Context, shared *pipeline.Process, port Port, b OpenedSource, ln net.Listener) error {
+	name := port.Source.Name
 	log := s.Log.With("source", name)
 	for wait := listenRetry[0]; ln == nil; wait = min(2*wait, listenRetry[1]) {
 		select {
@@ -146,7 +146,7 @@ func (s Serving) servePort(ctx context.Context, shared *pipeline.Shared, port Po
 // self-metrics and its health, all under its one name. Everything /metrics
 // shows then comes from the source's snapshots, so p may keep its render
 // while the source's generation stays put.
-func attach(p *pipeline.Pipeline, name string, b Built) error {
+func attach(p *pipeline.Pipeline, name string, b OpenedSource) error {
 	if err := b.Register(p); err != nil {
 		return err
 	}
@@ -161,7 +161,7 @@ func attach(p *pipeline.Pipeline, name string, b Built) error {
 // startTable logs, once, what each source found at start: once every
 // source has its first sample (or StartTableWait is over), its port and
 // health, or why its port cannot listen yet.
-func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, listenErrs []error) {
+func (s ProcessConfig) startTable(ctx context.Context, ports []Port, built []OpenedSource, listenErrs []error) {
 	deadline := time.After(StartTableWait)
 	for _, b := range built {
 		select {
@@ -177,9 +177,9 @@ func (s Serving) startTable(ctx context.Context, ports []Port, built []Built, li
 			err = fmt.Errorf("cannot listen (%w); retrying with backoff", listenErrs[i])
 		}
 		if err != nil {
-			s.Log.Warn("source", "name", p.Source.Source, "port", portOf(p.Addr), "status", "error", "err", err)
+			s.Log.Warn("source", "name", p.Source.Name, "port", portOf(p.Addr), "status", "error", "err", err)
 		} else {
-			s.Log.Info("source", "name", p.Source.Source, "port", portOf(p.Addr), "status", "ok")
+			s.Log.Info("source", "name", p.Source.Name, "port", portOf(p.Addr), "status", "ok")
 		}
 	}
 }

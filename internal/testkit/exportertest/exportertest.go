@@ -3,6 +3,7 @@
 package exportertest
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -171,11 +172,25 @@ func WaitFor(t testing.TB, d time.Duration, cond func() bool) {
 }
 
 // Main builds the package under test as binary name into *bin, runs the
-// tests, and removes the build: the TestMain of each cmd/*.
+// tests, and removes the build: the TestMain of each cmd/*. Under -short it
+// runs none (SkipUnderShort).
 func Main(m interface{ Run() int }, name string, bin *string) {
+	SkipUnderShort("tests of the built " + name)
 	path, cleanup := Build(name)
 	*bin = path
 	code := m.Run()
 	cleanup()
 	os.Exit(code)
+}
+
+// SkipUnderShort ends a test binary of binary-level or end-to-end tests
+// before it builds or starts anything when `go test -short` runs it: -short
+// is the unit tests' quick feedback, and `make test` runs everything. Call
+// it first in TestMain.
+func SkipUnderShort(what string) {
+	flag.Parse()
+	if testing.Short() {
+		fmt.Printf("skipped under -short: %s (make test runs them)\n", what)
+		os.Exit(0)
+	}
 }

@@ -30,6 +30,9 @@ type Podman struct {
 // Start serves the Docker Engine API from podman until the test ends.
 func Start(t testing.TB) *Podman {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("a real podman engine: not under -short (make test runs it)")
+	}
 	const install = "apt-get install -y podman runc busybox-static"
 	bin := peer.Require(t, "podman", install)
 	peer.Require(t, "runc", install)
