@@ -42,8 +42,21 @@ type FS struct {
 	scan holderScans
 }
 
-// New returns the procfs mounted at root, after checking that it is one.
+// procSuperMagic is procfs's filesystem type (linux/magic.h).
+const procSuperMagic = 0x9fa0
+
+// New returns the procfs mounted at root, after checking that it is one:
+// only a real procfs is read, in which no file is a FIFO or a device whose
+// read could block (a crafted tree's FIFO in place of /proc/stat would
+// hang every energy window for good).
 func New(root string) (*FS, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(root, &st); err != nil {
+		return nil, fmt.Errorf("--path.procfs %s is not a procfs mount: %w", root, err)
+	}
+	if st.Type != procSuperMagic {
+		return nil, fmt.Errorf("--path.procfs %s is not a procfs mount (filesystem type %#x, want procfs's %#x)", root, st.Type, procSuperMagic)
+	}
 	if _, err := os.Stat(filepath.Join(root, "stat")); err != nil {
 		return nil, fmt.Errorf("--path.procfs %s is not a procfs mount: %w", root, err)
 	}

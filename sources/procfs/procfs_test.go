@@ -33,9 +33,29 @@ func proc(t testing.TB) *FS {
 	return f
 }
 
+// TestNewRejectsWhatIsNotProcfs: an empty folder, and a crafted tree whose
+// stat is a FIFO (a read of it would block until something wrote to it),
+// are refused at once, naming the flag; only a real procfs is read.
 func TestNewRejectsWhatIsNotProcfs(t *testing.T) {
 	if _, err := New(t.TempDir()); err == nil || !strings.Contains(err.Error(), "--path.procfs") {
 		t.Fatalf("New(empty dir) = %v, want an error naming --path.procfs", err)
+	}
+	crafted := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(crafted, "stat"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(crafted, "self"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := New(crafted); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "is not a procfs mount (filesystem type") {
+			t.Fatalf("New(a tree with a FIFO for stat) = %v, want it refused as no procfs", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("New blocked on a FIFO in a crafted --path.procfs")
 	}
 }
 
