@@ -26,24 +26,7 @@ import (
 // load test thousands of times a second), and changed, where a sample was
 // published since, so the scrape renders again.
 func BenchmarkScrape(b *testing.B) {
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	root := raplfixture.Build(b, b.TempDir(), raplfixture.TwoSockets)
-	log := slog.New(slog.DiscardHandler)
-	o := pipeline.NewOptions(flag.NewFlagSet("bench", flag.ContinueOnError), "cpu-exporter", 9500, "CPU_EXPORTER_PORT")
-	p, err := pipeline.New(context.Background(), o, ":9500", log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	src := rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second, Log: log})
-	src.Sample()
-	if err := instruments.RegisterRAPL(p.Meter, src); err != nil {
-		b.Fatal(err)
-	}
-	if err := instruments.RegisterSelf(p.Meter, "cpu", src.Stats); err != nil {
-		b.Fatal(err)
-	}
-	p.Watch(src) // as the exporter's attach does
+	p, src, _ := cpuPipeline(b)
 	h := p.Handler()
 	req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 	for _, bc := range []struct {
@@ -67,6 +50,32 @@ func BenchmarkScrape(b *testing.B) {
 	}
 }
 
+// cpuPipeline is the cpu-exporter's pipeline over the two-socket fixture
+// tree (no RAPL here), wired as the exporter's attach wires it, one sample
+// taken; it closes when the benchmark ends.
+func cpuPipeline(b *testing.B) (*pipeline.Pipeline, *rapl.Source, string) {
+	b.Helper()
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	root := raplfixture.Build(b, b.TempDir(), raplfixture.TwoSockets)
+	log := slog.New(slog.DiscardHandler)
+	o := pipeline.NewOptions(flag.NewFlagSet("bench", flag.ContinueOnError), "cpu-exporter", 9500, "CPU_EXPORTER_PORT")
+	p, err := pipeline.New(context.Background(), o, ":9500", log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { p.Close(context.Background()) })
+	src := rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second, Log: log})
+	src.Sample()
+	if err := instruments.RegisterRAPL(p.Meter, src); err != nil {
+		b.Fatal(err)
+	}
+	if err := instruments.RegisterSelf(p.Meter, "cpu", src.Stats); err != nil {
+		b.Fatal(err)
+	}
+	p.Watch(src)
+	return p, src, root
+}
+
 // BenchmarkScrapeMiss: the miss path, as Prometheus meets it in production
 // (a scrape every 5 to 15 s, RAPL sampled every second): every scrape
 // follows a new sample, so every scrape renders. Each scrape here comes
@@ -81,24 +90,7 @@ func BenchmarkScrapeMiss(b *testing.B) {
 	if err != nil {
 		b.Skipf("no node_exporter to compare with (apt-get install -y prometheus-node-exporter): %v", err)
 	}
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	root := raplfixture.Build(b, b.TempDir(), raplfixture.TwoSockets)
-	log := slog.New(slog.DiscardHandler)
-	o := pipeline.NewOptions(flag.NewFlagSet("bench", flag.ContinueOnError), "cpu-exporter", 9500, "CPU_EXPORTER_PORT")
-	p, err := pipeline.New(context.Background(), o, ":9500", log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close(context.Background())
-	src := rapl.New(rapl.Config{FS: os.DirFS(root), Root: root, Interval: time.Second, Log: log})
-	src.Sample()
-	if err := instruments.RegisterRAPL(p.Meter, src); err != nil {
-		b.Fatal(err)
-	}
-	if err := instruments.RegisterSelf(p.Meter, "cpu", src.Stats); err != nil {
-		b.Fatal(err)
-	}
-	p.Watch(src)
+	p, src, root := cpuPipeline(b)
 	ours := httptest.NewServer(p.Handler())
 	defer ours.Close()
 
