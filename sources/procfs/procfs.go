@@ -57,6 +57,12 @@ func New(root string) (*FS, error) {
 	if st.Type != procSuperMagic {
 		return nil, fmt.Errorf("--path.procfs %s is not a procfs mount (filesystem type %#x, want procfs's %#x)", root, st.Type, procSuperMagic)
 	}
+	return open(root)
+}
+
+// open returns the procfs tree at root, whatever holds it: New's, and this
+// package's tests' fixture trees.
+func open(root string) (*FS, error) {
 	if _, err := os.Stat(filepath.Join(root, "stat")); err != nil {
 		return nil, fmt.Errorf("--path.procfs %s is not a procfs mount: %w", root, err)
 	}

@@ -149,7 +149,7 @@ func TestCPU(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "stat"), []byte("cpu  100 5 50 1000 20 1 2 3 40 0\ncpu0 100 5 50 1000 20 1 2 3 40 0\nbtime 1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fixed, err := New(root)
+	fixed, err := open(root) // a fixture: New takes only a real procfs
 	if err != nil {
 		t.Fatal(err)
 	}
