@@ -244,15 +244,22 @@ func TestSoak(t *testing.T) {
 	// Nothing failed but the outage: the GPU driver missing and the Docker
 	// daemon going away are the only warnings, and the daemon's return is
 	// logged. The daemon may go away in the middle of a collection, after
-	// the list: then the containers' calls are what fail to connect.
+	// the list: then the containers' calls are what fail to connect. A
+	// sample that a loaded machine delayed past two intervals is reported
+	// as stuck, as promised, and is no failure once its return is logged
+	// as well (the test asserts the report, not a latency).
 	outage := []string{"Cannot connect to the Docker daemon at " + docker.DockerHost(), // after the stop
 		"EOF", "connection reset by peer"} // calls the stop cut
+	logs := w.logs.String()
 	var unexpected []string
-	for _, line := range strings.Split(w.logs.String(), "\n") {
+	for _, line := range strings.Split(logs, "\n") {
 		if !strings.Contains(line, "level=WARN") && !strings.Contains(line, "level=ERROR") {
 			continue
 		}
 		if strings.Contains(line, "libnvidia-ml.so.1") || strings.Contains(line, "docker daemon at") {
+			continue
+		}
+		if strings.Contains(line, "sampling stuck") && strings.Count(logs, "sampling no longer stuck") >= strings.Count(logs, "sampling stuck;") {
 			continue
 		}
 		if strings.Contains(line, "source=docker") && containerCallsFailedOnly(line, outage) {

@@ -76,11 +76,13 @@ func TestNothingSecretExported(t *testing.T) {
 		_, body = exportertest.Get(t, "http://"+e.addr+"/metrics")
 		return strings.Contains(body, `ffmpeg_stream_encode_info{encoder="libx264",ladder="320x180@25",preset="veryfast"`)
 	})
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("ffmpeg: %v", err)
-	}
+	// The post ends at the end of ffmpeg's stderr; only then may Wait close
+	// the pipe (os/exec: Wait closes it, whatever still reads it).
 	if err := <-posted; err != nil {
 		t.Fatalf("posting stderr: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("ffmpeg: %v", err)
 	}
 	_, health := exportertest.Get(t, "http://"+e.addr+"/health")
 	_, final := exportertest.Get(t, "http://"+e.addr+"/metrics")
