@@ -468,10 +468,11 @@ func (r *render) write(w http.ResponseWriter, v *variant, runtime *bytes.Buffer)
 }
 
 // gzipWriters holds the process's gzip writers: at most maxGzipWriters,
-// kept for its life. Each holds about 650 KiB of compressor tables, so a
-// pool that grew with concurrent scrapes (and that each GC emptied, to be
-// made again) cost megabytes of a 20 MiB budget; a compression waits for a
-// free writer instead (a scrape body takes well under a millisecond).
+// kept for its life. Each holds about 1.2 MiB of compressor tables (heap
+// profile), so a pool that grew with concurrent scrapes (and that each GC
+// emptied, to be made again) cost megabytes of a 20 MiB budget; a
+// compression waits for a free writer instead (a scrape's process and Go
+// section takes well under a millisecond, a render of a large body a few).
 // BestSpeed, because a scrape body is small and rendered again at every change.
 var gzipWriters = func() chan *gzip.Writer {
 	c := make(chan *gzip.Writer, maxGzipWriters)
