@@ -125,6 +125,11 @@ func (l *conns) admit(nc net.Conn) *conn {
 	l.open[c] = struct{}{}
 	victims, keep := l.victims(c, over, mine)
 	for _, v := range victims {
+		// Marked before the lock is let go: the server, refused its first
+		// Read by the evictor's claim, closes the connection at once, and
+		// that Close (which takes the lock) must leave it to the evictor's
+		// answer rather than reset it unanswered.
+		v.evicted.Store(true)
 		l.forget(v)
 		l.warn()
 	}
@@ -134,10 +139,6 @@ func (l *conns) admit(nc net.Conn) *conn {
 	}
 	l.mu.Unlock()
 	for _, v := range victims {
-		// Evicted, then read is checked (Read does the reverse): if the
-		// server has not started to read it, it never will, and this
-		// answer is its only one.
-		v.evicted.Store(true)
 		if v.owner.Load() == ownerEvictor {
 			l.refuse(v.Conn) // never read: this answer is its only one
 		} else {
