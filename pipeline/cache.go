@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,6 +63,19 @@ type metricsCache struct {
 
 	uncached        chan struct{} // a token per render no cache shares
 	refusedUncached atomic.Int64
+
+	gatherMu  sync.Mutex
+	gathering *gatherCall // the gather in flight, shared by renders of the same generations
+}
+
+// gatherCall is one gather from the bridge, for the generations read
+// before it began.
+type gatherCall struct {
+	gens  []uint64
+	until time.Time
+	done  chan struct{}
+	mfs   []*dto.MetricFamily // shared by every render that joins: read only
+	err   error
 }
 
 // Scrapers send the same few headers every time; a client sending others
@@ -383,7 +397,7 @@ func (v *variant) get(c *metricsCache) *render {
 }
 
 // testWaiting, when set by a test, is called as a scrape waits for a
-// render in flight.
+// render or a gather in flight.
 var testWaiting func()
 
 var errRenderFailed = errors.New("rendering /metrics failed")
@@ -418,7 +432,7 @@ func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
 			}
 		}
 	}
-	mfs, err := c.gatherer.Gather()
+	mfs, err := c.gather(r.gens, r.until)
 	if err != nil {
 		c.log.Error("error gathering metrics", "err", err)
 		if len(mfs) == 0 {
@@ -445,6 +459,52 @@ func (c *metricsCache) render(v *variant, r *render, srcs []Versioned) {
 	r.err = out.Close()
 	r.body = buf.Bytes()
 	finished = true
+}
+
+// gather gathers from the bridge for a render that read gens (and until)
+// before it: a gather in flight for the same generations, whose next
+// change by the clock has not come, is joined rather than started again
+// (nothing it shows has changed since). After a publish every kept
+// variant renders at once (each scraper's format, gzipped or not), and a
+// gather of 1,000 streams makes tens of MB: joined, they cost one gather
+// and their encodings (a flood of such renders beside 1,000 streams went
+// past 128M without). Nothing is kept past the gather, and with nothing
+// watched (every scrape renders afresh) nothing is shared.
+func (c *metricsCache) gather(gens []uint64, until time.Time) ([]*dto.MetricFamily, error) {
+	if len(gens) == 0 {
+		return c.gatherer.Gather()
+	}
+	c.gatherMu.Lock()
+	if g := c.gathering; g != nil && slices.Equal(g.gens, gens) && g.goodUntil(until) {
+		c.gatherMu.Unlock()
+		if testWaiting != nil {
+			testWaiting()
+		}
+		<-g.done
+		return g.mfs, g.err
+	}
+	g := &gatherCall{gens: gens, until: until, done: make(chan struct{}), err: errRenderFailed}
+	c.gathering = g
+	c.gatherMu.Unlock()
+	defer func() { // also on a panic: those who joined are answered 500
+		c.gatherMu.Lock()
+		if c.gathering == g {
+			c.gathering = nil
+		}
+		c.gatherMu.Unlock()
+		close(g.done)
+	}()
+	g.mfs, g.err = c.gatherer.Gather()
+	return g.mfs, g.err
+}
+
+// goodUntil: what g gathers is still what a gather now would, for a render
+// whose next change by the clock is until (zero: none).
+func (g *gatherCall) goodUntil(until time.Time) bool {
+	if g.until.IsZero() {
+		return until.IsZero()
+	}
+	return time.Now().Before(g.until)
 }
 
 // write answers with r's body followed by runtime's (renderRuntime).

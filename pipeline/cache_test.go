@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"go.opentelemetry.io/otel/attribute"
@@ -283,6 +286,105 @@ func TestCacheRendersOnceForConcurrentScrapes(t *testing.T) {
 			t.Errorf("scrape %d:\n%s", i, b)
 		}
 	}
+}
+
+// TestVariantsShareOneGather: after a publish, scrapes in four formats
+// (each its own kept variant) render at once and share one gather; a
+// scrape that arrives after the next publish, while that gather is still
+// in flight, does not join it and shows the new value.
+func TestVariantsShareOneGather(t *testing.T) {
+	var src genSource
+	var renders atomic.Int64
+	p := cachedPipeline(t, &src, &renders)
+	p.Watch(&src)
+	src.publish(1)
+
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	var once sync.Once
+	_, err := p.Meter.Int64ObservableGauge("cache_test_slow", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+		once.Do(func() { close(entered); <-release }) // the first gather stays in flight until released
+		o.Observe(1)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waiting, gathers atomic.Int64
+	testWaiting = func() { waiting.Add(1) }
+	t.Cleanup(func() { testWaiting = nil })
+	bridge := p.metrics.gatherer
+	p.metrics.gatherer = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { gathers.Add(1); return bridge.Gather() })
+
+	variants := [][]string{
+		{"Accept", "text/plain;version=0.0.4"},
+		{"Accept", "text/plain;version=0.0.4", "Accept-Encoding", "gzip"},
+		{"Accept", protobufText},
+		{"Accept", protobufText, "Accept-Encoding", "gzip"},
+	}
+	bodies := make([]string, len(variants))
+	var wg sync.WaitGroup
+	wg.Go(func() { bodies[0] = plainBody(t, get(t, p.Handler(), variants[0]...)) })
+	<-entered
+	for i := 1; i < len(variants); i++ {
+		wg.Go(func() { bodies[i] = plainBody(t, get(t, p.Handler(), variants[i]...)) })
+	}
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return waiting.Load() == int64(len(variants)-1) })
+	if n := gathers.Load(); n != 1 {
+		t.Errorf("%d gathers for %d formats rendered at once, want 1", n, len(variants))
+	}
+	src.publish(2)
+	var after string
+	wg.Go(func() {
+		after = plainBody(t, get(t, p.Handler(), "Accept", "text/plain;version=0.0.4;escaping=values"))
+	})
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return gathers.Load() == 2 }) // its own, not the one in flight
+	close(release)
+	wg.Wait()
+	if n := waiting.Load(); n != int64(len(variants)-1) {
+		t.Errorf("%d scrapes joined the gather in flight, want the %d of its generation", n, len(variants)-1)
+	}
+	// One gather: the four show one value (read after the release, so 1
+	// or 2), each in its own format.
+	var values []string
+	for _, b := range bodies {
+		values = append(values, testValue(b))
+	}
+	if len(slices.Compact(slices.Clone(values))) != 1 || values[0] == "" {
+		t.Errorf("the formats rendered from one gather show %q", values)
+	}
+	if v := testValue(after); v != "2" {
+		t.Errorf("the scrape after the next publish shows %q, want 2:\n%s", v, after)
+	}
+}
+
+const protobufText = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+
+// testValue is cache_test_value's value in a text or protobuf-text body.
+func testValue(body string) string {
+	for _, re := range []*regexp.Regexp{regexp.MustCompile(`(?m)^cache_test_value (\d+)$`), regexp.MustCompile(`name:\s+"cache_test_value"[^}]*?value:\s+(\d+)`)} {
+		if m := re.FindStringSubmatch(body); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+// plainBody is rec's body, gunzipped when it is gzipped.
+func plainBody(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	if rec.Header().Get("Content-Encoding") != "gzip" {
+		return rec.Body.String()
+	}
+	zr, err := gzip.NewReader(rec.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // TestCacheRacingPublishes: scrapes racing publishes (run with -race):

@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -19,6 +20,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,15 +92,24 @@ func startProcess(t *testing.T, env []string, args ...string) *process {
 // nofile (as LimitNOFILE=nofile in a unit sets both); 0: this process's.
 func startLimited(t *testing.T, nofile int, env []string, args ...string) *process {
 	t.Helper()
+	var prefix []string
+	if nofile > 0 {
+		prlimit := peer.Require(t, "prlimit", "apt-get install -y util-linux")
+		prefix = []string{prlimit, fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--"} // it execs the binary: same process
+	}
+	return startWith(t, prefix, env, args...)
+}
+
+// startWith is startProcess run through prefix, a command that execs the
+// rest of its arguments (the same process).
+func startWith(t *testing.T, prefix, env []string, args ...string) *process {
+	t.Helper()
 	sysfs := raplfixture.Build(t, t.TempDir(), raplfixture.OneSocket)
 	p := &process{logs: &exportertest.Buffer{}, ports: map[string]string{"cpu": exportertest.FreePort(t), "ffmpeg": exportertest.FreePort(t)}, exited: make(chan struct{})}
 	args = append([]string{"--web.listen-host", "127.0.0.1", "--path.sysfs", sysfs, "--gpu.port", "0", "--docker.port", "0",
 		"--cpu.port", p.ports["cpu"], "--ffmpeg.port", p.ports["ffmpeg"]}, args...)
-	p.cmd = exec.Command(binary(t), args...)
-	if nofile > 0 {
-		prlimit := peer.Require(t, "prlimit", "apt-get install -y util-linux")
-		p.cmd = exec.Command(prlimit, append([]string{fmt.Sprintf("--nofile=%d:%d", nofile, nofile), "--", binary(t)}, args...)...) // it execs the binary: same process
-	}
+	argv := append(append(prefix, binary(t)), args...)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "OTEL_") {
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -762,4 +774,134 @@ func TestIngestBurstAfterStart(t *testing.T) {
 	if got[-1] > 0 {
 		t.Errorf("%d of %d new streams closed with no answer: %q", got[-1], streams, lost(clients))
 	}
+}
+
+// TestScrapesUnderRenderFlood: with 1,000 live streams, 120 clients
+// asking over and over for what no cache can keep (name[] filters, and
+// formats past the kept ones) while four Prometheus scrapers scrape: the
+// scrapers are answered within Prometheus's default scrape_timeout (10 s)
+// and the process stays within the stats exporter unit's MemoryMax
+// (128M): run in a memory cgroup of that limit, whose limit it gives the
+// Go runtime, it is never killed for memory. Its log gives the figures: scrape latency before and under the
+// flood, the resident peak, the cgroup's.
+func TestScrapesUnderRenderFlood(t *testing.T) {
+	const streams, attackers, scrapers, memoryMax = 1000, 120, 4, 128 << 20
+	memcg, group := memoryCgroup(t, memoryMax)
+	p := startWith(t, []string{memcg, "run", group, strconv.Itoa(memoryMax), "--"}, nil)
+	openIngests(t, "127.0.0.1:"+p.ports["ffmpeg"], "flood", streams)
+	exportertest.WaitFor(t, time.Minute, func() bool { live, _ := liveStreams(t, p); return live == streams })
+	url := "http://127.0.0.1:" + p.ports["ffmpeg"] + "/metrics"
+	prometheusAccept := "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+	scrapeTimes := func(d time.Duration) (took []time.Duration, failed []string) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for range scrapers {
+			wg.Go(func() {
+				client := &http.Client{Timeout: 10 * time.Second}
+				for end := time.Now().Add(d); time.Now().Before(end); {
+					req, _ := http.NewRequest(http.MethodGet, url, nil)
+					req.Header.Set("Accept", prometheusAccept)
+					start := time.Now()
+					resp, err := client.Do(req)
+					if err == nil {
+						_, err = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if err == nil && resp.StatusCode != http.StatusOK {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+					}
+					mu.Lock()
+					took = append(took, time.Since(start))
+					if err != nil {
+						failed = append(failed, err.Error())
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		slices.Sort(took)
+		return took, failed
+	}
+	quiet, _ := scrapeTimes(2 * time.Second)
+	_, rssQuiet := procStatus(p)
+
+	stop := make(chan struct{})
+	var flooded atomic.Int64
+	var wg sync.WaitGroup
+	for i := range attackers {
+		wg.Go(func() {
+			client := &http.Client{Timeout: time.Minute}
+			target, accept := url+"?name[]=ffmpeg_stream_active", ""
+			if i%2 == 1 {
+				target, accept = url, []string{"text/plain;version=0.0.4;escaping=dots", "text/plain;version=0.0.4;escaping=values",
+					"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text", "application/openmetrics-text;version=1.0.0;escaping=values"}[i%8/2]
+			}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodGet, target, nil)
+				req.Header.Set("Accept", accept)
+				if resp, err := client.Do(req); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					flooded.Add(1)
+				}
+			}
+		})
+	}
+	var peak atomic.Uint64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, rss := procStatus(p); rss > peak.Load() {
+					peak.Store(rss)
+				}
+			}
+		}
+	}()
+	exportertest.WaitFor(t, 30*time.Second, func() bool { return flooded.Load() >= attackers }) // the flood is on
+	took, failed := scrapeTimes(5 * time.Second)
+	close(stop)
+	wg.Wait()
+	fds, _ := procStatus(p)
+	pct := func(d []time.Duration, q float64) time.Duration {
+		return d[int(q*float64(len(d)-1))].Round(time.Microsecond)
+	}
+	t.Logf("%d live streams; Prometheus scrapes alone: median %v, max %v (%d); beside %d clients flooding uncacheable renders (%d answered): median %v, p99 %v, max %v (%d); RSS %.1f MiB before the flood, peak %.1f MiB; descriptors %d",
+		streams, pct(quiet, 0.5), pct(quiet, 1), len(quiet), attackers, flooded.Load(), pct(took, 0.5), pct(took, 0.99), pct(took, 1), len(took), float64(rssQuiet)/(1<<20), float64(peak.Load())/(1<<20), fds)
+	if len(failed) > 0 {
+		t.Errorf("%d of %d Prometheus scrapes failed under the flood: %q", len(failed), len(took), failed[:min(5, len(failed))])
+	}
+	if want := fmt.Sprintf(`msg="Go memory limit" bytes=%d`, memoryMax*9/10); !strings.Contains(p.logs.String(), want) {
+		t.Errorf("the log does not say %s: the runtime was not told the cgroup's limit", want)
+	}
+	st, err := exec.Command(memcg, "stat", group).Output()
+	t.Logf("its memory cgroup: %s", bytes.TrimSpace(st))
+	if err != nil || !bytes.Contains(st, []byte(" oom_kills=0")) {
+		t.Errorf("killed for memory in a cgroup of the unit's MemoryMax (128M): %s %v", st, err)
+	}
+}
+
+// memoryCgroup builds scripts/memcg and names a memory cgroup for this
+// test, limited to limit bytes once a process runs in it (memcg run) and
+// removed at cleanup, after the process is killed.
+func memoryCgroup(t *testing.T, limit int) (memcg, group string) {
+	t.Helper()
+	peer.RequireRoot(t, "making a memory cgroup")
+	memcg = filepath.Join(t.TempDir(), "memcg")
+	if out, err := exec.Command("go", "build", "-o", memcg, "../../scripts/memcg").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./scripts/memcg: %v\n%s", err, out)
+	}
+	group = fmt.Sprintf("worker-exporter-test-%d", os.Getpid())
+	t.Cleanup(func() {
+		exportertest.WaitFor(t, 10*time.Second, func() bool { return exec.Command(memcg, "rm", group).Run() == nil })
+	})
+	return memcg, group
 }
