@@ -48,8 +48,11 @@ func TestEventFloodBounded(t *testing.T) {
 		}
 	}
 	e.OOM("a") // after the flood: once counted, the flood has been read
+	flooded := time.Now()
 	exportertest.WaitFor(t, 120*time.Second, func() bool { return find(t, src, "web").OOMKills == 1 })
-	if grown := int64(heapInuse()) - int64(before); grown > 8<<20 {
+	grown := int64(heapInuse()) - int64(before)
+	t.Logf("%d start events with unique IDs (and %d exec_start): read in %v after the last was sent; heap %+.1f MiB", flood, flood/5, time.Since(flooded).Round(time.Millisecond), float64(grown)/(1<<20))
+	if grown > 8<<20 {
 		t.Errorf("heap grew %d MiB over a flood of %d events, want under 8 MiB", grown>>20, flood)
 	}
 	src.oomMu.Lock()
@@ -149,7 +152,9 @@ func TestLargeBodiesInParallelBounded(t *testing.T) {
 	// decoded (the decoder doubles its buffer), and the one before it
 	// lingers until the GC runs: 8 bounds, measured 33 MiB here. Read all
 	// at once they cost 16 times one (measured 117 MiB).
-	if grown := int64(peak.Load()) - int64(base); grown > 12*bound {
+	grown := int64(peak.Load()) - int64(base)
+	t.Logf("16 stats bodies of %d MiB called at once, cut at %d MiB: heap peaked %.1f MiB above the start", huge>>20, bound>>20, float64(grown)/(1<<20))
+	if grown > 12*bound {
 		t.Errorf("16 bodies over the %d MiB bound read at once: heap peaked %d MiB above the start, want under %d MiB", bound>>20, grown>>20, 12*bound>>20)
 	}
 	if err := src.Health(); err == nil || !strings.Contains(err.Error(), "is over 4194304 bytes") {
@@ -214,9 +219,11 @@ func TestHangingStatsStarveNoOne(t *testing.T) {
 			c.Stats.Read, c.Stats.CPUStats.CPUUsage.TotalUsage = t0.Add(time.Second), 2e9
 		}
 	})
+	began := time.Now()
 	if !collected() {
 		t.Fatal("a collection waited on the hanging calls")
 	}
+	t.Logf("48 of 300 containers hanging: a collection took %v (interval 5 s), every healthy container's figures from it", time.Since(began).Round(time.Millisecond))
 	if n := e.StatsInFlight(); n == 0 {
 		t.Error("no hanging call out when the collection ended: it waited for them")
 	}
