@@ -203,8 +203,8 @@ const busy = "while :; do :; done"
 // timed together): on a loaded machine the gap between the two made one
 // window's power low, that became the idle estimate, and the rest went out
 // by busy time (twice the share, in a full run beside two busy loops; one
-// 150 ms delay between Advance and the sample fails it every time). The dynamic split has its
-// own tests (TestIdleSplit).
+// 150 ms delay between Advance and the sample fails it every time). The
+// dynamic split has its own tests (TestIdleSplit).
 func TestAttributesByCPUTime(t *testing.T) {
 	r := newRig(t, nil)
 	r.src.cpuIdle.Configured = countedWatts
