@@ -362,7 +362,8 @@ func (r *render) fresh(srcs []Versioned) bool {
 // get returns a render at least as new as this call: the latest one when
 // nothing has changed since it was made, else one that started after this
 // call arrived (its own, or one it joins), so every scrape that follows a
-// publish shows it, and concurrent scrapes render once.
+// publish shows it, and concurrent scrapes render once. (Such a render's
+// gather may have begun earlier, for the same generations: see gather.)
 func (v *variant) get(c *metricsCache) *render {
 	srcs := c.watched()
 	if r := v.latest.Load(); r != nil && r.fresh(srcs) {

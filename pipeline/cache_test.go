@@ -404,12 +404,16 @@ func TestCacheRacingPublishes(t *testing.T) {
 	t.Cleanup(func() { stop(); wg.Wait() }) // also when t.Fatal ends the test early
 	errs := make(chan error, 4)
 	scraped := make(chan struct{}) // one receive per finished scrape: publishes interleave with scrapes
-	for range 4 {
+	for i := range 4 {
+		// Each its own variant: their renders join one another's gathers.
+		accept := []string{"", "text/plain;version=0.0.4;escaping=values", "text/plain;version=0.0.4;escaping=dots", "text/plain;version=0.0.4;escaping=allow-utf-8"}[i]
 		wg.Go(func() {
 			for {
 				before := published.Load()
 				rec := httptest.NewRecorder()
-				p.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+				req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+				req.Header.Set("Accept", accept)
+				p.Handler().ServeHTTP(rec, req)
 				var got int64 = -1
 				for line := range strings.SplitSeq(rec.Body.String(), "\n") {
 					if v, ok := strings.CutPrefix(line, "cache_test_value "); ok {
@@ -459,6 +463,48 @@ type expiringSource struct {
 func (s *expiringSource) ChangesIn() (time.Duration, bool) {
 	d := time.Until(s.until)
 	return d, d > 0
+}
+
+// TestGatherNotJoinedPastItsClockChange: while a gather for an Expiring
+// source is in flight, a render of another variant joins it before the
+// source's next change by the clock, and gathers afresh after it.
+func TestGatherNotJoinedPastItsClockChange(t *testing.T) {
+	const changesIn = 3 * time.Second // time enough to join before it, on a loaded machine
+	src := &expiringSource{until: time.Now().Add(changesIn)}
+	var renders atomic.Int64
+	p := cachedPipeline(t, &src.genSource, &renders)
+	p.Watch(src)
+	src.publish(1)
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	var once sync.Once
+	_, err := p.Meter.Int64ObservableGauge("cache_test_slow", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+		once.Do(func() { close(entered); <-release })
+		o.Observe(1)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var waiting, gathers atomic.Int64
+	testWaiting = func() { waiting.Add(1) }
+	t.Cleanup(func() { testWaiting = nil })
+	bridge := p.metrics.gatherer
+	p.metrics.gatherer = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { gathers.Add(1); return bridge.Gather() })
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(release)
+	wg.Go(func() { get(t, p.Handler(), "Accept", "text/plain;version=0.0.4") })
+	<-entered
+	wg.Go(func() { get(t, p.Handler(), "Accept", protobufText) }) // before the change: joins
+	exportertest.WaitFor(t, changesIn, func() bool { return waiting.Load() == 1 })
+	time.Sleep(time.Until(src.until)) // the change by the clock
+	wg.Go(func() { get(t, p.Handler(), "Accept", "text/plain;version=0.0.4;escaping=values") })
+	exportertest.WaitFor(t, 10*time.Second, func() bool { return gathers.Load() == 2 })
+	if n := waiting.Load(); n != 1 {
+		t.Errorf("%d renders joined the gather in flight, want the one before the change", n)
+	}
 }
 
 // TestCacheExpiresAtTheNextChangeByTheClock: a render of an Expiring

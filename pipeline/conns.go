@@ -138,7 +138,13 @@ func (l *conns) admit(nc net.Conn) *conn {
 		l.warn()
 	}
 	l.mu.Unlock()
+	if testAfterEvict != nil {
+		testAfterEvict()
+	}
 	for _, v := range victims {
+		// An idle victim the server never claimed reads EOF from here on
+		// (Read claims it, then checks evicted): its Close leaves it to
+		// the Close below.
 		if v.owner.Load() == ownerEvictor {
 			l.refuse(v.Conn) // never read: this answer is its only one
 		} else {
@@ -150,6 +156,10 @@ func (l *conns) admit(nc net.Conn) *conn {
 	}
 	return c
 }
+
+// testAfterEvict, when set by a test, runs between marking the victims
+// and closing them: where the server's first Read used to slip in.
+var testAfterEvict func()
 
 // refuse answers a connection the server has not read, closed for want of
 // descriptors, and closes it: whatever request it sends, it learns why

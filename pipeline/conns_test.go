@@ -158,11 +158,16 @@ func TestUnreadBoundedByDescriptors(t *testing.T) {
 // of connections, each read by the server the moment it is accepted (as
 // http.Server does, closing on EOF), is answered throughout: 200 by the
 // server or 503 by the evictor, never closed unanswered, however the
-// eviction and the server's first read interleave. (The race it guards,
-// a server refused its first read closing the connection before the
-// evictor marked it, is narrow: CI met it once in 300 connections; with a
-// millisecond's sleep put in the eviction it failed every run.)
+// eviction and the server's first read interleave. The race it guards
+// (a server refused its first read closing the connection before the
+// evictor marked it) is narrow: CI met it once in 300 connections. A
+// millisecond's pause after the lock is let go, where the server's read
+// slipped in, makes it fail every run without the fix.
 func TestEveryRefusedConnectionAnswered(t *testing.T) {
+	defer func(was time.Duration) { readLag = was }(readLag)
+	readLag = time.Minute // unread connections stay "new", never idle, however slowly this machine runs
+	testAfterEvict = func() { time.Sleep(time.Millisecond) }
+	defer func() { testAfterEvict = nil }()
 	fds := &descriptors{limit: sourceHeadroom + 4, fixed: true} // room for 4 connections in all
 	l := limitedWith(t, 2, fds)
 	go func() {

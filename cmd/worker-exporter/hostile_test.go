@@ -108,10 +108,12 @@ func startWith(t *testing.T, prefix, env []string, args ...string) *process {
 	p := &process{logs: &exportertest.Buffer{}, ports: map[string]string{"cpu": exportertest.FreePort(t), "ffmpeg": exportertest.FreePort(t)}, exited: make(chan struct{})}
 	args = append([]string{"--web.listen-host", "127.0.0.1", "--path.sysfs", sysfs, "--gpu.port", "0", "--docker.port", "0",
 		"--cpu.port", p.ports["cpu"], "--ffmpeg.port", p.ports["ffmpeg"]}, args...)
-	argv := append(append(prefix, binary(t)), args...)
+	argv := slices.Concat(prefix, []string{binary(t)}, args)
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "OTEL_") {
+		// The tests set what they need: no push, and the memory limit the
+		// binary reads from its cgroup.
+		if !strings.HasPrefix(kv, "OTEL_") && !strings.HasPrefix(kv, "GOMEMLIMIT=") && !strings.HasPrefix(kv, "AUTOMEMLIMIT=") {
 			p.cmd.Env = append(p.cmd.Env, kv)
 		}
 	}
@@ -782,8 +784,9 @@ func TestIngestBurstAfterStart(t *testing.T) {
 // scrapers are answered within Prometheus's default scrape_timeout (10 s)
 // and the process stays within the stats exporter unit's MemoryMax
 // (128M): run in a memory cgroup of that limit, whose limit it gives the
-// Go runtime, it is never killed for memory. Its log gives the figures: scrape latency before and under the
-// flood, the resident peak, the cgroup's.
+// Go runtime, it is never killed for memory. Its log gives the figures:
+// scrape latency before and under the flood, the resident peak, the
+// cgroup's.
 func TestScrapesUnderRenderFlood(t *testing.T) {
 	const streams, attackers, scrapers, memoryMax = 1000, 120, 4, 128 << 20
 	memcg, group := memoryCgroup(t, memoryMax)
@@ -832,10 +835,13 @@ func TestScrapesUnderRenderFlood(t *testing.T) {
 	for i := range attackers {
 		wg.Go(func() {
 			client := &http.Client{Timeout: time.Minute}
-			target, accept := url+"?name[]=ffmpeg_stream_active", ""
+			// Half filter by name[]; half ask for 12 variants no scraper
+			// asks for (6 formats, gzipped or not): the first 4 are kept,
+			// the other 8 render every time.
+			target, accept, encoding := url+"?name[]=ffmpeg_stream_active", "", "gzip"
 			if i%2 == 1 {
-				target, accept = url, []string{"text/plain;version=0.0.4;escaping=dots", "text/plain;version=0.0.4;escaping=values",
-					"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text", "application/openmetrics-text;version=1.0.0;escaping=values"}[i%8/2]
+				target, accept = url, unusualFormats[i/2%len(unusualFormats)]
+				encoding = []string{"gzip", "identity"}[i/(2*len(unusualFormats))%2]
 			}
 			for {
 				select {
@@ -845,6 +851,7 @@ func TestScrapesUnderRenderFlood(t *testing.T) {
 				}
 				req, _ := http.NewRequest(http.MethodGet, target, nil)
 				req.Header.Set("Accept", accept)
+				req.Header.Set("Accept-Encoding", encoding) // set, the body is not gunzipped: nothing here reads it
 				if resp, err := client.Do(req); err == nil {
 					io.Copy(io.Discard, resp.Body)
 					resp.Body.Close()
@@ -889,6 +896,17 @@ func TestScrapesUnderRenderFlood(t *testing.T) {
 	}
 }
 
+// unusualFormats are Accept values no scraper sends, each negotiating a
+// format of its own.
+var unusualFormats = []string{
+	"text/plain;version=0.0.4;escaping=dots",
+	"text/plain;version=0.0.4;escaping=values",
+	"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text",
+	"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text;escaping=values",
+	"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=compact-text",
+	"application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;escaping=dots",
+}
+
 // memoryCgroup builds scripts/memcg and names a memory cgroup for this
 // test, limited to limit bytes once a process runs in it (memcg run) and
 // removed at cleanup, after the process is killed.
@@ -898,6 +916,12 @@ func memoryCgroup(t *testing.T, limit int) (memcg, group string) {
 	memcg = filepath.Join(t.TempDir(), "memcg")
 	if out, err := exec.Command("go", "build", "-o", memcg, "../../scripts/memcg").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./scripts/memcg: %v\n%s", err, out)
+	}
+	probe := fmt.Sprintf("worker-exporter-probe-%d", os.Getpid())
+	out, err := exec.Command(memcg, "run", probe, strconv.Itoa(limit), "--", "true").CombinedOutput()
+	exec.Command(memcg, "rm", probe).Run()
+	if err != nil {
+		peer.Missing(t, fmt.Sprintf("no memory cgroup can be made here: %v: %s", err, bytes.TrimSpace(out)))
 	}
 	group = fmt.Sprintf("worker-exporter-test-%d", os.Getpid())
 	t.Cleanup(func() {

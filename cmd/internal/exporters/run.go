@@ -199,15 +199,17 @@ func portOf(addr string) string {
 // what is not Go's (the binary's pages), so that near it the collector
 // works harder rather than the kernel killing the process: a burst of
 // renders for 1,000 streams peaked past 128M unguided. GOMEMLIMIT, when
-// set, wins; AUTOMEMLIMIT=off turns it off. Prometheus does the same.
+// set, wins; AUTOMEMLIMIT sets another ratio, or off. Prometheus does the
+// same.
 func setMemoryLimit(log *slog.Logger) {
 	limit, err := memlimit.Set(memlimit.WithProvider(memlimit.FromCgroup), memlimit.WithRatio(0.9))
+	env := []any{"GOMEMLIMIT", os.Getenv("GOMEMLIMIT"), "AUTOMEMLIMIT", os.Getenv("AUTOMEMLIMIT")}
 	switch {
+	case err != nil && os.Getenv("AUTOMEMLIMIT") != "":
+		log.Warn("Go memory limit not set from the cgroup", append(env, "err", err)...)
 	case err != nil:
 		log.Debug("no memory limit read from a cgroup", "err", err)
-	case os.Getenv("GOMEMLIMIT") != "":
-		log.Info("Go memory limit", "bytes", limit, "from", "GOMEMLIMIT")
 	case limit < math.MaxInt64:
-		log.Info("Go memory limit", "bytes", limit, "from", "the cgroup's, less a tenth")
+		log.Info("Go memory limit", append([]any{"bytes", limit}, env...)...)
 	}
 }
