@@ -252,20 +252,8 @@ func TestCacheRendersOnceForConcurrentScrapes(t *testing.T) {
 	p.Watch(&src)
 	src.publish(1)
 
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	var once sync.Once
-	_, err := p.Meter.Int64ObservableGauge("cache_test_slow", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-		once.Do(func() { close(entered); <-release }) // the first render stays in flight until released
-		o.Observe(1)
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var waiting atomic.Int64
-	testWaiting = func() { waiting.Add(1) }
-	t.Cleanup(func() { testWaiting = nil })
+	entered, release := holdFirstGather(t, p)
+	waiting := countWaits(t)
 
 	const scrapes = 8
 	bodies := make([]string, scrapes)
@@ -288,6 +276,40 @@ func TestCacheRendersOnceForConcurrentScrapes(t *testing.T) {
 	}
 }
 
+// holdFirstGather registers a gauge whose first callback holds the gather
+// it runs in until release is closed; entered is closed once it holds.
+func holdFirstGather(t *testing.T, p *Pipeline) (entered, release chan struct{}) {
+	t.Helper()
+	entered, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	_, err := p.Meter.Int64ObservableGauge("cache_test_slow", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+		once.Do(func() { close(entered); <-release })
+		o.Observe(1)
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entered, release
+}
+
+// countWaits counts the scrapes that wait for a render or a gather in
+// flight, for the rest of the test.
+func countWaits(t *testing.T) *atomic.Int64 {
+	var n atomic.Int64
+	testWaiting = func() { n.Add(1) }
+	t.Cleanup(func() { testWaiting = nil })
+	return &n
+}
+
+// countGathers counts the gathers from p's bridge, as each begins.
+func countGathers(p *Pipeline) *atomic.Int64 {
+	var n atomic.Int64
+	bridge := p.metrics.gatherer
+	p.metrics.gatherer = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { n.Add(1); return bridge.Gather() })
+	return &n
+}
+
 // TestVariantsShareOneGather: after a publish, scrapes in four formats
 // (each its own kept variant) render at once and share one gather; a
 // scrape that arrives after the next publish, while that gather is still
@@ -299,22 +321,8 @@ func TestVariantsShareOneGather(t *testing.T) {
 	p.Watch(&src)
 	src.publish(1)
 
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	var once sync.Once
-	_, err := p.Meter.Int64ObservableGauge("cache_test_slow", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-		once.Do(func() { close(entered); <-release }) // the first gather stays in flight until released
-		o.Observe(1)
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var waiting, gathers atomic.Int64
-	testWaiting = func() { waiting.Add(1) }
-	t.Cleanup(func() { testWaiting = nil })
-	bridge := p.metrics.gatherer
-	p.metrics.gatherer = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { gathers.Add(1); return bridge.Gather() })
+	entered, release := holdFirstGather(t, p)
+	waiting, gathers := countWaits(t), countGathers(p)
 
 	variants := [][]string{
 		{"Accept", "text/plain;version=0.0.4"},
@@ -475,22 +483,8 @@ func TestGatherNotJoinedPastItsClockChange(t *testing.T) {
 	p := cachedPipeline(t, &src.genSource, &renders)
 	p.Watch(src)
 	src.publish(1)
-	release := make(chan struct{})
-	entered := make(chan struct{})
-	var once sync.Once
-	_, err := p.Meter.Int64ObservableGauge("cache_test_slow", metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-		once.Do(func() { close(entered); <-release })
-		o.Observe(1)
-		return nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var waiting, gathers atomic.Int64
-	testWaiting = func() { waiting.Add(1) }
-	t.Cleanup(func() { testWaiting = nil })
-	bridge := p.metrics.gatherer
-	p.metrics.gatherer = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) { gathers.Add(1); return bridge.Gather() })
+	entered, release := holdFirstGather(t, p)
+	waiting, gathers := countWaits(t), countGathers(p)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
